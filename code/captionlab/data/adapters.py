@@ -1,0 +1,129 @@
+"""Readers that turn dataset files on disk into one ``CaptionDataset``; chosen by ``data.format``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import DataConfig
+from ..paths import resolve
+from ..registry import Registry
+from .dataset import CaptionDataset, ImageRecord, check_images
+
+ADAPTERS: Registry[Callable[[DataConfig], CaptionDataset]] = Registry("dataset format")
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def load_dataset(cfg: DataConfig) -> CaptionDataset:
+    ds = ADAPTERS.get(cfg.format)(cfg)
+    ds.records = check_images(ds.records, cfg.on_bad_image, ds.source)
+    if not ds.records:
+        raise ValueError(f"{ds.source}: no usable images")
+    return ds
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def _caption(text: Any, where: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: empty caption")
+    return text.strip()
+
+
+@ADAPTERS.register("karpathy")
+def load_karpathy(cfg: DataConfig) -> CaptionDataset:
+    """Karpathy split JSON (dataset_coco.json, dataset_flickr8k.json, ...); 'restval' counts as train."""
+    path = resolve(cfg.path)
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{path}: expected an object with an 'images' list (Karpathy split format)")
+    root = resolve(cfg.image_root) if cfg.image_root else path.parent
+    records = []
+    for i, img in enumerate(data["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(img, dict) or "filename" not in img or "sentences" not in img:
+            raise ValueError(f"{where}: needs 'filename' and 'sentences'")
+        where += f" ({img['filename']})"
+        split = img.get("split", "train")
+        split = "train" if split == "restval" else split
+        caps = []
+        for j, s in enumerate(img["sentences"]):
+            text = s.get("raw") if isinstance(s, dict) else None
+            if (not isinstance(text, str) or not text.strip()) and isinstance(s, dict) and s.get("tokens"):
+                text = " ".join(s["tokens"])
+            caps.append(_caption(text, f"{where} sentences[{j}]"))
+        if not caps and split != "all":
+            raise ValueError(f"{where}: no sentences")
+        image_id = int(img.get("cocoid", img.get("imgid", i)))
+        records.append(ImageRecord(image_id, root / img.get("filepath", "") / img["filename"], split, caps,
+                                   list(img.get("objects", []))))
+    return CaptionDataset(str(data.get("dataset", path.stem)), records, path)
+
+
+@ADAPTERS.register("synthetic")
+def load_synthetic(cfg: DataConfig) -> CaptionDataset:
+    """The embedded default: generated into ``path`` on first use (deterministic), then read as Karpathy JSON."""
+    from . import synthetic
+
+    ann = synthetic.ensure(resolve(cfg.path), cfg.synthetic_n, cfg.synthetic_seed, cfg.synthetic_size)
+    return load_karpathy(dataclasses.replace(cfg, format="karpathy", path=str(ann), image_root=None))
+
+
+@ADAPTERS.register("deepfashion")
+def load_deepfashion(cfg: DataConfig) -> CaptionDataset:
+    """DeepFashion-MultiModal: ``captions.json`` (image file -> caption), split by a seeded
+    ``1 - test_fraction`` / ``test_fraction`` cut; or the ``train_captions.json`` / ``test_captions.json``
+    pair used by the course projects. Val is ``val_fraction`` of train, seeded too."""
+    path = resolve(cfg.path)
+    folder = path if path.is_dir() else path.parent
+    root = resolve(cfg.image_root) if cfg.image_root else folder / "images"
+    given = [folder / "train_captions.json", folder / "test_captions.json"]
+    rng = random.Random(cfg.split_seed)
+    if path.is_dir() and all(p.is_file() for p in given):
+        train = _fashion_captions(given[0])
+        test = _fashion_captions(given[1])
+    else:
+        captions = _fashion_captions(path / "captions.json" if path.is_dir() else path)
+        names = sorted(captions)
+        rng.shuffle(names)
+        n_test = round(len(names) * cfg.test_fraction)
+        test = {n: captions[n] for n in names[:n_test]}
+        train = {n: captions[n] for n in names[n_test:]}
+    train_names = sorted(train)
+    rng.shuffle(train_names)
+    val_names = set(train_names[: round(len(train_names) * cfg.val_fraction)])
+    records = []
+    for split_of, caps in ((lambda n: "val" if n in val_names else "train", train), (lambda n: "test", test)):
+        for name in sorted(caps):
+            records.append(ImageRecord(len(records), root / name, split_of(name), [caps[name]]))
+    return CaptionDataset("deepfashion", records, path)
+
+
+def _fashion_captions(path: Path) -> dict[str, str]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object mapping image file name -> caption")
+    return {name: _caption(text, f"{path}: entry {name!r}") for name, text in data.items()}
+
+
+@ADAPTERS.register("folder")
+def load_folder(cfg: DataConfig) -> CaptionDataset:
+    """Every image under a folder (recursively), without captions: for captioning and rebuilds."""
+    root = resolve(cfg.path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))})")
+    return CaptionDataset(root.name, [ImageRecord(i, p, "all", []) for i, p in enumerate(files)], root)

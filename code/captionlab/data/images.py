@@ -1,0 +1,71 @@
+"""Image loading and the encoder's input transform."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision import transforms
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BadImageError(ValueError):
+    """An image file that is missing or cannot be decoded."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Greyscale, CMYK, palette and 16-bit images become RGB; transparency is laid on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode fully (so a truncated file fails here, not deep in a DataLoader) and convert to RGB."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImageError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(f"cannot read image {path}: {e}") from None
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """Cheaper than ``load_image`` for large JPEGs: decodes at reduced scale, still catches truncation."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImageError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (64, 64))
+            img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(f"cannot read image {path}: {e}") from None
+
+
+def build_transform(image_size: int, resize: int | None = None) -> transforms.Compose:
+    return transforms.Compose([
+        transforms.Resize(resize or image_size),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def images_to_tensor(images: list[Image.Image], transform: transforms.Compose) -> torch.Tensor:
+    return torch.stack([transform(to_rgb(im)) for im in images])  # (batch, 3, H, W)

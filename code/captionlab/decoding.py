@@ -1,0 +1,141 @@
+"""One decoding engine for every model: greedy, sampling and batched beam search.
+
+Written only against ``CaptionModel.init_state`` / ``step`` and ``State.select``. All images (and
+all beams of all images) advance together in one tensor; there is no Python loop over images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .models.base import CaptionModel, State
+
+
+@dataclass
+class DecodeOutput:
+    tokens: torch.Tensor  # (batch, T) ids without <start>, <end> kept, <pad> after it
+    logprobs: torch.Tensor  # (batch, T) log-probability of each emitted token, 0 after <end>
+    scores: torch.Tensor  # (batch,) ranking score: summed log-probability / length penalty
+    attention: torch.Tensor | None = None  # (batch, T, regions) where the model attends
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Tokens up to and including <end> (or all of them if it never came)."""
+        return (self.tokens != CaptionModel.pad_id).sum(1)
+
+
+def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
+    """GNMT's ((5 + len) / 6) ** alpha; alpha = 0 ranks by raw log-probability."""
+    return ((5.0 + lengths.float()) / 6.0) ** alpha
+
+
+def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """A finished sequence can only emit <pad>, at no cost, so its score stays as it was."""
+    if finished.any():
+        logprobs = logprobs.masked_fill(finished.unsqueeze(1), float("-inf"))
+        logprobs[finished, pad_id] = 0.0
+    return logprobs
+
+
+def _sequential(model: CaptionModel, images: torch.Tensor, max_len: int,
+                pick: Callable[[torch.Tensor], torch.Tensor]) -> DecodeOutput:
+    state = model.init_state(images)
+    batch = state.batch_size
+    device = images.device
+    tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    out_tokens, out_lp, attn = [], [], []
+    for _ in range(max_len):
+        logprobs, state = model.step(tokens, state)  # (batch, vocab)
+        tokens = pick(logprobs).masked_fill(finished, model.pad_id)  # (batch,)
+        out_tokens.append(tokens)
+        out_lp.append(logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
+        if state.attention is not None:
+            attn.append(state.attention)
+        finished = finished | (tokens == model.end_id)
+        if finished.all():
+            break
+    lp = torch.stack(out_lp, 1)
+    return DecodeOutput(torch.stack(out_tokens, 1), lp, lp.sum(1), torch.stack(attn, 1) if attn else None)
+
+
+@torch.no_grad()
+def greedy(model: CaptionModel, images: torch.Tensor, max_len: int = 20) -> DecodeOutput:
+    return _sequential(model, images, max_len, lambda lp: lp.argmax(-1))
+
+
+def sample(model: CaptionModel, images: torch.Tensor, max_len: int = 20, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> DecodeOutput:
+    """Draw one caption per image. ``logprobs`` are the model's own (before temperature/top-k/top-p),
+    and gradients flow through them, as self-critical training needs."""
+
+    def pick(lp: torch.Tensor) -> torch.Tensor:
+        logits = lp.detach() / max(temperature, 1e-6)
+        if top_k > 0:
+            kth = logits.topk(min(top_k, logits.size(-1)), -1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            sorted_logits, order = logits.sort(-1, descending=True)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest set reaching top_p
+            logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+    return _sequential(model, images, max_len, pick)
+
+
+@torch.no_grad()
+def beam_search(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_len: int = 20,
+                alpha: float = 0.0) -> DecodeOutput:
+    """Batched beam search; returns the best of ``beam_size`` beams for every image.
+
+    Finished beams stay in the beam and extend with <pad> at no cost, so they compete with live
+    beams on summed log-probability; the final choice divides by ``length_penalty(len, alpha)``.
+    """
+    state = model.init_state(images)
+    batch, k = state.batch_size, beam_size
+    device = images.device
+    if k > model.vocab_size:
+        raise ValueError(f"beam_size {k} is larger than the vocabulary ({model.vocab_size})")
+    state = state.select(torch.arange(batch, device=device).repeat_interleave(k))  # (batch*k, ...)
+    tokens = torch.full((batch * k,), model.start_id, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, k, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
+    finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
+    seq = torch.empty(batch * k, 0, dtype=torch.long, device=device)
+    seq_lp = torch.empty(batch * k, 0, device=device)
+    attn: torch.Tensor | None = None
+    offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (batch, 1)
+    for _ in range(max_len):
+        logprobs, state = model.step(tokens, state)  # (batch*k, vocab)
+        logprobs = _mask_finished(logprobs.float(), finished, model.pad_id)
+        vocab = logprobs.size(1)
+        cand = (scores.view(-1, 1) + logprobs).view(batch, k * vocab)
+        scores, flat = cand.topk(k, dim=1)  # (batch, k)
+        origin = (offsets + torch.div(flat, vocab, rounding_mode="floor")).view(-1)  # (batch*k,)
+        tokens = (flat % vocab).view(-1)
+        state = state.select(origin)
+        seq = torch.cat([seq[origin], tokens.unsqueeze(1)], 1)
+        seq_lp = torch.cat([seq_lp[origin], logprobs[origin, tokens].unsqueeze(1)], 1)
+        if state.attention is not None:
+            step_attn = state.attention.unsqueeze(1)
+            attn = step_attn if attn is None else torch.cat([attn[origin], step_attn], 1)
+        finished = finished[origin] | (tokens == model.end_id)
+        if finished.all():
+            break
+    lengths = (seq != model.pad_id).sum(1).view(batch, k)
+    ranked = scores / length_penalty(lengths, alpha)
+    best = offsets.squeeze(1) + ranked.argmax(1)  # (batch,)
+    return DecodeOutput(seq[best], seq_lp[best], ranked.max(1).values, attn[best] if attn is not None else None)
+
+
+def decode(model: CaptionModel, images: torch.Tensor, beam_size: int = 1, max_len: int = 20,
+           alpha: float = 0.0) -> DecodeOutput:
+    """Greedy for ``beam_size == 1``, beam search otherwise."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if beam_size == 1:
+        return greedy(model, images, max_len)
+    return beam_search(model, images, beam_size, max_len, alpha)

@@ -1,0 +1,160 @@
+"""Reference caption metrics through pycocoevalcap, with the standard key names.
+
+``tokenizer="ptb"`` runs the Stanford PTB tokenizer (Java), as the COCO server does: use it for
+numbers you report. ``tokenizer="simple"`` lower-cases and drops punctuation in-process: the same
+result on plain captions, no Java, for validation inside training loops.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+ALL_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
+FAST_METRICS = ("Bleu", "ROUGE_L", "CIDEr")  # no Java: for per-epoch validation
+KEY_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
+_PUNCT = re.compile(r"[^\w\s']|_")
+
+
+class JavaMissingError(RuntimeError):
+    pass
+
+
+def _need_java(what: str) -> None:
+    if shutil.which("java") is None:
+        raise JavaMissingError(f"{what} needs Java 8+ ('java' is not on PATH). Install it, e.g. "
+                               "'apt-get install default-jre-headless', or score with tokenizer='simple' "
+                               "and without METEOR.")
+
+
+def simple_tokenize(text: str) -> str:
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+def _tokenize(captions: Mapping[Any, Sequence[str]], tokenizer: str) -> dict[Any, list[str]]:
+    if tokenizer == "simple":
+        return {k: [simple_tokenize(c) for c in v] for k, v in captions.items()}
+    if tokenizer != "ptb":
+        raise ValueError(f"tokenizer must be 'ptb' or 'simple', got {tokenizer!r}")
+    _need_java("the PTB tokenizer")
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+
+
+def _scorers(metrics: Iterable[str]):
+    for name in metrics:
+        if name == "Bleu":
+            from pycocoevalcap.bleu.bleu import Bleu
+            yield name, Bleu(4)
+        elif name == "METEOR":
+            _need_java("METEOR")
+            from pycocoevalcap.meteor.meteor import Meteor
+            yield name, Meteor()
+        elif name == "ROUGE_L":
+            from pycocoevalcap.rouge.rouge import Rouge
+            yield name, Rouge()
+        elif name == "CIDEr":
+            from pycocoevalcap.cider.cider import Cider
+            yield name, Cider()
+        elif name == "SPICE":
+            from pycocoevalcap.spice.spice import Spice
+            yield name, Spice()
+        else:
+            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS + ('SPICE',))}")
+
+
+def score(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
+          metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb",
+          per_image: bool = False) -> dict[str, Any]:
+    """Corpus scores of ``results`` (image id -> caption) against ``references`` (image id -> captions).
+
+    Only images in ``results`` are scored (as the COCO evaluation does). CIDEr here is CIDEr-D
+    with document frequencies from the references of the images being scored.
+    """
+    if not results:
+        raise ValueError("no results to score")
+    missing = [k for k in results if k not in references]
+    if missing:
+        raise ValueError(f"{len(missing)} result image id(s) have no references, e.g. {missing[:5]}")
+    empty = [k for k in results if not references[k]]
+    if empty:
+        raise ValueError(f"{len(empty)} image(s) have an empty reference list, e.g. {empty[:5]}")
+    ids = list(results)
+    gts = _tokenize({k: list(references[k]) for k in ids}, tokenizer)
+    res = _tokenize({k: [results[k]] for k in ids}, tokenizer)
+    out: dict[str, Any] = {}
+    images: dict[Any, dict[str, float]] = {k: {} for k in ids}
+    for name, scorer in _scorers(metrics):
+        if name == "Bleu":
+            corpus, each = scorer.compute_score(gts, res, verbose=0)
+        else:
+            corpus, each = scorer.compute_score(gts, res)
+        keys = [f"Bleu_{n + 1}" for n in range(4)] if name == "Bleu" else [name]
+        corpus = corpus if name == "Bleu" else [corpus]
+        each = each if name == "Bleu" else [each]
+        for key, c, e in zip(keys, corpus, each):
+            out[key] = float(c)
+            for k, v in zip(ids, e):
+                images[k][key] = float(v if not isinstance(v, dict) else v["All"]["f"])
+        if name == "METEOR":
+            del scorer  # stops the Java process now, not at interpreter exit
+    out = {k: out[k] for k in KEY_ORDER if k in out}
+    if per_image:
+        out["per_image"] = images
+    return out
+
+
+def load_results(path: str | Path) -> dict[Any, str]:
+    """COCO results file: ``[{"image_id": ..., "caption": ...}, ...]``."""
+    from ..data.adapters import read_json
+
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of {{'image_id', 'caption'}} objects")
+    out: dict[Any, str] = {}
+    for i, r in enumerate(data):
+        if not isinstance(r, dict) or "image_id" not in r or "caption" not in r:
+            raise ValueError(f"{path}: entry {i} needs 'image_id' and 'caption'")
+        if r["image_id"] in out:
+            raise ValueError(f"{path}: image_id {r['image_id']!r} appears twice (entry {i})")
+        if not isinstance(r["caption"], str):
+            raise ValueError(f"{path}: entry {i}: caption must be a string")
+        out[r["image_id"]] = r["caption"]
+    return out
+
+
+def load_annotations(path: str | Path) -> dict[Any, list[str]]:
+    """COCO caption annotations: ``{"images": [...], "annotations": [{"image_id", "caption"}]}``."""
+    from ..data.adapters import read_json
+
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise ValueError(f"{path}: expected an object with an 'annotations' list (COCO caption format)")
+    refs: dict[Any, list[str]] = {img["id"]: [] for img in data.get("images", []) if isinstance(img, dict)}
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or "image_id" not in a or "caption" not in a:
+            raise ValueError(f"{path}: annotations[{i}] needs 'image_id' and 'caption'")
+        if not isinstance(a["caption"], str) or not a["caption"].strip():
+            raise ValueError(f"{path}: annotations[{i}] (image {a['image_id']!r}): empty caption")
+        refs.setdefault(a["image_id"], []).append(a["caption"])
+    return refs
+
+
+def score_files(results_path: str | Path, annotations_path: str | Path,
+                metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb") -> dict[str, Any]:
+    results = load_results(results_path)
+    refs = load_annotations(annotations_path)
+    unscored = len([k for k in refs if k not in results])
+    if unscored:
+        warnings.warn(f"{unscored} annotated image(s) have no result and are not scored", stacklevel=2)
+    return score(results, refs, metrics, tokenizer)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,225 @@
+"""One training loop: single process or DDP (torchrun), CPU or CUDA (+AMP), with checkpoint/resume,
+per-epoch validation, best/last checkpoints, CSV/TensorBoard logs and fixed seeds."""
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm.auto import tqdm
+
+from ..captioner import Captioner
+from ..config import RunConfig, save_config
+from ..data.adapters import load_dataset
+from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
+from ..data.tokenizers import build_tokenizer
+from ..data.vocab import Vocabulary
+from ..evaluation import caption_records
+from ..metrics import FAST_METRICS, score
+from ..models import build_model
+from ..paths import resolve
+from . import distributed as D
+from .checkpoint import read_checkpoint, save_checkpoint
+from .losses import CrossEntropyLoss
+from .runlog import RunLog, read_log
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_factor(cfg: RunConfig, epoch: int, step: int) -> float:
+    """Learning-rate multiplier from (epoch, global step) alone, so resuming needs no scheduler state."""
+    t = cfg.train
+    if t.lr_schedule == "constant":
+        f = 1.0
+    elif t.lr_schedule == "step":
+        f = t.lr_gamma ** (epoch // max(1, t.lr_step_epochs))
+    elif t.lr_schedule == "cosine":
+        f = 0.5 * (1 + math.cos(math.pi * epoch / max(1, t.epochs)))
+    else:
+        raise ValueError(f"train.lr_schedule must be constant, step or cosine; got {t.lr_schedule!r}")
+    return f * min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else f
+
+
+def build_vocab(cfg: RunConfig, dataset: CaptionDataset) -> Vocabulary:
+    tok = build_tokenizer(cfg.data.tokenizer)
+    return Vocabulary.build((tok.tokenize(c) for r in dataset.split("train") for c in r.captions),
+                            cfg.data.min_freq)
+
+
+def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, progress: bool) -> dict[str, float]:
+    """Fast in-process metrics on val (no Java), used to pick best.pt."""
+    t = cfg.train
+    caps = caption_records(captioner, dataset.split("val"), t.val_beam_size, t.val_max_len, t.val_batch_size,
+                           cfg.data.num_workers, progress, desc="validating")
+    return score(caps, dataset.references("val"), FAST_METRICS, tokenizer="simple")
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if (run_dir / "last.pt").exists() and not resume:
+        if not overwrite:
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite "
+                                  "to start again, or choose another train.run_name")
+        for name in ("last.pt", "best.pt", "log.csv", "tensorboard"):
+            p = run_dir / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train(cfg: RunConfig, resume: bool | str | Path = False, overwrite: bool = False, progress: bool = True,
+          loss_fn: Any = None, dataset: CaptionDataset | None = None) -> TrainResult:
+    """Train ``cfg``; ``dataset`` skips loading ``cfg.data`` again when the caller already has it."""
+    info, device = D.setup(cfg.train.device)
+    try:
+        return _train(cfg, info, device, resume, overwrite, progress, loss_fn or CrossEntropyLoss(), dataset)
+    finally:
+        D.teardown(info)
+
+
+def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool | str | Path, overwrite: bool,
+           progress: bool, loss_fn: Any, dataset: CaptionDataset | None) -> TrainResult:
+    t = cfg.train
+    seed_everything(t.seed)
+    progress = progress and info.is_main
+    run_dir = resolve(t.output_dir) / t.run_name
+    if info.is_main:
+        _prepare_run_dir(run_dir, bool(resume), overwrite)
+    D.barrier(info)
+
+    if dataset is None:
+        dataset = load_dataset(cfg.data) if info.is_main else None  # rank 0 first: it may generate data
+        D.barrier(info)
+        dataset = dataset or load_dataset(cfg.data)
+    vocab = build_vocab(cfg, dataset)
+    model = build_model(cfg.model, len(vocab)).to(device)
+    encoder = getattr(model, "encoder", None)
+    enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
+    enc_ids = {id(p) for p in enc_params}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids],
+               "lr": t.lr, "base_lr": t.lr}]
+    if enc_params:
+        groups.append({"params": enc_params, "lr": t.encoder_lr, "base_lr": t.encoder_lr})
+    optimizer = torch.optim.Adam(groups, weight_decay=t.weight_decay)
+
+    start_epoch, global_step = 0, 0
+    best = {"epoch": -1, "value": -math.inf, "metrics": {}}
+    if resume:
+        path = run_dir / "last.pt" if resume is True else Path(resume)
+        ckpt = read_checkpoint(path, map_location=device)
+        if ckpt["vocab"] != vocab.to_list():
+            raise ValueError(f"{path}: its vocabulary differs from the one built from {cfg.data.path}; "
+                             "resume with the same data settings")
+        model.load_state_dict(ckpt["model"])
+        if "optimizer" in ckpt:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch = ckpt["epoch"] + 1
+        extra = ckpt.get("extra", {})
+        global_step = int(extra.get("global_step", 0))
+        best = extra.get("best", best)
+        if info.is_main:
+            print(f"resuming {run_dir.name} from epoch {ckpt['epoch'] + 1} ({path})")
+
+    log = RunLog(run_dir, t.tensorboard, enabled=info.is_main)
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        log.truncate_after(start_epoch - 1)
+
+    captioner = Captioner(model, vocab, cfg, device)
+    train_set = CaptionGroups(dataset.split("train"), vocab, captioner.tokenizer, captioner.transform,
+                              cfg.data.max_caption_len, t.seq_per_img, t.seed)
+    net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
+    use_amp = t.amp and device.type == "cuda"
+    if t.amp and not use_amp and info.is_main:
+        warnings.warn("train.amp applies on CUDA only; training in float32 on the CPU", stacklevel=2)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    try:
+        for epoch in range(start_epoch, t.epochs):
+            torch.manual_seed(t.seed + epoch)  # dropout and shuffling depend on (seed, epoch) only: exact resume
+            if info.enabled:
+                sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=t.seed)
+                sampler.set_epoch(epoch)
+            else:
+                sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(t.seed + epoch))
+            train_set.set_epoch(epoch)
+            loader = DataLoader(train_set, batch_size=t.batch_size, sampler=sampler, collate_fn=collate_groups,
+                                num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                                drop_last=False)
+            model.train()
+            t0, total, count = time.time(), 0.0, 0
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", disable=not progress,
+                       leave=False)
+            for images, captions in bar:
+                images = images.to(device, non_blocking=True)
+                captions = captions.to(device, non_blocking=True)
+                for g in optimizer.param_groups:
+                    g["lr"] = g["base_lr"] * lr_factor(cfg, epoch, global_step)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    loss, stats = loss_fn(net, images, captions)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if t.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                global_step += 1
+                total += stats["loss"]
+                count += 1
+                if progress:
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}")
+                if info.is_main and global_step % t.log_every == 0:
+                    log.scalars({"loss": stats["loss"], "lr": optimizer.param_groups[0]["lr"]}, global_step, "step/")
+            train_loss = D.mean_across(total / max(1, count), info, device)
+            row: dict[str, Any] = {"epoch": epoch, "step": global_step, "train_loss": train_loss,
+                                   "lr": optimizer.param_groups[0]["lr"]}
+            if info.is_main:
+                metrics = validate(captioner, dataset, cfg, progress)
+                if t.select_metric not in metrics:
+                    raise ValueError(f"train.select_metric {t.select_metric!r} is not among {list(metrics)}")
+                row.update(metrics)
+                row["seconds"] = round(time.time() - t0, 2)
+                improved = metrics[t.select_metric] > best["value"]
+                if improved:
+                    best = {"epoch": epoch, "value": metrics[t.select_metric], "metrics": metrics}
+                common = dict(model_state=model.state_dict(), config=cfg.to_dict(), vocab=vocab.to_list(),
+                              epoch=epoch, metrics=metrics)
+                extra = {"global_step": global_step, "best": best}
+                if improved:
+                    save_checkpoint(run_dir / "best.pt", **common, extra=extra)
+                save_checkpoint(run_dir / "last.pt", **common, optimizer=optimizer.state_dict(), extra=extra)
+                log.epoch_row(row)
+                summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in ("Bleu_4", "ROUGE_L", "CIDEr"))
+                tqdm.write(f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}  val {summary}"
+                           f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)")
+            D.barrier(info)
+    except KeyboardInterrupt:
+        if info.is_main:
+            print(f"\ninterrupted: the last finished epoch is saved in {run_dir / 'last.pt'}; "
+                  "continue with --resume")
+        raise
+    finally:
+        log.close()
+    best = D.broadcast_object(best, info)
+    history = read_log(run_dir / "log.csv") if info.is_main and (run_dir / "log.csv").exists() else []
+    return TrainResult(run_dir, int(best["epoch"]), dict(best["metrics"]), history)
