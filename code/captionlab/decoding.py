@@ -97,8 +97,6 @@ def beam_search(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, m
     state = model.init_state(images)
     batch, k = state.batch_size, beam_size
     device = images.device
-    if k > model.vocab_size:
-        raise ValueError(f"beam_size {k} is larger than the vocabulary ({model.vocab_size})")
     state = state.select(torch.arange(batch, device=device).repeat_interleave(k))  # (batch*k, ...)
     tokens = torch.full((batch * k,), model.start_id, dtype=torch.long, device=device)
     scores = torch.zeros(batch, k, device=device)

@@ -64,8 +64,8 @@ class CaptionModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: captions (batch, T) starting with <start> -> logits (batch, T-1, vocab)
-        predicting captions[:, 1:]. This generic version runs ``step``; models override it with a
+        """Teacher forcing: captions (batch, T) starting with <start> -> scores (batch, T-1, vocab)
+        predicting captions[:, 1:]: logits or log-probabilities (cross-entropy normalises either). This generic version runs ``step``; models override it with a
         faster whole-sequence pass that must agree with it.
 
         ``captions`` may hold ``n`` captions per image (batch*n rows, each image's captions adjacent):

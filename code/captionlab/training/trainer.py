@@ -39,6 +39,7 @@ class TrainResult:
     best_epoch: int
     best_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+    model: torch.nn.Module | None = None  # the trained model as it is after the last epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -222,4 +223,4 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         log.close()
     best = D.broadcast_object(best, info)
     history = read_log(run_dir / "log.csv") if info.is_main and (run_dir / "log.csv").exists() else []
-    return TrainResult(run_dir, int(best["epoch"]), dict(best["metrics"]), history)
+    return TrainResult(run_dir, int(best["epoch"]), dict(best["metrics"]), history, model)

@@ -1,0 +1,254 @@
+"""Vocabulary, tokenizer, synthetic generator and dataset adapters, including bad input."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captionlab.config import DataConfig
+from captionlab.data import BadImageError, Vocabulary, build_tokenizer, load_dataset, load_image
+from captionlab.data import synthetic
+from captionlab.data.dataset import CaptionGroups
+
+
+# ---------------------------------------------------------------- vocabulary and tokenizer
+def test_vocabulary_round_trip_and_min_freq():
+    tok = build_tokenizer("en_word")
+    sents = [tok.tokenize(s) for s in ["A red circle.", "a Blue square", "a red square!"]]
+    vocab = Vocabulary.build(sents, min_freq=2)
+    assert vocab.itos[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert vocab.itos[4:] == ["a", "red", "square"]  # by frequency, ties alphabetical
+    ids = vocab.encode(tok.tokenize("a red circle"))
+    assert ids == [1, vocab.stoi["a"], vocab.stoi["red"], vocab.unk_id, 2]
+    assert vocab.decode(ids) == ["a", "red", "<unk>"]
+    assert Vocabulary(vocab.to_list()) == vocab
+    assert vocab.encode(["a", "a", "a"], max_len=2) == [1, 4, 4, 2]
+
+
+def test_vocabulary_rejects_a_list_without_special_tokens():
+    with pytest.raises(ValueError, match="must start with"):
+        Vocabulary(["a", "b", "c", "d"])
+
+
+def test_tokenizer_drops_punctuation_and_lowercases():
+    assert build_tokenizer("en_word").tokenize("Two GREEN triangles, left; it's here.") == \
+        ["two", "green", "triangles", "left", "it's", "here"]
+
+
+# ---------------------------------------------------------------- synthetic dataset
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_synthetic_same_seed_gives_identical_bytes(tmp_path):
+    synthetic.generate(tmp_path / "a", n=30, seed=7)
+    synthetic.generate(tmp_path / "b", n=30, seed=7)
+    synthetic.generate(tmp_path / "c", n=30, seed=8)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_synthetic_records_carry_captions_boxes_and_all_splits(tmp_path):
+    ann = synthetic.generate(tmp_path, n=60, seed=0, size=96)
+    data = json.loads(ann.read_text())
+    assert {im["split"] for im in data["images"]} == {"train", "val", "test"}
+    for im in data["images"]:
+        raws = [s["raw"] for s in im["sentences"]]
+        assert len(set(raws)) >= 3
+        assert 1 <= len(im["objects"]) <= 3
+        for obj in im["objects"]:
+            x, y, w, h = obj["bbox"]
+            assert 0 <= x and 0 <= y and x + w <= 96 + 1 and y + h <= 96 + 1
+            # every object's colour is named in some caption
+            assert any(obj["name"].split()[1] in r for r in raws)
+    with Image.open(tmp_path / "images" / data["images"][0]["filename"]) as img:
+        assert img.size == (96, 96) and img.mode == "RGB"
+
+
+def test_synthetic_colour_is_where_the_box_says(tmp_path):
+    ann = synthetic.generate(tmp_path, n=10, seed=3)
+    for im in json.loads(ann.read_text())["images"]:
+        pixels = np.asarray(Image.open(tmp_path / "images" / im["filename"]))
+        for obj in im["objects"]:
+            x, y, w, h = obj["bbox"]
+            colour = np.array(synthetic.COLOURS[obj["name"].split()[1]])
+            centre = pixels[y + h // 2 - 1: y + h // 2 + 2, x + w // 2 - 1: x + w // 2 + 2].reshape(-1, 3)
+            assert (np.abs(centre.astype(int) - colour).sum(1) < 40).any(), obj
+
+
+# ---------------------------------------------------------------- fixtures for adapters
+def _karpathy(tmp: Path, images: list[dict]) -> Path:
+    (tmp / "imgs").mkdir(exist_ok=True)
+    path = tmp / "dataset_test.json"
+    path.write_text(json.dumps({"dataset": "test", "images": images}))
+    return path
+
+
+def _entry(name: str, split: str, caps: list[str], i: int) -> dict:
+    return {"filepath": "imgs", "filename": name, "imgid": i, "split": split,
+            "sentences": [{"raw": c, "tokens": c.split()} for c in caps]}
+
+
+def _rgb(path: Path, colour=(200, 30, 30), mode: str = "RGB") -> Path:
+    img = Image.new("RGB", (40, 30), colour)
+    if mode != "RGB":
+        img = img.convert(mode)
+    img.save(path)
+    return path
+
+
+def _cfg(path: Path, **kw) -> DataConfig:
+    return DataConfig(format=kw.pop("format", "karpathy"), path=str(path), **kw)
+
+
+def test_karpathy_adapter_reads_splits_and_restval(tmp_path):
+    path = _karpathy(tmp_path, [_entry("0.png", "train", ["a red box"], 0), _entry("1.png", "restval", ["a b"], 1),
+                                _entry("2.png", "test", ["x y", "z"], 2)])
+    for i in range(3):
+        _rgb(tmp_path / "imgs" / f"{i}.png")
+    ds = load_dataset(_cfg(path))
+    assert ds.splits() == {"train": 2, "test": 1}
+    assert ds.references("test") == {2: ["x y", "z"]}
+    assert ds.coco_annotations("test")["annotations"][1]["caption"] == "z"
+
+
+def test_missing_image_names_the_file_or_is_skipped_with_a_warning(tmp_path):
+    path = _karpathy(tmp_path, [_entry("ok.png", "train", ["a"], 0), _entry("gone.png", "train", ["b"], 1)])
+    _rgb(tmp_path / "imgs" / "ok.png")
+    with pytest.raises(BadImageError, match="gone.png"):
+        load_dataset(_cfg(path))
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        ds = load_dataset(_cfg(path, on_bad_image="skip"))
+    assert [r.path.name for r in ds.records] == ["ok.png"]
+
+
+def test_broken_json_names_the_file(tmp_path):
+    path = tmp_path / "dataset_bad.json"
+    path.write_text('{"images": [ {"filename": "a.png", ')
+    with pytest.raises(ValueError, match=r"dataset_bad.json: not valid JSON"):
+        load_dataset(_cfg(path))
+
+
+def test_empty_caption_names_the_file_and_entry(tmp_path):
+    path = _karpathy(tmp_path, [_entry("a.png", "train", ["fine"], 0), _entry("b.png", "train", ["ok", "  "], 1)])
+    with pytest.raises(ValueError, match=r"images\[1\] \(b.png\) sentences\[1\]: empty caption"):
+        load_dataset(_cfg(path))
+
+
+def test_corrupt_jpeg_is_an_error_or_skipped(tmp_path):
+    good = _rgb(tmp_path / "imgs_good.jpg")
+    data = good.read_bytes()
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "good.jpg").write_bytes(data)
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(data[: len(data) // 3])  # truncated
+    path = _karpathy(tmp_path, [_entry("good.jpg", "train", ["a"], 0), _entry("bad.jpg", "train", ["b"], 1)])
+    with pytest.raises(BadImageError, match="bad.jpg"):
+        load_dataset(_cfg(path))
+    with pytest.warns(UserWarning, match="bad.jpg"):
+        assert len(load_dataset(_cfg(path, on_bad_image="skip")).records) == 1
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "P", "RGBA", "LA", "I;16"])
+def test_images_of_any_mode_load_as_rgb(tmp_path, mode):
+    ext = "jpg" if mode in ("CMYK", "L") else "png"
+    path = _rgb(tmp_path / f"img.{ext}", mode=mode)
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (40, 30)
+
+
+def test_cmyk_photograph_loads_with_its_colours(tmp_path):
+    from skimage import data as skdata
+
+    photo = Image.fromarray(skdata.astronaut())
+    photo.convert("CMYK").save(tmp_path / "astronaut_cmyk.jpg", quality=95)
+    img = load_image(tmp_path / "astronaut_cmyk.jpg")
+    assert img.mode == "RGB" and img.size == photo.size
+    diff = np.abs(np.asarray(img, dtype=int) - np.asarray(photo, dtype=int)).mean()
+    assert diff < 12  # same picture, not inverted channels
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    Image.new("RGBA", (4, 4), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert load_image(tmp_path / "clear.png").getpixel((0, 0)) == (255, 255, 255)
+
+
+# ---------------------------------------------------------------- deepfashion and folder adapters
+def _fashion(tmp: Path, n: int = 20) -> Path:
+    (tmp / "images").mkdir()
+    caps = {}
+    for i in range(n):
+        _rgb(tmp / "images" / f"MEN-{i:03d}.jpg")
+        caps[f"MEN-{i:03d}.jpg"] = f"The man wears a shirt number {i}. It has long sleeves."
+    (tmp / "captions.json").write_text(json.dumps(caps))
+    return tmp / "captions.json"
+
+
+def test_deepfashion_seeded_80_20_split_is_deterministic(tmp_path):
+    path = _fashion(tmp_path)
+    a = load_dataset(_cfg(path, format="deepfashion", val_fraction=0.125))
+    b = load_dataset(_cfg(path, format="deepfashion", val_fraction=0.125))
+    c = load_dataset(_cfg(path, format="deepfashion", val_fraction=0.125, split_seed=1))
+    assert a.splits() == {"train": 14, "val": 2, "test": 4}
+    assert [r.path.name for r in a.split("test")] == [r.path.name for r in b.split("test")]
+    assert [r.path.name for r in a.split("test")] != [r.path.name for r in c.split("test")]
+
+
+def test_deepfashion_given_train_and_test_files(tmp_path):
+    path = _fashion(tmp_path, 6)
+    caps = json.loads(path.read_text())
+    names = sorted(caps)
+    (tmp_path / "train_captions.json").write_text(json.dumps({n: caps[n] for n in names[:4]}))
+    (tmp_path / "test_captions.json").write_text(json.dumps({n: caps[n] for n in names[4:]}))
+    ds = load_dataset(_cfg(tmp_path, format="deepfashion", val_fraction=0.25))
+    assert {r.path.name for r in ds.split("test")} == set(names[4:])
+    assert ds.splits()["val"] == 1
+
+
+def test_deepfashion_empty_caption_names_the_entry(tmp_path):
+    path = _fashion(tmp_path, 3)
+    caps = json.loads(path.read_text())
+    caps["MEN-001.jpg"] = ""
+    path.write_text(json.dumps(caps))
+    with pytest.raises(ValueError, match="entry 'MEN-001.jpg': empty caption"):
+        load_dataset(_cfg(path, format="deepfashion"))
+
+
+def test_folder_adapter_lists_images_without_captions(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _rgb(tmp_path / "b.png")
+    _rgb(tmp_path / "sub" / "a.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    ds = load_dataset(_cfg(tmp_path, format="folder"))
+    assert [r.path.name for r in ds.records] == ["b.png", "a.jpg"]
+    assert all(r.split == "all" and r.captions == [] for r in ds.records)
+
+
+def test_unknown_format_lists_the_known_ones(tmp_path):
+    with pytest.raises(KeyError, match="known: deepfashion, folder, karpathy, synthetic"):
+        load_dataset(_cfg(tmp_path, format="coco_raw"))
+
+
+def test_caption_groups_draw_the_same_captions_for_the_same_epoch(tmp_path):
+    path = _karpathy(tmp_path, [_entry("a.png", "train", [f"cap {w}" for w in "abcdefg"], 0)])
+    _rgb(tmp_path / "imgs" / "a.png")
+    ds = load_dataset(_cfg(path))
+    tok = build_tokenizer("en_word")
+    vocab = Vocabulary.build(tok.tokenize(c) for c in ds.records[0].captions)
+    groups = CaptionGroups(ds.records, vocab, tok, lambda im: im, 10, seq_per_img=3, seed=0)
+    first = groups.pick(0)
+    assert groups.pick(0) == first and len(first) == 3
+    picks = []
+    for epoch in range(10):
+        groups.set_epoch(epoch)
+        picks.append(groups.pick(0))
+    assert picks[0] == first and any(p != first for p in picks[1:])  # epochs draw different captions
+    few = CaptionGroups(ds.records, vocab, tok, lambda im: im, 10, seq_per_img=9, seed=0)
+    assert len(few.pick(0)) == 9  # fewer captions than asked: some repeat

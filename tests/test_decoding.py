@@ -1,0 +1,137 @@
+"""The shared decoding engine, checked against brute force on a toy model and on real captioners."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captionlab import decoding
+from captionlab.config import ModelConfig, EncoderConfig
+from captionlab.models import build_model
+from toy import MarkovCaptioner, best_by_enumeration
+
+KINDS = torch.arange(4).view(4, 1)
+
+
+def _trim(row: torch.Tensor, end_id: int = 2) -> list[int]:
+    out = []
+    for t in row.tolist():
+        if t == 0:
+            break
+        out.append(t)
+        if t == end_id:
+            break
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_exhaustive_beam_finds_the_most_probable_caption(seed):
+    model = MarkovCaptioner(seed=seed)
+    max_len = 4
+    out = decoding.beam_search(model, KINDS, beam_size=64, max_len=max_len)  # 4**3 prefixes: exhaustive
+    for kind in range(4):
+        best, best_lp = best_by_enumeration(model, kind, max_len)
+        assert _trim(out.tokens[kind]) == best
+        assert out.scores[kind].item() == pytest.approx(best_lp, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_beam_size_one_equals_greedy(seed):
+    model = MarkovCaptioner(seed=seed)
+    g = decoding.greedy(model, KINDS, max_len=8)
+    b = decoding.beam_search(model, KINDS, beam_size=1, max_len=8)
+    assert torch.equal(g.tokens, b.tokens)
+    assert torch.allclose(g.scores, b.scores)
+
+
+def test_scores_are_the_summed_token_logprobs_of_the_returned_caption():
+    model = MarkovCaptioner(seed=3)
+    out = decoding.beam_search(model, KINDS, beam_size=3, max_len=6)
+    for kind in range(4):
+        assert out.scores[kind].item() == pytest.approx(model.sequence_logprob(kind, _trim(out.tokens[kind])), abs=1e-4)
+        assert out.logprobs[kind].sum().item() == pytest.approx(out.scores[kind].item(), abs=1e-4)
+
+
+def test_nothing_follows_end_and_lengths_count_it():
+    model = MarkovCaptioner(seed=1)
+    for out in (decoding.greedy(model, KINDS, 10), decoding.beam_search(model, KINDS, 3, 10)):
+        for row, n in zip(out.tokens, out.lengths):
+            ids = row.tolist()
+            if 2 in ids:
+                end = ids.index(2)
+                assert all(t == 0 for t in ids[end + 1:])
+                assert n == end + 1
+
+
+def test_length_penalty_prefers_longer_captions():
+    model = MarkovCaptioner(seed=4)
+    short = decoding.beam_search(model, KINDS, beam_size=5, max_len=8, alpha=0.0)
+    long = decoding.beam_search(model, KINDS, beam_size=5, max_len=8, alpha=2.0)
+    assert (long.lengths >= short.lengths).all()
+
+
+def test_attention_follows_the_chosen_beam():
+    model = MarkovCaptioner(seed=2, attend=True)
+    out = decoding.beam_search(model, KINDS, beam_size=3, max_len=5)
+    assert out.attention is not None and out.attention.shape[:2] == out.tokens.shape
+    # the toy's attention at step t records the token fed at t, i.e. the previous output
+    prev = torch.cat([torch.full((4, 1), model.start_id), out.tokens[:, :-1]], 1)
+    assert torch.equal(out.attention[:, :, 0].long(), prev)
+
+
+def test_sampling_respects_top_k_and_is_reproducible():
+    model = MarkovCaptioner(seed=0)
+    a = decoding.sample(model, KINDS.repeat(8, 1), 6, top_k=1, generator=torch.Generator().manual_seed(0))
+    g = decoding.greedy(model, KINDS.repeat(8, 1), 6)
+    assert torch.equal(a.tokens, g.tokens)  # top-1 sampling is greedy
+    s1 = decoding.sample(model, KINDS.repeat(8, 1), 6, generator=torch.Generator().manual_seed(5))
+    s2 = decoding.sample(model, KINDS.repeat(8, 1), 6, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(s1.tokens, s2.tokens)
+
+
+def test_top_p_keeps_only_the_nucleus():
+    model = MarkovCaptioner(seed=0)
+    out = decoding.sample(model, KINDS.repeat(16, 1), 1, top_p=1e-6, generator=torch.Generator().manual_seed(1))
+    first = model.table[KINDS.repeat(16, 1).view(-1), model.start_id].argmax(-1)
+    assert torch.equal(out.tokens[:, 0], first)
+
+
+def _tiny_model(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(name=name, encoder=EncoderConfig(name="resnet18", pretrained=False), embed_dim=16,
+                      hidden_dim=24, num_layers=2, dropout=0.0)
+    return build_model(cfg, vocab_size=12).eval()
+
+
+@pytest.mark.parametrize("name", ["cnn_gru", "show_tell"])
+def test_teacher_forcing_agrees_with_stepping(name):
+    model = _tiny_model(name)
+    images = torch.randn(3, 3, 32, 32)
+    captions = torch.randint(3, 12, (3, 7))
+    captions[:, 0] = model.start_id
+    with torch.no_grad():
+        fast = torch.log_softmax(model(images, captions), -1)
+        slow = torch.log_softmax(super(type(model), model).forward(images, captions), -1)  # generic step loop
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cnn_gru", "show_tell"])
+def test_several_captions_per_image_share_one_encoding(name):
+    model = _tiny_model(name)
+    images = torch.randn(2, 3, 32, 32)
+    captions = torch.randint(3, 12, (6, 5))
+    captions[:, 0] = model.start_id
+    with torch.no_grad():
+        grouped = model(images, captions)  # 3 captions per image
+        one_by_one = model(images.repeat_interleave(3, 0), captions)
+    assert torch.allclose(grouped, one_by_one, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cnn_gru", "show_tell"])
+def test_batched_beam_search_matches_decoding_each_image_alone(name):
+    model = _tiny_model(name, seed=1)
+    images = torch.randn(5, 3, 32, 32)
+    batched = decoding.beam_search(model, images, beam_size=3, max_len=8)
+    for i in range(5):
+        alone = decoding.beam_search(model, images[i:i + 1], beam_size=3, max_len=8)
+        assert _trim(batched.tokens[i]) == _trim(alone.tokens[0])
+        assert batched.scores[i].item() == pytest.approx(alone.scores[0].item(), abs=1e-4)

@@ -1,0 +1,90 @@
+"""Reference metrics against hand-computed values, and run configuration."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from captionlab.config import RunConfig, load_config
+from captionlab.metrics import score, score_files
+from captionlab.paths import CONFIGS
+
+# Two images with disjoint vocabularies, so every n-gram has document frequency 1 of 2.
+RESULTS = {1: "a b c d", 2: "w x y z"}
+REFS = {1: ["a b e f"], 2: ["w x y z"]}
+
+
+@pytest.mark.parametrize("tokenizer", ["simple", "ptb"])
+def test_scores_match_hand_computed_values(tokenizer):
+    s = score(RESULTS, REFS, ("Bleu", "ROUGE_L", "CIDEr"), tokenizer)
+    # BLEU is corpus-level: clipped n-gram matches over both images
+    assert s["Bleu_1"] == pytest.approx((2 + 4) / 8, abs=1e-6)
+    assert s["Bleu_2"] == pytest.approx(math.sqrt(6 / 8 * 4 / 6), abs=1e-6)
+    assert s["Bleu_4"] == pytest.approx((6 / 8 * 4 / 6 * 2 / 4 * 1 / 2) ** 0.25, abs=1e-6)
+    # ROUGE-L: LCS 2 of 4 (P = R = 0.5) for image 1, exact match for image 2
+    assert s["ROUGE_L"] == pytest.approx((0.5 + 1.0) / 2, abs=1e-6)
+    # CIDEr-D: identical caption -> 10; image 1 shares only "a", "b" and "a b" with its reference
+    idf = math.log(2.0)
+    cos1 = 2 * idf**2 / (4 * idf**2)  # unigrams: 2 of 4 shared, equal tf-idf weights
+    cos2 = 1 * idf**2 / (3 * idf**2)  # bigrams: 1 of 3 shared
+    expected1 = 10 * (cos1 + cos2) / 4
+    assert s["CIDEr"] == pytest.approx((expected1 + 10.0) / 2, abs=1e-6)
+
+
+def test_punctuation_and_case_do_not_change_scores():
+    a = score({1: "A b, c d.", 2: "W x y z!"}, REFS, ("Bleu", "CIDEr"), "ptb")
+    b = score(RESULTS, REFS, ("Bleu", "CIDEr"), "ptb")
+    assert a == pytest.approx(b)
+
+
+def test_meteor_ranks_exact_above_partial_above_unrelated():
+    refs = {1: ["a red circle on the left"], 2: ["a blue square at the top"], 3: ["two green stars"]}
+    s = score({1: "a red circle on the left", 2: "a blue box", 3: "an elephant eating"}, refs,
+              ("METEOR",), "ptb", per_image=True)
+    per = s["per_image"]
+    assert per[1]["METEOR"] > per[2]["METEOR"] > per[3]["METEOR"] == 0.0
+    assert 0 < s["METEOR"] < 1
+
+
+def test_results_without_references_are_an_error():
+    with pytest.raises(ValueError, match="have no references"):
+        score({9: "x"}, REFS, ("Bleu",), "simple")
+
+
+def test_score_files_reads_coco_formats(tmp_path):
+    (tmp_path / "res.json").write_text(json.dumps([{"image_id": k, "caption": v} for k, v in RESULTS.items()]))
+    ann = {"images": [{"id": 1}, {"id": 2}, {"id": 3}],
+           "annotations": [{"image_id": k, "caption": c} for k, v in REFS.items() for c in v]
+           + [{"image_id": 3, "caption": "not scored"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    with pytest.warns(UserWarning, match="1 annotated image"):
+        s = score_files(tmp_path / "res.json", tmp_path / "ann.json", ("Bleu", "ROUGE_L", "CIDEr"), "simple")
+    assert s == pytest.approx(score(RESULTS, REFS, ("Bleu", "ROUGE_L", "CIDEr"), "simple"))
+
+
+def test_duplicate_result_ids_are_rejected(tmp_path):
+    (tmp_path / "res.json").write_text(json.dumps([{"image_id": 1, "caption": "a"}, {"image_id": 1, "caption": "b"}]))
+    (tmp_path / "ann.json").write_text(json.dumps({"annotations": [{"image_id": 1, "caption": "a"}]}))
+    with pytest.raises(ValueError, match="appears twice"):
+        score_files(tmp_path / "res.json", tmp_path / "ann.json")
+
+
+def test_config_overrides_and_round_trip():
+    cfg = load_config(CONFIGS / "tiny" / "cnn_gru.yaml", ["train.epochs=2", "model.encoder.name=resnet50",
+                                                          "decode.length_penalty=0.7"])
+    assert (cfg.train.epochs, cfg.model.encoder.name, cfg.decode.length_penalty) == (2, "resnet50", 0.7)
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match="unknown config key 'train.epoch'"):
+        load_config(CONFIGS / "tiny" / "cnn_gru.yaml", ["train.epoch=2"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_config_loads(path):
+    from captionlab.models import MODELS
+
+    cfg = load_config(path)
+    assert cfg.model.name in MODELS
