@@ -135,3 +135,30 @@ def test_batched_beam_search_matches_decoding_each_image_alone(name):
         alone = decoding.beam_search(model, images[i:i + 1], beam_size=3, max_len=8)
         assert _trim(batched.tokens[i]) == _trim(alone.tokens[0])
         assert batched.scores[i].item() == pytest.approx(alone.scores[0].item(), abs=1e-4)
+
+
+def _trap_model() -> MarkovCaptioner:
+    """<start> -> "a" .40 | "the" .35 | "there" .25; "a" -> "x" .30 (then surely <end>) or four
+    others; "the" -> "y" .5 | "z" .5, after which every word is equally likely. Beam 2 keeps
+    "the y", "the z" (.175 each) over greedy's "a x" (.12) and ends far below greedy's caption."""
+    model = MarkovCaptioner(vocab_size=10, kinds=1)
+    start, end, unk, a, the, there, x, y, z = 1, 2, 3, 4, 5, 6, 7, 8, 9
+    probs = torch.full((10, 10), 1e-9)
+    probs[start, [a, the, there]] = torch.tensor([0.40, 0.35, 0.25])
+    probs[a, [x, unk, there, y, z]] = torch.tensor([0.30, 0.175, 0.175, 0.175, 0.175])
+    probs[x, end] = 1.0
+    probs[the, [y, z]] = 0.5
+    for row in (unk, there, y, z):
+        probs[row, [end, unk, a, the, there, x, y, z]] = 1 / 8
+    model.table[0] = probs.log()
+    return model
+
+
+def test_beam_search_keeps_the_greedy_caption_as_a_candidate():
+    model = _trap_model()
+    kind = torch.zeros(1, 1)
+    g = decoding.greedy(model, kind, 4)
+    plain = decoding.beam_search(model, kind, beam_size=2, max_len=4, keep_greedy=False)
+    kept = decoding.beam_search(model, kind, beam_size=2, max_len=4)
+    assert plain.scores.item() < g.scores.item()  # plain beam search lost the greedy path
+    assert torch.equal(kept.tokens[:, :g.tokens.size(1)], g.tokens) and kept.scores.item() == pytest.approx(g.scores.item())

@@ -39,11 +39,10 @@ def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int) 
     return logprobs
 
 
-def _sequential(model: CaptionModel, images: torch.Tensor, max_len: int,
+def _sequential(model: CaptionModel, state: State, max_len: int,
                 pick: Callable[[torch.Tensor], torch.Tensor]) -> DecodeOutput:
-    state = model.init_state(images)
     batch = state.batch_size
-    device = images.device
+    device = next(iter(state.values())).device
     tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     out_tokens, out_lp, attn = [], [], []
@@ -63,7 +62,7 @@ def _sequential(model: CaptionModel, images: torch.Tensor, max_len: int,
 
 @torch.no_grad()
 def greedy(model: CaptionModel, images: torch.Tensor, max_len: int = 20) -> DecodeOutput:
-    return _sequential(model, images, max_len, lambda lp: lp.argmax(-1))
+    return _sequential(model, model.init_state(images), max_len, lambda lp: lp.argmax(-1))
 
 
 def sample(model: CaptionModel, images: torch.Tensor, max_len: int = 20, temperature: float = 1.0,
@@ -83,18 +82,24 @@ def sample(model: CaptionModel, images: torch.Tensor, max_len: int = 20, tempera
             logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
-    return _sequential(model, images, max_len, pick)
+    return _sequential(model, model.init_state(images), max_len, pick)
 
 
 @torch.no_grad()
 def beam_search(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_len: int = 20,
-                alpha: float = 0.0) -> DecodeOutput:
+                alpha: float = 0.0, keep_greedy: bool = True) -> DecodeOutput:
     """Batched beam search; returns the best of ``beam_size`` beams for every image.
 
     Finished beams stay in the beam and extend with <pad> at no cost, so they compete with live
     beams on summed log-probability; the final choice divides by ``length_penalty(len, alpha)``.
+    Plain beam search can prune the greedy caption's prefix early (three likely openings beat
+    "a" + its best next word) and then return a less probable caption than greedy. With
+    ``keep_greedy`` the greedy caption is decoded from the same encoding (1/beam_size more steps)
+    and kept as a candidate, so the result never ranks below greedy.
     """
     state = model.init_state(images)
+    greedy_out = _sequential(model, state, max_len, lambda lp: lp.argmax(-1)) if keep_greedy and beam_size > 1 \
+        else None
     batch, k = state.batch_size, beam_size
     device = images.device
     state = state.select(torch.arange(batch, device=device).repeat_interleave(k))  # (batch*k, ...)
@@ -126,7 +131,28 @@ def beam_search(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, m
     lengths = (seq != model.pad_id).sum(1).view(batch, k)
     ranked = scores / length_penalty(lengths, alpha)
     best = offsets.squeeze(1) + ranked.argmax(1)  # (batch,)
-    return DecodeOutput(seq[best], seq_lp[best], ranked.max(1).values, attn[best] if attn is not None else None)
+    out = DecodeOutput(seq[best], seq_lp[best], ranked.max(1).values, attn[best] if attn is not None else None)
+    return out if greedy_out is None else _better(out, greedy_out, alpha, model.pad_id)
+
+
+def _better(a: DecodeOutput, b: DecodeOutput, alpha: float, pad_id: int) -> DecodeOutput:
+    """Per image, whichever of two decodings ranks higher (``b``'s scores are raw sums)."""
+    b_rank = b.scores / length_penalty(b.lengths, alpha)
+    take_b = b_rank > a.scores  # (batch,)
+    if not take_b.any():
+        return a
+    width = max(a.tokens.size(1), b.tokens.size(1))
+
+    def pad(t: torch.Tensor, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.size(1)), value=value)
+
+    def pick(x: torch.Tensor, y: torch.Tensor, value: float) -> torch.Tensor:
+        x, y = pad(x, value), pad(y, value)
+        return torch.where(take_b.view(-1, *[1] * (x.dim() - 1)), y, x)
+
+    attn = pick(a.attention, b.attention, 0.0) if a.attention is not None and b.attention is not None else a.attention
+    return DecodeOutput(pick(a.tokens, b.tokens, pad_id), pick(a.logprobs, b.logprobs, 0.0),
+                        torch.where(take_b, b_rank, a.scores), attn)
 
 
 def decode(model: CaptionModel, images: torch.Tensor, beam_size: int = 1, max_len: int = 20,

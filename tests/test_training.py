@@ -1,0 +1,85 @@
+"""End to end on the tiny synthetic set: learning, checkpoints, resume, beam vs greedy."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from captionlab import decoding, load_checkpoint
+from captionlab.data import load_dataset, load_image
+from captionlab.evaluation import caption_records
+from captionlab.metrics import score
+from captionlab.training.trainer import train
+
+pytestmark = pytest.mark.slow
+
+
+def _test_cider(cfg, run_dir, beam: int = 3) -> float:
+    captioner = load_checkpoint(run_dir / "best.pt", "cpu")
+    ds = load_dataset(cfg.data)
+    caps = caption_records(captioner, ds.split("test"), beam, 16, progress=False)
+    return score(caps, ds.references("test"), ("CIDEr",), "simple")["CIDEr"]
+
+
+def test_seeing_model_beats_the_blind_model(trained, trained_blind):
+    (cfg, result), (bcfg, blind) = trained, trained_blind
+    seeing, deaf = _test_cider(cfg, result.run_dir), _test_cider(bcfg, blind.run_dir)
+    assert seeing > deaf + 0.15, (seeing, deaf)
+
+
+def test_run_writes_best_last_log_and_config(trained):
+    cfg, result = trained
+    for name in ("best.pt", "last.pt", "log.csv", "config.yaml"):
+        assert (result.run_dir / name).is_file()
+    rows = list(csv.DictReader((result.run_dir / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(cfg.train.epochs))
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    best = max(rows, key=lambda r: float(r["CIDEr"]))
+    assert int(best["epoch"]) == result.best_epoch
+
+
+def test_checkpoint_loads_with_weights_only_and_alone_captions_images(trained):
+    cfg, result = trained
+    ckpt = torch.load(result.run_dir / "best.pt", weights_only=True)
+    assert ckpt["format"] == 1 and ckpt["vocab"][:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert ckpt["config"]["model"]["name"] == "cnn_gru" and "CIDEr" in ckpt["metrics"]
+    paths = [r.path for r in load_dataset(cfg.data).split("test")[:6]]
+    a = load_checkpoint(result.run_dir / "best.pt", "cpu").caption(paths, beam_size=3)
+    b = load_checkpoint(result.run_dir / "best.pt", "cpu").caption(paths, beam_size=3)
+    assert a == b and all(isinstance(c, str) and c for c in a)
+
+
+def test_beam_search_never_scores_below_greedy_on_the_trained_model(trained):
+    cfg, result = trained
+    captioner = load_checkpoint(result.run_dir / "best.pt", "cpu")
+    records = load_dataset(cfg.data).split("test")
+    images = torch.stack([captioner.transform(load_image(r.path)) for r in records])
+    g = decoding.greedy(captioner.model, images, 16)
+    b = decoding.beam_search(captioner.model, images, beam_size=3, max_len=16)
+    assert (b.scores >= g.scores - 1e-5).all()
+    assert (b.scores > g.scores + 1e-5).any()  # and it does find better captions somewhere
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path, tiny_cfg_factory):
+    common = ("data.synthetic_n=60", f"data.path={tmp_path / 'data'}", "train.batch_size=8")
+    straight = train(tiny_cfg_factory(tmp_path / "a", *common, "train.epochs=2"), progress=False)
+    first = train(tiny_cfg_factory(tmp_path / "b", *common, "train.epochs=1"), progress=False)
+    assert first.history[-1]["epoch"] == 0
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_cfg_factory(tmp_path / "b", *common, "train.epochs=2"), progress=False)
+    resumed = train(tiny_cfg_factory(tmp_path / "b", *common, "train.epochs=2"), resume=True, progress=False)
+    assert [int(r["epoch"]) for r in resumed.history] == [0, 1]
+    a = torch.load(straight.run_dir / "last.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
+
+
+def test_amp_request_on_cpu_warns_and_trains_in_float32(tmp_path, tiny_cfg_factory):
+    cfg = tiny_cfg_factory(tmp_path, "data.synthetic_n=30", f"data.path={tmp_path / 'data'}", "train.epochs=1",
+                           "train.amp=true", "train.device=cpu")
+    with pytest.warns(UserWarning, match="CUDA only"):
+        result = train(cfg, progress=False)
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
