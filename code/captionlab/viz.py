@@ -5,14 +5,11 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+from PIL import Image
 
-matplotlib.use("Agg")  # files only; notebooks display the returned figure themselves
-import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from .data.images import load_image  # noqa: E402
-from .training.runlog import read_log  # noqa: E402
+from .data.images import load_image
+from .training.runlog import read_log
 
 
 def plot_training_curves(log_csv: str | Path, out: str | Path | None = None,

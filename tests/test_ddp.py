@@ -1,0 +1,30 @@
+"""The trainer runs unchanged under torchrun: two CPU processes (gloo) finish and agree."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_process_gloo_training_finishes_and_ranks_agree(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    overrides = [f"train.output_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}", "data.synthetic_n=40",
+                 "train.epochs=2", "train.batch_size=4", "train.device=cpu", "train.run_name=ddp"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(Path(__file__).with_name("ddp_worker.py")), str(TINY), str(tmp_path), *overrides],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = [(tmp_path / f"rank{r}.txt").read_text().split()[0] for r in (0, 1)]
+    assert digests[0] == digests[1]  # DDP kept both replicas' parameters identical
+    ckpt = torch.load(tmp_path / "runs" / "ddp" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    rows = (tmp_path / "runs" / "ddp" / "log.csv").read_text().strip().split("\n")
+    assert len(rows) == 3  # header + one row per epoch, written by rank 0 only
