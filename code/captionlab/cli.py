@@ -129,25 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--image-root")
         s.add_argument("--on-bad-image", choices=["error", "skip"])
 
+    def checkpoint_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("checkpoint")
+        s.add_argument("--beam-size", type=int, help="default: decode.beam_size of the checkpoint's config")
+        s.add_argument("--max-len", type=int, help="default: decode.max_len of the checkpoint's config")
+        s.add_argument("--device", default="auto")
+
     s = sub.add_parser("evaluate", help="caption a split and score it (COCO results + metrics.json)")
-    s.add_argument("checkpoint")
+    checkpoint_args(s)
     s.add_argument("--split", default="test")
-    s.add_argument("--beam-size", type=int)
-    s.add_argument("--max-len", type=int)
     s.add_argument("--out", help="output folder (default: next to the checkpoint)")
     s.add_argument("--metrics", default="Bleu,METEOR,ROUGE_L,CIDEr", help=METRICS_HELP)
     s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"])
     s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--device", default="auto")
     data_args(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("caption", help="caption image files or folders; prints path<TAB>caption")
-    s.add_argument("checkpoint")
+    checkpoint_args(s)
     s.add_argument("images", nargs="+")
-    s.add_argument("--beam-size", type=int)
-    s.add_argument("--max-len", type=int)
-    s.add_argument("--device", default="auto")
     s.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
     s.set_defaults(func=cmd_caption)
 

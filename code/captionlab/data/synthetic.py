@@ -32,6 +32,7 @@ ROWS = ("top", "middle", "bottom")
 COLS = ("left", "centre", "right")
 BACKGROUNDS = [(236, 236, 236), (242, 232, 212), (222, 234, 242), (230, 242, 226)]
 NUMBERS = {2: "two", 3: "three"}
+VERSION = 1  # bump when rendering or captions change, so `ensure` regenerates old copies
 
 
 @dataclass
@@ -166,7 +167,7 @@ def generate(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128, val
                           for j, c in enumerate(caps)],
             "objects": [{"name": f"{o.size} {o.colour} {o.shape}", "bbox": list(o.bbox)} for o in objs],
         })
-    meta = {"generator": "captionlab.synthetic", "n": n, "seed": seed, "size": size, "max_objects": max_objects}
+    meta = {"generator": "captionlab.synthetic", "version": VERSION, "n": n, "seed": seed, "size": size, "max_objects": max_objects}
     ann = out / "dataset_synthetic.json"
     ann.write_text(json.dumps({"dataset": "synthetic", "meta": meta, "images": images}, indent=1))
     return ann
@@ -178,7 +179,7 @@ def ensure(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128) -> Pa
     if ann.is_file():
         try:
             meta = json.loads(ann.read_text()).get("meta", {})
-            if (meta.get("n"), meta.get("seed"), meta.get("size")) == (n, seed, size):
+            if (meta.get("version"), meta.get("n"), meta.get("seed"), meta.get("size")) == (VERSION, n, seed, size):
                 return ann
         except json.JSONDecodeError:
             pass
