@@ -1,7 +1,6 @@
 """The notebook runs top to bottom, headless, with the tiny config."""
 from __future__ import annotations
 
-import os
 
 import nbformat
 import pytest

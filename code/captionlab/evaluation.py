@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
