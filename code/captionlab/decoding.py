@@ -60,9 +60,13 @@ def _sequential(model: CaptionModel, state: State, max_len: int,
     return DecodeOutput(torch.stack(out_tokens, 1), lp, lp.sum(1), torch.stack(attn, 1) if attn else None)
 
 
+def _argmax(logprobs: torch.Tensor) -> torch.Tensor:
+    return logprobs.argmax(-1)
+
+
 @torch.no_grad()
 def greedy(model: CaptionModel, images: torch.Tensor, max_len: int = 20) -> DecodeOutput:
-    return _sequential(model, model.init_state(images), max_len, lambda lp: lp.argmax(-1))
+    return _sequential(model, model.init_state(images), max_len, _argmax)
 
 
 def sample(model: CaptionModel, images: torch.Tensor, max_len: int = 20, temperature: float = 1.0,
@@ -98,8 +102,7 @@ def beam_search(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, m
     and kept as a candidate, so the result never ranks below greedy.
     """
     state = model.init_state(images)
-    greedy_out = _sequential(model, state, max_len, lambda lp: lp.argmax(-1)) if keep_greedy and beam_size > 1 \
-        else None
+    greedy_out = _sequential(model, state, max_len, _argmax) if keep_greedy and beam_size > 1 else None
     batch, k = state.batch_size, beam_size
     device = images.device
     state = state.select(torch.arange(batch, device=device).repeat_interleave(k))  # (batch*k, ...)
