@@ -133,7 +133,7 @@ def test_missing_image_names_the_file_or_is_skipped_with_a_warning(tmp_path):
 def test_broken_json_names_the_file(tmp_path):
     path = tmp_path / "dataset_bad.json"
     path.write_text('{"images": [ {"filename": "a.png", ')
-    with pytest.raises(ValueError, match=r"dataset_bad.json: not valid JSON"):
+    with pytest.raises(ValueError, match=r"dataset_bad.json is not valid JSON: line 1, column 36"):
         load_dataset(_cfg(path))
 
 

@@ -1,6 +1,7 @@
-"""The notebook runs top to bottom, headless, with the tiny config."""
+"""The notebooks run top to bottom, headless, with the tiny config, and touch only their own runs."""
 from __future__ import annotations
 
+import json
 
 import nbformat
 import pytest
@@ -12,14 +13,30 @@ from conftest import TINY
 pytestmark = pytest.mark.slow
 
 
-def test_cnn_gru_notebook_executes(tmp_path, monkeypatch):
+def run_notebook(name: str, tmp_path, monkeypatch, overrides: str) -> nbformat.NotebookNode:
     monkeypatch.setenv("CAPTIONLAB_CONFIG", str(TINY))
-    monkeypatch.setenv("CAPTIONLAB_OVERRIDES", f"train.output_dir={tmp_path / 'runs'} data.path={tmp_path / 'data'} "
-                                               "data.synthetic_n=60 train.epochs=1")
-    nb = nbformat.read(ROOT / "code" / "01_cnn_gru.ipynb", as_version=4)
+    monkeypatch.setenv("CAPTIONLAB_OVERRIDES", f"train.output_dir={tmp_path / 'runs'} {overrides}")
+    nb = nbformat.read(ROOT / "code" / name, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "CIDEr" in text and "METEOR" in text
-    assert (tmp_path / "runs" / "tiny_cnn_gru" / "eval_test_beam3" / "metrics.json").is_file()
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    return nb
+
+
+def outputs_text(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path, monkeypatch):
+    cli_run = tmp_path / "runs" / "tiny_cnn_gru"  # what `captionlab train` of the same config would use
+    cli_run.mkdir(parents=True)
+    (cli_run / "last.pt").write_bytes(b"a user's checkpoint")
+    nb = run_notebook("01_cnn_gru.ipynb", tmp_path, monkeypatch,
+                      f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1")
+    text = outputs_text(nb)
+    assert "CIDEr" in text and "METEOR" in text and "attribute accuracy" in text and "blind floor" in text
+    assert "IProgress" not in text and "\r" not in text
+    metrics = json.loads((tmp_path / "runs" / "nb01_cnn_gru" / "eval_test_beam3" / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["attribute_accuracy"]["accuracy"]["overall"] <= 1.0
+    assert (cli_run / "last.pt").read_bytes() == b"a user's checkpoint"
+    images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) >= 3  # data grid, curves, captions under images
+    assert len(nbformat.writes(nb)) < 300_000  # outputs stay small: no progress-bar spam

@@ -33,7 +33,7 @@ def test_run_writes_best_last_log_and_config(trained):
     for name in ("best.pt", "last.pt", "log.csv", "config.yaml"):
         assert (result.run_dir / name).is_file()
     rows = list(csv.DictReader((result.run_dir / "log.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == list(range(cfg.train.epochs))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, cfg.train.epochs + 1))  # 1-based, as printed
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     best = max(rows, key=lambda r: float(r["CIDEr"]))
     assert int(best["epoch"]) == result.best_epoch
@@ -42,7 +42,7 @@ def test_run_writes_best_last_log_and_config(trained):
 def test_checkpoint_loads_with_weights_only_and_alone_captions_images(trained):
     cfg, result = trained
     ckpt = torch.load(result.run_dir / "best.pt", weights_only=True)
-    assert ckpt["format"] == 1 and ckpt["vocab"][:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert ckpt["format"] == 2 and ckpt["vocab"][:4] == ["<pad>", "<start>", "<end>", "<unk>"]
     assert ckpt["config"]["model"]["name"] == "cnn_gru" and "CIDEr" in ckpt["metrics"]
     paths = [r.path for r in load_dataset(cfg.data).split("test")[:6]]
     a = load_checkpoint(result.run_dir / "best.pt", "cpu").caption(paths, beam_size=3)
@@ -65,14 +65,14 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
     common = ("data.synthetic_n=60", f"data.path={tmp_path / 'data'}", "train.batch_size=8")
     straight = train(tiny_cfg_factory(tmp_path / "a", *common, "train.epochs=2"), progress=False)
     first = train(tiny_cfg_factory(tmp_path / "b", *common, "train.epochs=1"), progress=False)
-    assert first.history[-1]["epoch"] == 0
+    assert first.history[-1]["epoch"] == 1
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny_cfg_factory(tmp_path / "b", *common, "train.epochs=2"), progress=False)
     resumed = train(tiny_cfg_factory(tmp_path / "b", *common, "train.epochs=2"), resume=True, progress=False)
-    assert [int(r["epoch"]) for r in resumed.history] == [0, 1]
+    assert [int(r["epoch"]) for r in resumed.history] == [1, 2]
     a = torch.load(straight.run_dir / "last.pt", weights_only=True)
     b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 1
+    assert a["epoch"] == b["epoch"] == 2
     for k in a["model"]:
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
 

@@ -15,7 +15,7 @@ from .data.images import build_transform, load_image, to_rgb
 from .data.tokenizers import build_tokenizer
 from .data.vocab import Vocabulary
 from .models import CaptionModel, build_model
-from .training.checkpoint import read_checkpoint
+from .checkpoint import read_checkpoint
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -1,19 +1,58 @@
-"""``captionlab synth|train|evaluate|caption|score|demo``: thin wrappers over the package API."""
+"""captionlab: train, evaluate and compare image-captioning models.
+
+Each command is one call into the package (the notebooks and the Python API run the same code).
+Run `captionlab COMMAND --help` for a command's options.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from .paths import resolve
 
-METRICS_HELP = "comma-separated: Bleu,METEOR,ROUGE_L,CIDEr (SPICE where its jars are installed)"
+METRICS_HELP = "comma-separated metrics: Bleu, METEOR, ROUGE_L, CIDEr (SPICE where its jars are installed)"
+TOKENIZER_HELP = ("how captions are tokenised before scoring: 'ptb' is the Stanford PTB tokenizer (Java), as the "
+                  "COCO server uses; 'simple' lower-cases and drops punctuation in-process")
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+EPILOG = """examples:
+  captionlab demo                                          # the whole story on the synthetic set
+  captionlab train code/configs/cnn_gru.yaml train.epochs=5
+  captionlab evaluate output/model_ckpt/cnn_gru/best.pt --split test --beam-size 3
+  captionlab caption output/model_ckpt/cnn_gru/best.pt photo.jpg photos/
+  captionlab score results.json annotations.json
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not the uninformative 'None' and 'False'."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or not action.help:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def _metrics(s: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in s.split(",") if m.strip())
+
+
+def _overrides(a: argparse.Namespace) -> list[str]:
+    extra = [f"data.on_bad_image={a.on_bad_image}"] if getattr(a, "on_bad_image", None) else []
+    return [*a.overrides, *extra]
 
 
 def cmd_synth(a: argparse.Namespace) -> None:
@@ -28,13 +67,13 @@ def cmd_train(a: argparse.Namespace) -> None:
     from .training.trainer import train
     from .viz import plot_training_curves
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = load_config(a.config, _overrides(a))  # checked in full before anything is loaded or written
     resume: bool | str = a.resume if a.resume not in (None, "last") else a.resume == "last"
     result = train(cfg, resume=resume, overwrite=a.overwrite, progress=not a.no_progress)
     if result.history:  # rank 0 only
         plot_training_curves(result.run_dir / "log.csv", result.run_dir / "curves.png")
         best = " ".join(f"{k}={v:.3f}" for k, v in result.best_metrics.items())
-        print(f"best epoch {result.best_epoch + 1}: {best}\ncheckpoints: {result.run_dir}")
+        print(f"best epoch {result.best_epoch}: {best}\ncheckpoints: {result.run_dir}")
 
 
 def _dataset_for(a: argparse.Namespace, cfg):
@@ -53,15 +92,16 @@ def _dataset_for(a: argparse.Namespace, cfg):
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .captioner import load_checkpoint
-    from .evaluation import evaluate_split, format_table
+    from .evaluation import evaluate_split, format_report
 
     captioner = load_checkpoint(a.checkpoint, a.device)
     dataset = _dataset_for(a, captioner.config)
     beam = a.beam_size or captioner.config.decode.beam_size
     out = Path(a.out) if a.out else Path(a.checkpoint).parent / f"eval_{a.split}_beam{beam}"
     _, metrics = evaluate_split(captioner, dataset, a.split, beam, a.max_len or captioner.config.decode.max_len,
-                                _metrics(a.metrics), a.tokenizer, a.batch_size, out_dir=out)
-    print(format_table({f"{Path(a.checkpoint).name} {a.split} beam {beam}": metrics}))
+                                _metrics(a.metrics), a.tokenizer, a.batch_size, out_dir=out,
+                                progress=not a.no_progress)
+    print(format_report(f"{Path(a.checkpoint).name} {a.split} beam {beam}", metrics))
     print(f"wrote {out / 'results.json'}, {out / 'metrics.json'}")
 
 
@@ -74,17 +114,22 @@ def cmd_caption(a: argparse.Namespace) -> None:
     paths: list[Path] = []
     for p in map(Path, a.images):
         paths.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS) if p.is_dir() else [p])
-    images, kept = [], []
+    images, kept, skipped = [], [], 0
     for p in paths:
         try:
             images.append(load_image(p))
             kept.append(p)
         except BadImageError as e:
             if a.on_bad_image == "error":
-                raise
+                raise BadImageError(f"{e} (to caption the other images and skip unreadable ones, pass "
+                                    "--on-bad-image skip)") from None
+            skipped += 1
             print(f"skipped: {e}", file=sys.stderr)
-    for p, c in zip(kept, captioner.caption(images, beam_size=a.beam_size, max_len=a.max_len)):
+    for p, c in zip(kept, captioner.caption(images, beam_size=a.beam_size, max_len=a.max_len,
+                                            batch_size=a.batch_size)):
         print(f"{p}\t{c}")
+    if skipped:
+        print(f"captioned {len(kept)} image(s), skipped {skipped} unreadable", file=sys.stderr)
 
 
 def cmd_score(a: argparse.Namespace) -> None:
@@ -100,79 +145,124 @@ def cmd_score(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import DEMO_CONFIG, run_demo
 
-    run_demo(a.config or DEMO_CONFIG, a.overrides, beam_size=a.beam_size)
+    run_demo(a.config or DEMO_CONFIG, _overrides(a), beam_size=a.beam_size, progress=not a.no_progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="captionlab", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="captionlab", description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("synth", help="generate the synthetic captioning dataset")
-    s.add_argument("--out", default="dataset/synthetic", type=resolve)
-    s.add_argument("--n", type=int, default=5000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size", type=int, default=128, help="image side in pixels")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+    def no_progress(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--no-progress", action="store_true",
+                       help="no progress bars or progress lines (epoch summaries are still printed)")
+
+    def overrides(s: argparse.ArgumentParser) -> None:
+        s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. train.epochs=3 model.encoder.name=resnet18")
+        s.add_argument("--on-bad-image", choices=["error", "skip"],
+                       help="what to do with an unreadable image in the dataset (sets data.on_bad_image; "
+                            "the config's value when not given)")
+
+    s = command("synth", "generate the synthetic captioning dataset (deterministic: same seed, same bytes)")
+    s.add_argument("--out", default="dataset/synthetic", type=resolve,
+                   help="output folder (relative paths are relative to the repository root)")
+    s.add_argument("--n", type=positive_int, default=5000, help="number of images (10%% val, 10%% test)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the scenes and captions")
+    s.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
     s.set_defaults(func=cmd_synth)
 
-    s = sub.add_parser("train", help="train a captioner from a YAML config")
-    s.add_argument("config")
-    s.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=3 model.encoder.name=resnet18")
-    s.add_argument("--resume", nargs="?", const="last", default=None,
+    s = command("train", "train a captioner from a YAML config")
+    s.add_argument("config", help="YAML run config, e.g. code/configs/cnn_gru.yaml")
+    overrides(s)
+    s.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                    help="continue the run from its last.pt (or from the checkpoint given)")
     s.add_argument("--overwrite", action="store_true", help="start the run again, deleting its checkpoints")
-    s.add_argument("--no-progress", action="store_true")
+    no_progress(s)
     s.set_defaults(func=cmd_train)
 
     def data_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("--data", help="dataset path (default: the one in the checkpoint's config)")
-        s.add_argument("--format", choices=["synthetic", "karpathy", "deepfashion", "folder"])
-        s.add_argument("--image-root")
-        s.add_argument("--on-bad-image", choices=["error", "skip"])
+        s.add_argument("--format", choices=["synthetic", "karpathy", "deepfashion", "folder"],
+                       help="format of --data (default: the checkpoint's data.format)")
+        s.add_argument("--image-root", help="folder the dataset's image paths are relative to "
+                                            "(default: the annotation file's folder)")
+        s.add_argument("--on-bad-image", choices=["error", "skip"],
+                       help="stop at an unreadable image, or skip it with a warning (default: the checkpoint's "
+                            "data.on_bad_image)")
 
     def checkpoint_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("checkpoint")
-        s.add_argument("--beam-size", type=int, help="default: decode.beam_size of the checkpoint's config")
-        s.add_argument("--max-len", type=int, help="default: decode.max_len of the checkpoint's config")
-        s.add_argument("--device", default="auto")
+        s.add_argument("checkpoint", help="a best.pt / last.pt written by 'captionlab train'")
+        s.add_argument("--beam-size", type=positive_int,
+                       help="beam width; 1 is greedy (default: decode.beam_size of the checkpoint's config)")
+        s.add_argument("--max-len", type=positive_int,
+                       help="longest caption in words (default: decode.max_len of the checkpoint's config)")
+        s.add_argument("--device", default="auto", help=DEVICE_HELP)
 
-    s = sub.add_parser("evaluate", help="caption a split and score it (COCO results + metrics.json)")
+    s = command("evaluate", "caption a split and score it (writes results.json, annotations.json, metrics.json)")
     checkpoint_args(s)
-    s.add_argument("--split", default="test")
-    s.add_argument("--out", help="output folder (default: next to the checkpoint)")
+    s.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split to caption")
+    s.add_argument("--out", help="output folder (default: eval_<split>_beam<k> next to the checkpoint)")
     s.add_argument("--metrics", default="Bleu,METEOR,ROUGE_L,CIDEr", help=METRICS_HELP)
-    s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"])
-    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"], help=TOKENIZER_HELP)
+    s.add_argument("--batch-size", type=positive_int, default=64, help="images decoded together")
     data_args(s)
+    no_progress(s)
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("caption", help="caption image files or folders; prints path<TAB>caption")
+    s = command("caption", "caption image files or folders; prints path<TAB>caption per image")
     checkpoint_args(s)
-    s.add_argument("images", nargs="+")
-    s.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files and/or folders (searched recursively)")
+    s.add_argument("--on-bad-image", choices=["error", "skip"], default="error",
+                   help="stop at the first unreadable image, or skip it and caption the rest")
+    s.add_argument("--batch-size", type=positive_int, default=32, help="images decoded together")
     s.set_defaults(func=cmd_caption)
 
-    s = sub.add_parser("score", help="score a COCO results file against COCO caption annotations")
-    s.add_argument("results")
-    s.add_argument("annotations")
+    s = command("score", "score a COCO results file against COCO caption annotations (any model's output)")
+    s.add_argument("results", help='COCO results JSON: [{"image_id": ..., "caption": ...}, ...]')
+    s.add_argument("annotations", help='COCO caption annotations JSON: {"annotations": [{"image_id", "caption"}]}')
     s.add_argument("--metrics", default="Bleu,METEOR,ROUGE_L,CIDEr", help=METRICS_HELP)
-    s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"])
-    s.add_argument("--out", help="also write the metrics JSON here")
+    s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"], help=TOKENIZER_HELP)
+    s.add_argument("--out", help="also write the metrics JSON to this file")
     s.set_defaults(func=cmd_score)
 
-    s = sub.add_parser("demo", help="synthesise, train CNN+GRU, evaluate, show captions")
-    s.add_argument("--config", help="default: code/configs/demo/cnn_gru.yaml")
-    s.add_argument("overrides", nargs="*")
-    s.add_argument("--beam-size", type=int, default=3)
+    s = command("demo", "synthesise the dataset, train CNN+GRU, evaluate, show captions and figures")
+    s.add_argument("--config", help="run config (default: code/configs/demo/cnn_gru.yaml)")
+    overrides(s)
+    s.add_argument("--beam-size", type=positive_int, default=3, help="beam width of the test evaluation")
+    no_progress(s)
     s.set_defaults(func=cmd_demo)
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A user sees the warning's words on one line, not our source file and line."""
+    print(f"captionlab: warning: {message}", file=file or sys.stderr)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Like ``parse_args``, but ``key=value`` overrides may also come after options
+    (``train CONFIG --no-progress train.epochs=3``), which argparse alone rejects."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     from .data.images import BadImageError
     from .metrics.coco import JavaMissingError
     from .models.encoders import MissingWeightsError
 
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         args.func(args)
     except KeyboardInterrupt:
@@ -182,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"captionlab {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous
     return 0
 
 

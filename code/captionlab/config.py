@@ -1,37 +1,67 @@
-"""Run configuration as dataclasses: loaded from YAML, overridden by ``key=value``, saved in checkpoints."""
+"""Run configuration as typed dataclasses: loaded from YAML, overridden by ``key=value``, saved in checkpoints.
+
+Every value is checked against its declared type and range when the config is built, before any
+data is loaded or any file written, so ``train.epochs=abc`` fails at once with one line that names
+the key, the value and what is expected (``ConfigError``), never deep inside training.
+"""
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
+
+from .registry import registry_names
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message is one line naming the key."""
+
+
+def opt(default: Any, *, min: float | None = None, max: float | None = None, below: float | None = None,
+        above: float | None = None, choices: Sequence[str] | None = None, registry: str | None = None,
+        pattern: str | None = None, help: str = "") -> Any:
+    """A config field with its constraints: inclusive ``min``/``max``, exclusive ``above``/``below``,
+    fixed ``choices``, names from a ``registry`` (looked up when the config is checked, so models
+    and formats registered later are accepted), or a regular expression ``pattern``."""
+    meta = {"min": min, "max": max, "below": below, "above": above, "choices": choices, "registry": registry,
+            "pattern": pattern, "help": help}
+    return field(default=default, metadata={k: v for k, v in meta.items() if v not in (None, "")})
 
 
 @dataclass
 class DataConfig:
-    format: str = "synthetic"  # synthetic | karpathy | deepfashion | folder
+    format: str = opt("synthetic", registry="dataset format", help="synthetic | karpathy | deepfashion | folder")
     path: str = "dataset/synthetic"
     image_root: str | None = None  # defaults to the annotation file's folder
-    tokenizer: str = "en_word"
-    min_freq: int = 1
-    max_caption_len: int = 30  # training captions are cut to this many words
-    image_size: int = 224  # square side fed to the encoder
-    resize: int | None = None  # shorter side before the centre crop; None = image_size
-    on_bad_image: str = "error"  # error | skip
-    split_seed: int = 0  # deepfashion's seeded split
-    test_fraction: float = 0.2
-    val_fraction: float = 0.05  # taken from the training part when the source has no val split
-    num_workers: int = 0
-    synthetic_n: int = 5000  # format synthetic: generated into `path` when absent
-    synthetic_seed: int = 0
-    synthetic_size: int = 128
+    tokenizer: str = opt("en_word", registry="tokenizer")
+    min_freq: int = opt(1, min=1)
+    max_caption_len: int = opt(30, min=1, help="training captions are cut to this many words")
+    image_size: int = opt(224, min=16, help="square side fed to the encoder")
+    resize: int | None = opt(None, min=16, help="shorter side before the centre crop; None = image_size")
+    on_bad_image: str = opt("error", choices=("error", "skip"))
+    split_seed: int = opt(0, min=0, help="deepfashion's seeded split")
+    test_fraction: float = opt(0.2, min=0.0, below=1.0)
+    val_fraction: float = opt(0.05, min=0.0, below=1.0, help="taken from train when the source has no val split")
+    num_workers: int = opt(0, min=0)
+    synthetic_n: int = opt(5000, min=3, help="format synthetic: images generated into `path` when absent")
+    synthetic_seed: int = opt(0, min=0)
+    synthetic_size: int = opt(128, min=16)
+
+
+ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 @dataclass
 class EncoderConfig:
-    name: str = "resnet101"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+    name: str = opt("resnet101", choices=ENCODERS)
     pretrained: bool = True
     weights: str | None = None  # local state_dict file; else torchvision's cache
     fine_tune: bool = False  # train the CNN too (always true when pretrained is false)
@@ -39,46 +69,49 @@ class EncoderConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "cnn_gru"
+    name: str = opt("cnn_gru", registry="model")
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    num_layers: int = 1
-    dropout: float = 0.3
+    embed_dim: int = opt(256, min=1)
+    hidden_dim: int = opt(512, min=1)
+    num_layers: int = opt(1, min=1)
+    dropout: float = opt(0.3, min=0.0, below=1.0)
     blind: bool = False  # ablation: zero the image features, so only the language prior is learned
+
+
+SELECT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
 
 
 @dataclass
 class TrainConfig:
-    run_name: str = "cnn_gru"
+    run_name: str = opt("cnn_gru", pattern=r"[A-Za-z0-9_.\-]+", help="a folder name under output_dir")
     output_dir: str = "output/model_ckpt"
-    epochs: int = 10
-    batch_size: int = 32  # images per batch; each brings seq_per_img captions
-    seq_per_img: int = 5
-    lr: float = 4e-4
-    encoder_lr: float = 1e-4
-    weight_decay: float = 0.0
-    grad_clip: float = 5.0
-    lr_schedule: str = "step"  # constant | step | cosine
-    lr_step_epochs: int = 5
-    lr_gamma: float = 0.5
-    warmup_steps: int = 0
-    select_metric: str = "CIDEr"  # which val metric picks best.pt
-    val_beam_size: int = 1
-    val_max_len: int = 20
-    val_batch_size: int = 64
-    seed: int = 0
+    epochs: int = opt(10, min=1)
+    batch_size: int = opt(32, min=1, help="images per batch; each brings seq_per_img captions")
+    seq_per_img: int = opt(5, min=1)
+    lr: float = opt(4e-4, above=0.0)
+    encoder_lr: float = opt(1e-4, min=0.0)
+    weight_decay: float = opt(0.0, min=0.0)
+    grad_clip: float = opt(5.0, min=0.0, help="0 disables clipping")
+    lr_schedule: str = opt("step", choices=("constant", "step", "cosine"))
+    lr_step_epochs: int = opt(5, min=1)
+    lr_gamma: float = opt(0.5, above=0.0, max=1.0)
+    warmup_steps: int = opt(0, min=0)
+    select_metric: str = opt("CIDEr", choices=SELECT_METRICS, help="which val metric picks best.pt")
+    val_beam_size: int = opt(1, min=1)
+    val_max_len: int = opt(20, min=1)
+    val_batch_size: int = opt(64, min=1)
+    seed: int = opt(0, min=0)
     amp: bool = False  # mixed precision, CUDA only
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = opt("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps", help="auto | cpu | cuda | cuda:N")
     tensorboard: bool = True
-    log_every: int = 50
+    log_every: int = opt(50, min=1)
 
 
 @dataclass
 class DecodeConfig:
-    beam_size: int = 3
-    max_len: int = 20
-    length_penalty: float = 0.0
+    beam_size: int = opt(3, min=1)
+    max_len: int = opt(20, min=1)
+    length_penalty: float = opt(0.0, min=0.0)
 
 
 @dataclass
@@ -96,42 +129,145 @@ class RunConfig:
         return _build(cls, d, "")
 
 
-def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
+# ---------------------------------------------------------------- checking
+
+
+def _build(cls: type, d: Any, prefix: str) -> Any:
     if not isinstance(d, dict):
-        raise ValueError(f"config section {prefix or '<root>'!r} must be a mapping, got {type(d).__name__}")
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping of keys to values, "
+                          f"got {type(d).__name__} {d!r}")
+    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in d.items():
         if key not in fields:
-            known = ", ".join(fields)
-            raise ValueError(f"unknown config key {prefix + key!r}; known keys here: {known}")
-        ftype = fields[key].type
-        sub = _dataclass_type(ftype)
-        kwargs[key] = _build(sub, value, f"{prefix}{key}.") if sub else value
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}{hint} (keys of "
+                              f"{prefix.rstrip('.') or 'the config'}: {', '.join(fields)})")
+        ftype = hints[key]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[key] = _build(ftype, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check(prefix + key, value, ftype, fields[key].metadata)
     return cls(**kwargs)
 
 
-def _dataclass_type(ftype: Any) -> type | None:
-    name = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", "")
-    return _SECTIONS.get(name)
+def _describe(ftype: Any, meta: typing.Mapping[str, Any]) -> str:
+    """What a value must be, in words: 'an integer >= 1', 'one of: error, skip'."""
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    base, optional = _unwrap(ftype)
+    if typing.get_origin(base) is list:
+        what = f"a list of {names.get(typing.get_args(base)[0], 'values')[2:]}s" if typing.get_args(base) else "a list"
+    else:
+        what = names.get(base, getattr(base, "__name__", str(base)))
+    bounds = [f"{op} {meta[k]:g}" for k, op in (("min", ">="), ("above", ">"), ("max", "<="), ("below", "<"))
+              if k in meta]
+    if bounds:
+        what += " " + " and ".join(bounds)
+    choices = _choices(meta)
+    if choices is not None:
+        what = "one of: " + ", ".join(choices)
+    elif "pattern" in meta:
+        what += f": {meta['help']}" if "help" in meta else f" matching {meta['pattern']}"
+    return what + (" (or null)" if optional else "")
 
 
-_SECTIONS = {c.__name__: c for c in (DataConfig, EncoderConfig, ModelConfig, TrainConfig, DecodeConfig)}
+def _unwrap(ftype: Any) -> tuple[Any, bool]:
+    """``int | None`` -> (int, True); ``int`` -> (int, False)."""
+    if typing.get_origin(ftype) in (typing.Union, types.UnionType):
+        args = typing.get_args(ftype)
+        return next(a for a in args if a is not type(None)), type(None) in args
+    return ftype, False
+
+
+def _choices(meta: typing.Mapping[str, Any]) -> list[str] | None:
+    if "choices" in meta:
+        return list(meta["choices"])
+    if "registry" in meta:
+        names = registry_names(meta["registry"])
+        return names or None  # a registry nobody has filled yet (a bare `import captionlab.config`)
+    return None
+
+
+def _check(key: str, value: Any, ftype: Any, meta: typing.Mapping[str, Any]) -> Any:
+    def bad(reason: str = "") -> ConfigError:
+        return ConfigError(f"{key} = {value!r}: expected {_describe(ftype, meta)}{reason}")
+
+    base, optional = _unwrap(ftype)
+    if value is None:
+        if optional:
+            return None
+        raise bad()
+    if typing.get_origin(base) is list:
+        if not isinstance(value, list):
+            raise bad()
+        inner = (typing.get_args(base) or (Any,))[0]
+        return [v if inner is Any else _check(f"{key}[{i}]", v, inner, {}) for i, v in enumerate(value)]
+    value = _coerce(value, base, bad)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for k, ok in (("min", lambda v, b: v >= b), ("max", lambda v, b: v <= b),
+                      ("above", lambda v, b: v > b), ("below", lambda v, b: v < b)):
+            if k in meta and not ok(value, meta[k]):
+                raise bad()
+    if isinstance(value, str):
+        choices = _choices(meta)
+        if choices is not None and value not in choices:
+            close = difflib.get_close_matches(value, choices, n=1)
+            raise bad(f"; did you mean {close[0]!r}?" if close else "")
+        if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+            raise bad()
+    return value
+
+
+def _coerce(value: Any, base: Any, bad: Callable[[], ConfigError]) -> Any:
+    """Strict: no bool for a number, no number-looking string for an int. Two conveniences only:
+    ``1e-4`` (a string to YAML 1.1) is a float, and a number is accepted where free text is."""
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if base is float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise bad()
+    if base is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    return value
+
+
+# ---------------------------------------------------------------- files and overrides
 
 
 def apply_overrides(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """``train.epochs=3 model.encoder.name=resnet18``: values are parsed as YAML scalars."""
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=3)")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         node = d
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            node[parts[-1]] = raw  # e.g. an unbalanced quote: kept as text, the type check then decides
     return d
 
 
@@ -144,7 +280,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             d = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML: {e}") from None
+            raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: a config file must be a mapping of sections (data, model, train, decode)")
     return RunConfig.from_dict(apply_overrides(d, overrides))
 
 

@@ -5,11 +5,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from . import progress as P
 from .captioner import Captioner
 from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_images
 from .metrics import ALL_METRICS, score
+from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
 from .metrics.coco import write_json
 
 
@@ -23,7 +24,7 @@ def caption_records(captioner: Captioner, records: Sequence[ImageRecord], beam_s
     was_training = captioner.model.training
     captioner.model.eval()
     try:
-        for images, idx in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
+        for images, idx in P.progress(loader, desc=desc, unit="batch", enabled=progress):
             caps = captioner.words(captioner.caption_tensor(images, beam_size, max_len).tokens)
             out.update({records[int(i)].image_id: c for i, c in zip(idx, caps)})
     finally:
@@ -36,12 +37,15 @@ def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "
                    batch_size: int = 64, num_workers: int = 0, out_dir: str | Path | None = None,
                    progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """COCO-format results and corpus metrics; with ``out_dir``, also writes ``results.json``,
-    ``annotations.json`` (the references, so ``captionlab score`` can re-check) and ``metrics.json``."""
+    ``annotations.json`` (the references, so ``captionlab score`` can re-check) and ``metrics.json``.
+    On the synthetic set the metrics also hold ``attribute_accuracy`` (see metrics/attributes.py)."""
     records = dataset.split(split)
     captions = caption_records(captioner, records, beam_size, max_len, batch_size, num_workers, progress,
                                desc=f"captioning {split}")
     results = [{"image_id": k, "caption": v} for k, v in captions.items()]
-    scores = score(captions, dataset.references(split), metrics, tokenizer)
+    scores: dict[str, Any] = score(captions, dataset.references(split), metrics, tokenizer)
+    if is_synthetic(records):  # the synthesiser's truth lets us say which attributes the model gets right
+        scores["attribute_accuracy"] = attribute_accuracy(captions, records)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -52,10 +56,22 @@ def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "
     return results, scores
 
 
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A plain-text table, one row per named result (e.g. model or beam size)."""
-    keys = [k for k in next(iter(rows.values()))]
+def format_table(rows: dict[str, dict[str, Any]]) -> str:
+    """A markdown table of the numeric metrics, one row per named result (e.g. model or beam size)."""
+    keys = [k for k, v in next(iter(rows.values())).items() if isinstance(v, (int, float))]
     head = "| " + " | ".join(["run", *keys]) + " |"
     sep = "|" + "|".join(["---"] * (len(keys) + 1)) + "|"
     body = ["| " + " | ".join([name, *(f"{r[k]:.3f}" for k in keys)]) + " |" for name, r in rows.items()]
     return "\n".join([head, sep, *body])
+
+
+def format_report(name: str, metrics: dict[str, Any]) -> str:
+    """The metric table, and under it the attribute table where the split is synthetic."""
+    text = format_table({name: metrics})
+    attrs = metrics.get("attribute_accuracy")
+    if attrs:
+        rows = {name: attrs["accuracy"]}
+        if attrs.get("blind_floor"):
+            rows["blind floor (captions vs other images)"] = attrs["blind_floor"]
+        text += "\n\n" + format_attribute_table(rows)
+    return text

@@ -10,6 +10,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        _ALL[kind] = self
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -32,3 +33,13 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+_ALL: dict[str, Registry] = {}
+
+
+def registry_names(kind: str) -> list[str]:
+    """Names registered under ``kind`` ("model", "tokenizer", ...): config checking reads them here,
+    so ``config.py`` needs no import of the modules that fill the registries."""
+    reg = _ALL.get(kind)
+    return reg.names() if reg is not None else []

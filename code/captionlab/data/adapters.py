@@ -24,15 +24,16 @@ def load_dataset(cfg: DataConfig) -> CaptionDataset:
     return ds
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, what: str = "annotation file") -> Any:
+    """Parse a JSON file; errors name ``what`` the file is (annotation file, results file) and where."""
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        raise ValueError(f"{what} {path} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def _caption(text: Any, where: str) -> str:

@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
+from ..progress import progress
 from .images import BadImageError, check_image, load_image
 from .tokenizers import Tokenizer
 from .vocab import Vocabulary
@@ -61,7 +61,7 @@ def check_images(records: list[ImageRecord], policy: str, source: Path) -> list[
     if policy not in ("error", "skip"):
         raise ValueError(f"on_bad_image must be 'error' or 'skip', got {policy!r}")
     good, bad = [], []
-    for r in tqdm(records, desc="checking images", unit="img", leave=False, disable=len(records) < 2000):
+    for r in progress(records, desc="checking images", unit="img", enabled=len(records) >= 2000):
         try:
             check_image(r.path)
             good.append(r)

@@ -32,11 +32,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise BadImageError(f"image file not found: {path}")
+    if not path.is_file():
+        raise BadImageError(f"{path} is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise BadImageError(f"image file is empty (0 bytes): {path}")
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Decode fully (so a truncated file fails here, not deep in a DataLoader) and convert to RGB."""
     path = Path(path)
-    if not path.is_file():
-        raise BadImageError(f"image file not found: {path}")
+    _check_file(path)
     try:
         with Image.open(path) as img:
             img.load()
@@ -48,8 +56,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 def check_image(path: str | os.PathLike) -> None:
     """Cheaper than ``load_image`` for large JPEGs: decodes at reduced scale, still catches truncation."""
     path = Path(path)
-    if not path.is_file():
-        raise BadImageError(f"image file not found: {path}")
+    _check_file(path)
     try:
         with Image.open(path) as img:
             img.draft("RGB", (64, 64))

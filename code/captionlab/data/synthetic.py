@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
+from ..progress import progress
 from .tokenizers import EnglishWordTokenizer
 
 _TOKENIZER = EnglishWordTokenizer()
@@ -154,7 +154,7 @@ def generate(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128, val
     n_val = max(1, round(n * val_fraction))
     n_test = max(1, round(n * test_fraction))
     images = []
-    for i in tqdm(range(n), desc="synthesising", unit="img"):
+    for i in progress(range(n), desc="synthesising", unit="img"):
         rng = random.Random(seed * 1_000_003 + i)
         img, objs = render_scene(rng, size, max_objects)
         name = f"synth_{i:06d}.png"

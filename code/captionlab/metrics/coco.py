@@ -113,7 +113,7 @@ def load_results(path: str | Path) -> dict[Any, str]:
     from ..data.adapters import read_json
 
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path, "results file")
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of {{'image_id', 'caption'}} objects")
     out: dict[Any, str] = {}
@@ -150,6 +150,11 @@ def score_files(results_path: str | Path, annotations_path: str | Path,
                 metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb") -> dict[str, Any]:
     results = load_results(results_path)
     refs = load_annotations(annotations_path)
+    unknown = [k for k in results if k not in refs]
+    if unknown:
+        shown = ", ".join(map(repr, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+        raise ValueError(f"{len(unknown)} image id(s) in results file {results_path} are not in annotation file "
+                         f"{annotations_path}: {shown}")
     unscored = len([k for k in refs if k not in results])
     if unscored:
         warnings.warn(f"{unscored} annotated image(s) have no result and are not scored", stacklevel=2)

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from tqdm.auto import tqdm
 
+from .. import progress as P
 from ..captioner import Captioner
+from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import RunConfig, save_config
 from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
@@ -28,7 +29,6 @@ from ..metrics import FAST_METRICS, score
 from ..models import build_model
 from ..paths import resolve
 from . import distributed as D
-from .checkpoint import read_checkpoint, save_checkpoint
 from .losses import CrossEntropyLoss
 from .runlog import RunLog, read_log
 
@@ -36,7 +36,7 @@ from .runlog import RunLog, read_log
 @dataclass
 class TrainResult:
     run_dir: Path
-    best_epoch: int
+    best_epoch: int  # 1-based, as printed and logged; 0 when no epoch ran
     best_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     model: torch.nn.Module | None = None  # the trained model as it is after the last epoch
@@ -76,15 +76,45 @@ def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, prog
     return score(caps, dataset.references("val"), FAST_METRICS, tokenizer="simple")
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    if (run_dir / "last.pt").exists() and not resume:
-        if not overwrite:
-            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite "
-                                  "to start again, or choose another train.run_name")
-        for name in ("last.pt", "best.pt", "log.csv", "tensorboard"):
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "tensorboard", "config.yaml", "curves.png")
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an existing run, before anything is loaded or written."""
+    if (run_dir / "last.pt").exists() and not resume and not overwrite:
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite "
+                              "to start again, or choose another train.run_name")
+    if resume is True and not (run_dir / "last.pt").exists():
+        raise FileNotFoundError(f"nothing to resume: {run_dir / 'last.pt'} does not exist")
+
+
+def _create_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Called only once the run can start, so a failed start leaves no debris."""
+    if overwrite and not resume:
+        for name in RUN_FILES:
             p = run_dir / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def describe_run(cfg: RunConfig, run_dir: Path, dataset: CaptionDataset, vocab: Vocabulary, model: torch.nn.Module,
+                 device: torch.device, steps_per_epoch: int, world_size: int) -> str:
+    """What a user wants to see before the first epoch: data, vocabulary, model size, device, where it goes."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    splits = ", ".join(f"{k} {v}" for k, v in dataset.splits().items())
+    dev = f"{device}" + (f" x {world_size} processes" if world_size > 1 else
+                         f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
+    t = cfg.train
+    return "\n".join([
+        f"run      {run_dir}",
+        f"data     {cfg.data.format} at {resolve(cfg.data.path)}: {splits} images",
+        f"vocab    {len(vocab)} tokens (tokenizer {cfg.data.tokenizer}, min_freq {cfg.data.min_freq})",
+        f"model    {cfg.model.name} with {cfg.model.encoder.name}: {total / 1e6:.2f} M parameters, "
+        f"{trainable / 1e6:.2f} M trainable",
+        f"device   {dev}",
+        f"schedule {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size} images x {t.seq_per_img} captions",
+    ])
 
 
 def train(cfg: RunConfig, resume: bool | str | Path = False, overwrite: bool = False, progress: bool = True,
@@ -103,9 +133,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     seed_everything(t.seed)
     progress = progress and info.is_main
     run_dir = resolve(t.output_dir) / t.run_name
-    if info.is_main:
-        _prepare_run_dir(run_dir, bool(resume), overwrite)
-    D.barrier(info)
+    check_run_dir(run_dir, resume, overwrite)
 
     if dataset is None:
         dataset = load_dataset(cfg.data) if info.is_main else None  # rank 0 first: it may generate data
@@ -122,8 +150,8 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         groups.append({"params": enc_params, "lr": t.encoder_lr, "base_lr": t.encoder_lr})
     optimizer = torch.optim.Adam(groups, weight_decay=t.weight_decay)
 
-    start_epoch, global_step = 0, 0
-    best = {"epoch": -1, "value": -math.inf, "metrics": {}}
+    done, global_step = 0, 0  # epochs completed, optimizer steps taken
+    best = {"epoch": 0, "value": -math.inf, "metrics": {}}
     if resume:
         path = run_dir / "last.pt" if resume is True else Path(resume)
         ckpt = read_checkpoint(path, map_location=device)
@@ -133,21 +161,27 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         model.load_state_dict(ckpt["model"])
         if "optimizer" in ckpt:
             optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch = ckpt["epoch"] + 1
+        done = ckpt["epoch"]
         extra = ckpt.get("extra", {})
         global_step = int(extra.get("global_step", 0))
         best = extra.get("best", best)
-        if info.is_main:
-            print(f"resuming {run_dir.name} from epoch {ckpt['epoch'] + 1} ({path})")
-
-    log = RunLog(run_dir, t.tensorboard, enabled=info.is_main)
-    if info.is_main:
-        save_config(cfg, run_dir / "config.yaml")
-        log.truncate_after(start_epoch - 1)
 
     captioner = Captioner(model, vocab, cfg, device)
     train_set = CaptionGroups(dataset.split("train"), vocab, captioner.tokenizer, captioner.transform,
                               cfg.data.max_caption_len, t.seq_per_img, t.seed)
+    steps_per_epoch = math.ceil(len(train_set) / (t.batch_size * info.world_size))
+    if info.is_main:  # the run can start: only now does its folder appear
+        _create_run_dir(run_dir, bool(resume), overwrite)
+        print(describe_run(cfg, run_dir, dataset, vocab, model, device, steps_per_epoch, info.world_size),
+              flush=True)
+        if resume:
+            print(f"resuming after epoch {done} of {t.epochs} ({path})", flush=True)
+    D.barrier(info)
+    log = RunLog(run_dir, t.tensorboard, enabled=info.is_main)
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        log.truncate_after(done)
+
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
     use_amp = t.amp and device.type == "cuda"
     if t.amp and not use_amp and info.is_main:
@@ -155,7 +189,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     try:
-        for epoch in range(start_epoch, t.epochs):
+        for epoch in range(done, t.epochs):  # 0-based index; printed, logged and saved as epoch + 1
             torch.manual_seed(t.seed + epoch)  # dropout and shuffling depend on (seed, epoch) only: exact resume
             if info.enabled:
                 sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=t.seed)
@@ -168,8 +202,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                                 drop_last=False)
             model.train()
             t0, total, count = time.time(), 0.0, 0
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", disable=not progress,
-                       leave=False)
+            bar = P.progress(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", enabled=progress)
             for images, captions in bar:
                 images = images.to(device, non_blocking=True)
                 captions = captions.to(device, non_blocking=True)
@@ -192,27 +225,25 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                 if info.is_main and global_step % t.log_every == 0:
                     log.scalars({"loss": stats["loss"], "lr": optimizer.param_groups[0]["lr"]}, global_step, "step/")
             train_loss = D.mean_across(total / max(1, count), info, device)
-            row: dict[str, Any] = {"epoch": epoch, "step": global_step, "train_loss": train_loss,
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
                                    "lr": optimizer.param_groups[0]["lr"]}
             if info.is_main:
                 metrics = validate(captioner, dataset, cfg, progress)
-                if t.select_metric not in metrics:
-                    raise ValueError(f"train.select_metric {t.select_metric!r} is not among {list(metrics)}")
                 row.update(metrics)
                 row["seconds"] = round(time.time() - t0, 2)
                 improved = metrics[t.select_metric] > best["value"]
                 if improved:
-                    best = {"epoch": epoch, "value": metrics[t.select_metric], "metrics": metrics}
+                    best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
                 common = dict(model_state=model.state_dict(), config=cfg.to_dict(), vocab=vocab.to_list(),
-                              epoch=epoch, metrics=metrics)
+                              epoch=epoch + 1, metrics=metrics)
                 extra = {"global_step": global_step, "best": best}
                 if improved:
                     save_checkpoint(run_dir / "best.pt", **common, extra=extra)
                 save_checkpoint(run_dir / "last.pt", **common, optimizer=optimizer.state_dict(), extra=extra)
                 log.epoch_row(row)
                 summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in ("Bleu_4", "ROUGE_L", "CIDEr"))
-                tqdm.write(f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}  val {summary}"
-                           f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)")
+                P.write(f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}  val {summary}"
+                        f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)")
             D.barrier(info)
     except KeyboardInterrupt:
         if info.is_main:

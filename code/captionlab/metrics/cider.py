@@ -1,0 +1,187 @@
+"""CIDEr-D in-process and vectorised: exactly pycocoevalcap's ``Cider`` (sigma 6, clipped counts, x10,
+idf = log(#images) - log(max(1, df))), in numpy with no Python loop over n-grams or image pairs.
+
+Fast enough to be the reward of self-critical training, where the document frequencies come from
+the training references once (``DocumentFrequency``) as the research code does; with ``df=None``
+they come from the references given, as pycocoevalcap does.
+
+Quirks kept for exactness: the length in the Gaussian penalty is the number of bigrams (pycocoevalcap
+counts ``len(ngram) - 1 == 1``), and a reference or candidate whose tf-idf vector is all zeros
+contributes 0.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+N = 4
+SIGMA = 6.0
+
+
+def _ids(sentences: Sequence[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Whitespace-split sentences -> padded word ids (S, L) (0 = padding) and lengths (S,); new words
+    extend ``vocab``."""
+    split = [s.split() for s in sentences]
+    lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+    width = max(int(lengths.max(initial=0)), N)
+    words = list(itertools.chain.from_iterable(split))
+    for w in sorted(set(words).difference(vocab)):  # sorted: the same ids, the same sums, every run
+        vocab[w] = len(vocab) + 1
+    ids = np.zeros((len(split), width), dtype=np.int64)
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    ids[mask] = np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=len(words))
+    return ids, lengths
+
+
+def _ngram_keys(ids: np.ndarray, lengths: np.ndarray, n: int, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """All n-grams of every sentence as integer keys: (sentence index, key) per occurrence."""
+    width = ids.shape[1] - n + 1
+    if width <= 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    key = ids[:, :width].copy()
+    for k in range(1, n):  # base ** n stays below 2 ** 63 (checked by the caller)
+        key = key * base + ids[:, k:k + width]
+    valid = np.arange(width)[None, :] + n <= lengths[:, None]  # (S, width)
+    sent = np.broadcast_to(np.arange(ids.shape[0])[:, None], valid.shape)[valid]
+    return sent, key[valid]
+
+
+@dataclass
+class DocumentFrequency:
+    """n-gram document frequencies of a reference corpus, computed once (e.g. the training split)."""
+
+    vocab: dict[str, int]
+    ngrams: list[np.ndarray]  # per n: (K_n, n) word ids of each n-gram
+    counts: list[np.ndarray]  # per n: (K_n,) number of images whose references contain it
+    n_images: int
+    _hashed: dict = field(default_factory=dict, repr=False)  # (n, base) -> sorted keys, counts
+
+    @classmethod
+    def from_references(cls, references: Mapping[Any, Sequence[str]]) -> "DocumentFrequency":
+        vocab: dict[str, int] = {}
+        refs = [r for rs in references.values() for r in rs]
+        image = np.repeat(np.arange(len(references)), [len(rs) for rs in references.values()])
+        ids, lengths = _ids(refs, vocab)
+        base = _base(vocab)
+        ngrams, counts = [], []
+        for n in range(1, N + 1):
+            sent, key = _ngram_keys(ids, lengths, n, base)
+            pairs = np.unique(np.stack([key, image[sent]], 1), axis=0) if key.size else np.empty((0, 2), np.int64)
+            uniq, df = np.unique(pairs[:, 0], return_counts=True)
+            ngrams.append(_unhash(uniq, n, base))
+            counts.append(df)
+        return cls(vocab, ngrams, counts, len(references))
+
+    def lookup(self, key: np.ndarray, n: int, base: int) -> np.ndarray:
+        """Document frequency of each n-gram key (hashed with ``base``); 0 for unseen n-grams."""
+        table = self.ngrams[n - 1]
+        if table.size == 0 or key.size == 0:
+            return np.zeros(key.shape, np.float64)
+        if (n, base) not in self._hashed:  # rebuilt only when a call brings words the corpus lacked
+            hashed = table[:, 0].copy()
+            for k in range(1, n):
+                hashed = hashed * base + table[:, k]
+            order = np.argsort(hashed)
+            self._hashed = {k: v for k, v in self._hashed.items() if k[1] == base}
+            self._hashed[n, base] = (hashed[order], self.counts[n - 1][order])
+        hashed, df = self._hashed[n, base]
+        pos = np.minimum(np.searchsorted(hashed, key), len(hashed) - 1)
+        return np.where(hashed[pos] == key, df[pos], 0).astype(np.float64)
+
+
+def _base(vocab: dict[str, int]) -> int:
+    base = len(vocab) + 1
+    if base ** N >= 2 ** 62:
+        raise ValueError(f"vocabulary of {len(vocab)} words is too large for 64-bit 4-gram keys")
+    return base
+
+
+def _unhash(key: np.ndarray, n: int, base: int) -> np.ndarray:
+    cols = []
+    for _ in range(n):
+        cols.append(key % base)
+        key = key // base
+    return np.stack(cols[::-1], 1) if cols else np.empty((0, n), np.int64)
+
+
+def cider_d(candidates: Mapping[Any, Sequence[str]], references: Mapping[Any, Sequence[str]],
+            df: DocumentFrequency | None = None, sigma: float = SIGMA) -> tuple[float, np.ndarray]:
+    """pycocoevalcap ``Cider().compute_score(references, candidates)``, vectorised.
+
+    ``candidates``: image id -> ``[tokenised caption]``; ``references``: image id -> tokenised
+    references (the same keys). Returns ``(corpus_score, per_image_scores)``, per-image scores in
+    ``candidates``' key order.
+    """
+    keys = list(candidates)
+    if set(keys) != set(references):
+        raise ValueError("candidates and references must have the same image ids")
+    for k in keys:
+        if len(candidates[k]) != 1:
+            raise ValueError(f"image {k!r}: expected exactly one candidate caption, got {len(candidates[k])}")
+        if not references[k]:
+            raise ValueError(f"image {k!r}: no references")
+    n_img = len(keys)
+    n_refs = np.array([len(references[k]) for k in keys])
+    ref_image = np.repeat(np.arange(n_img), n_refs)  # (R,)
+    vocab: dict[str, int] = dict(df.vocab) if df is not None else {}
+    cand_ids, cand_len = _ids([candidates[k][0] for k in keys], vocab)
+    ref_ids, ref_len = _ids([r for k in keys for r in references[k]], vocab)
+    base = _base(vocab)
+    log_n = np.log(float(df.n_images if df is not None else n_img))
+    bigrams_c, bigrams_r = np.maximum(cand_len - 1, 0), np.maximum(ref_len - 1, 0)
+    penalty = np.exp(-((bigrams_c[ref_image] - bigrams_r) ** 2) / (2 * sigma ** 2))  # (R,)
+    total = np.zeros(len(ref_image))  # (R,) summed over n
+    for n in range(1, N + 1):
+        c_sent, c_key = _ngram_keys(cand_ids, cand_len, n, base)
+        r_sent, r_key = _ngram_keys(ref_ids, ref_len, n, base)
+        uniq, inverse, _ = _unique(np.concatenate([c_key, r_key]))
+        g = len(uniq)  # distinct n-grams of this order; c_g / r_g index them
+        c_g, r_g = inverse[:c_key.size], inverse[c_key.size:]
+        if df is None:  # document frequency: images whose references hold the n-gram
+            held = _unique(ref_image[r_sent] * g + r_g)[0]
+            doc_freq = np.bincount(held % g, minlength=g).astype(np.float64)
+        else:
+            doc_freq = df.lookup(uniq, n, base)
+        idf = log_n - np.log(np.maximum(1.0, doc_freq))  # (g,)
+        c_pair, _, c_tf = _unique(c_sent * g + c_g)  # one entry per (sentence, n-gram), with its count
+        r_pair, _, r_tf = _unique(r_sent * g + r_g)
+        c_w = c_tf * idf[c_pair % g]
+        r_w = r_tf * idf[r_pair % g]
+        c_norm = np.sqrt(np.bincount(c_pair // g, c_w ** 2, minlength=n_img))  # (images,)
+        r_norm = np.sqrt(np.bincount(r_pair // g, r_w ** 2, minlength=len(ref_image)))  # (R,)
+        # each reference n-gram meets the candidate's weight for the same (image, n-gram); c_pair is sorted
+        r_rows = r_pair // g
+        matched_w = _find(c_pair, c_w, ref_image[r_rows] * g + r_pair % g)  # 0 where the candidate lacks it
+        val = np.bincount(r_rows, np.minimum(matched_w, r_w) * r_w, minlength=len(ref_image))
+        denom = c_norm[ref_image] * r_norm
+        val = np.divide(val, denom, out=np.zeros_like(val), where=denom != 0)
+        total += val * penalty
+    per_image = 10.0 * np.bincount(ref_image, total / N, minlength=n_img) / n_refs
+    return float(per_image.mean()) if n_img else 0.0, per_image
+
+
+def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted distinct values, the inverse index and the counts, by one argsort (numpy's hash-based
+    ``unique`` is several times slower on these arrays)."""
+    if x.size == 0:
+        return x, np.empty(0, np.int64), np.empty(0, np.int64)
+    order = np.argsort(x)
+    ordered = x[order]
+    first = np.empty(len(x), dtype=bool)
+    first[0] = True
+    first[1:] = ordered[1:] != ordered[:-1]
+    inverse = np.empty(len(x), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    counts = np.diff(np.append(np.flatnonzero(first), len(x)))
+    return ordered[first], inverse, counts
+
+
+def _find(sorted_keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """values[i] where sorted_keys[i] == query, else 0 (vectorised dictionary lookup)."""
+    if sorted_keys.size == 0 or query.size == 0:
+        return np.zeros(query.shape, np.float64)
+    pos = np.minimum(np.searchsorted(sorted_keys, query), len(sorted_keys) - 1)
+    return np.where(sorted_keys[pos] == query, values[pos], 0).astype(np.float64)
