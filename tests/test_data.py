@@ -250,5 +250,7 @@ def test_caption_groups_draw_the_same_captions_for_the_same_epoch(tmp_path):
         groups.set_epoch(epoch)
         picks.append(groups.pick(0))
     assert picks[0] == first and any(p != first for p in picks[1:])  # epochs draw different captions
+    image, caps, index = groups[0]
+    assert index == 0 and len(caps) == 3  # items carry their record index, for losses that need references
     few = CaptionGroups(ds.records, vocab, tok, lambda im: im, 10, seq_per_img=9, seed=0)
     assert len(few.pick(0)) == 9  # fewer captions than asked: some repeat

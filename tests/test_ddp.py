@@ -25,6 +25,6 @@ def test_two_process_gloo_training_finishes_and_ranks_agree(tmp_path):
     digests = [(tmp_path / f"rank{r}.txt").read_text().split()[0] for r in (0, 1)]
     assert digests[0] == digests[1]  # DDP kept both replicas' parameters identical
     ckpt = torch.load(tmp_path / "runs" / "ddp" / "last.pt", weights_only=True)
-    assert ckpt["epoch"] == 1
+    assert ckpt["epoch"] == 2  # epochs completed
     rows = (tmp_path / "runs" / "ddp" / "log.csv").read_text().strip().split("\n")
     assert len(rows) == 3  # header + one row per epoch, written by rank 0 only

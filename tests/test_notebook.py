@@ -40,3 +40,16 @@ def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path, monkeyp
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) >= 3  # data grid, curves, captions under images
     assert len(nbformat.writes(nb)) < 300_000  # outputs stay small: no progress-bar spam
+
+
+def test_self_critical_notebook_executes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTIONLAB_SCST_CONFIG", str(TINY.with_name("scst.yaml")))
+    nb = run_notebook("03_self_critical.ipynb", tmp_path, monkeypatch,
+                      f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1")
+    text = outputs_text(nb)
+    assert "SCST, greedy baseline beam 3" in text and "SCST, mean baseline beam 1" in text and "METEOR" in text
+    for run in ("nb03_xe", "nb03_scst_greedy", "nb03_scst_mean"):
+        assert (tmp_path / "runs" / run / "best.pt").is_file()
+    assert (tmp_path / "runs" / "nb03_scst_mean" / "steps.csv").is_file()
+    images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    assert len(images) == 2  # reward curves, captions before/after

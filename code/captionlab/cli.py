@@ -17,6 +17,7 @@ from .paths import resolve
 METRICS_HELP = "comma-separated metrics: Bleu, METEOR, ROUGE_L, CIDEr (SPICE where its jars are installed)"
 TOKENIZER_HELP = ("how captions are tokenised before scoring: 'ptb' is the Stanford PTB tokenizer (Java), as the "
                   "COCO server uses; 'simple' lower-cases and drops punctuation in-process")
+ALL = "Bleu,METEOR,ROUGE_L,CIDEr"
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 EPILOG = """examples:
   captionlab demo                                          # the whole story on the synthetic set
@@ -136,7 +137,10 @@ def cmd_score(a: argparse.Namespace) -> None:
     from .metrics import score_files
     from .metrics.coco import write_json
 
-    metrics = score_files(a.results, a.annotations, _metrics(a.metrics), a.tokenizer)
+    if a.fast and "METEOR" in _metrics(a.metrics or ""):
+        raise ValueError("--fast scores without Java, and METEOR needs it: drop METEOR from --metrics or --fast")
+    metrics = score_files(a.results, a.annotations, _metrics(a.metrics or ("Bleu,ROUGE_L,CIDEr" if a.fast else ALL)),
+                          a.tokenizer or ("simple" if a.fast else "ptb"), fast_cider=a.fast)
     print(json.dumps(metrics, indent=2))
     if a.out:
         write_json(metrics, a.out)
@@ -223,8 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("score", "score a COCO results file against COCO caption annotations (any model's output)")
     s.add_argument("results", help='COCO results JSON: [{"image_id": ..., "caption": ...}, ...]')
     s.add_argument("annotations", help='COCO caption annotations JSON: {"annotations": [{"image_id", "caption"}]}')
-    s.add_argument("--metrics", default="Bleu,METEOR,ROUGE_L,CIDEr", help=METRICS_HELP)
-    s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"], help=TOKENIZER_HELP)
+    s.add_argument("--metrics", help=METRICS_HELP + f" (default: {ALL}; with --fast: Bleu,ROUGE_L,CIDEr)")
+    s.add_argument("--tokenizer", choices=["ptb", "simple"], help=TOKENIZER_HELP + " (default: ptb; with --fast: simple)")
+    s.add_argument("--fast", action="store_true",
+                   help="no Java: in-process tokenizer and the vectorised CIDEr-D (same CIDEr to 1e-6), for big files")
     s.add_argument("--out", help="also write the metrics JSON to this file")
     s.set_defaults(func=cmd_score)
 

@@ -78,6 +78,8 @@ class ModelConfig:
     blind: bool = False  # ablation: zero the image features, so only the language prior is learned
 
 
+_REWARD = r"(CIDEr|Bleu_4|METEOR)(:\d+(\.\d*)?)?"
+REWARD_PATTERN = rf"{_REWARD}(,{_REWARD})*"
 SELECT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
 
 
@@ -105,6 +107,15 @@ class TrainConfig:
     device: str = opt("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps", help="auto | cpu | cuda | cuda:N")
     tensorboard: bool = True
     log_every: int = opt(50, min=1)
+    loss: str = opt("xe", choices=("xe", "scst"), help="xe: cross-entropy; scst: self-critical on the metric")
+    init_from: str | None = None  # start from this checkpoint: its weights, model config and vocabulary
+    scst_samples: int = opt(5, min=1, help="captions sampled per image")
+    scst_baseline: str = opt("greedy", choices=("greedy", "mean"),
+                             help="greedy: the greedy caption's reward (Rennie et al.); mean: the other samples'")
+    scst_temperature: float = opt(1.0, above=0.0)
+    scst_reward: str = opt("CIDEr", pattern=REWARD_PATTERN,
+                           help="CIDEr, Bleu_4, METEOR (slow: Java) or a weighted mix such as CIDEr:1,Bleu_4:0.5")
+    scst_max_len: int = opt(16, min=1, help="longest sampled caption")
 
 
 @dataclass

@@ -65,14 +65,16 @@ def _argmax(logprobs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy(model: CaptionModel, images: torch.Tensor, max_len: int = 20) -> DecodeOutput:
-    return _sequential(model, model.init_state(images), max_len, _argmax)
+def greedy(model: CaptionModel, images: torch.Tensor, max_len: int = 20, state: State | None = None) -> DecodeOutput:
+    return _sequential(model, state if state is not None else model.init_state(images), max_len, _argmax)
 
 
 def sample(model: CaptionModel, images: torch.Tensor, max_len: int = 20, temperature: float = 1.0,
-           top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> DecodeOutput:
-    """Draw one caption per image. ``logprobs`` are the model's own (before temperature/top-k/top-p),
-    and gradients flow through them, as self-critical training needs."""
+           top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None, n: int = 1,
+           state: State | None = None) -> DecodeOutput:
+    """Draw ``n`` captions per image (rows image-major: (a, a, b, b) for n = 2), encoding each image once;
+    ``state`` reuses an encoding already made. ``logprobs`` are the model's own (before temperature /
+    top-k / top-p), and gradients flow through them, as self-critical training needs."""
 
     def pick(lp: torch.Tensor) -> torch.Tensor:
         logits = lp.detach() / max(temperature, 1e-6)
@@ -86,7 +88,7 @@ def sample(model: CaptionModel, images: torch.Tensor, max_len: int = 20, tempera
             logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
-    return _sequential(model, model.init_state(images), max_len, pick)
+    return _sequential(model, (state if state is not None else model.init_state(images)).expand(n), max_len, pick)
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from torch.utils.data import DataLoader
 
 from . import progress as P
-from .captioner import Captioner
+from .captioner import Captioner, load_checkpoint
 from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_images
 from .metrics import ALL_METRICS, score
 from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
@@ -54,6 +54,31 @@ def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "
         write_json({"split": split, "beam_size": beam_size, "max_len": max_len, "tokenizer": tokenizer,
                     "images": len(results), "metrics": scores}, out / "metrics.json")
     return results, scores
+
+
+def compare_checkpoints(checkpoints: dict[str, str | Path], dataset: CaptionDataset, split: str = "test",
+                        beams: Sequence[int] = (3,), metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb",
+                        device: str = "auto", progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Every checkpoint at every beam size on the same split with the same metrics: rows for
+    ``format_table``, named "<name> beam <k>"."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, path in checkpoints.items():
+        captioner = load_checkpoint(path, device)
+        for beam in beams:
+            _, rows[f"{name} beam {beam}"] = evaluate_split(captioner, dataset, split, beam,
+                                                            captioner.config.decode.max_len, metrics, tokenizer,
+                                                            progress=progress)
+    return rows
+
+
+def attribute_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The attribute accuracies of ``compare_checkpoints`` rows (synthetic set), with the first row's
+    blind floor, for ``format_attribute_table``."""
+    out = {name: m["attribute_accuracy"]["accuracy"] for name, m in rows.items() if "attribute_accuracy" in m}
+    first = next((m["attribute_accuracy"] for m in rows.values() if "attribute_accuracy" in m), None)
+    if first and first.get("blind_floor"):
+        out["blind floor"] = first["blind_floor"]
+    return out
 
 
 def format_table(rows: dict[str, dict[str, Any]]) -> str:

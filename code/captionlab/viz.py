@@ -21,7 +21,7 @@ def plot_training_curves(log_csv: str | Path, out: str | Path | None = None,
     epochs = [int(r["epoch"]) for r in rows]  # 1-based, as printed during training
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o")
-    ax1.set(title="training loss (cross-entropy)", xlabel="epoch", ylabel="loss")
+    ax1.set(title="training loss", xlabel="epoch", ylabel="loss")
     for m in metrics:
         if m in rows[0]:
             ax2.plot(epochs, [r[m] for r in rows], marker="o", label=m)
@@ -29,6 +29,31 @@ def plot_training_curves(log_csv: str | Path, out: str | Path | None = None,
     ax2.legend()
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def plot_rewards(runs: dict[str, str | Path], out: str | Path | None = None, metric: str = "CIDEr"):
+    """Self-critical runs side by side: mean sample reward and baseline per logged step (steps.csv),
+    and the val metric per epoch (log.csv)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, run_dir in runs.items():
+        steps = read_log(Path(run_dir) / "steps.csv")
+        if not steps or "reward" not in steps[0]:
+            raise ValueError(f"{run_dir}: no reward logged (is it a train.loss=scst run?)")
+        line, = ax1.plot([r["step"] for r in steps], [r["reward"] for r in steps], label=f"{name}: sample reward")
+        ax1.plot([r["step"] for r in steps], [r["baseline"] for r in steps], ls="--", color=line.get_color(),
+                 label=f"{name}: baseline")
+        epochs = read_log(Path(run_dir) / "log.csv")
+        ax2.plot([int(r["epoch"]) for r in epochs], [r[metric] for r in epochs], marker="o", label=name)
+    ax1.set(title="reward during training", xlabel="step", ylabel="reward")
+    ax2.set(title=f"validation {metric}", xlabel="epoch")
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     if out is not None:
         fig.savefig(out, dpi=110)

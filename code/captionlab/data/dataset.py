@@ -106,9 +106,9 @@ class CaptionGroups(Dataset):
             return rng.sample(caps, self.seq_per_img)
         return caps + rng.choices(caps, k=self.seq_per_img - len(caps))
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, list[torch.Tensor], int]:
         image = self.transform(load_image(self.records[idx].path))  # (3, H, W)
-        return image, [torch.tensor(c, dtype=torch.long) for c in self.pick(idx)]
+        return image, [torch.tensor(c, dtype=torch.long) for c in self.pick(idx)], idx
 
 
 class ImageItems(Dataset):
@@ -125,12 +125,14 @@ class ImageItems(Dataset):
         return self.transform(load_image(self.records[idx].path)), idx
 
 
-def collate_groups(batch: list[tuple[torch.Tensor, list[torch.Tensor]]], pad_id: int = Vocabulary.pad_id
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.stack([b[0] for b in batch])  # (batch, 3, H, W)
+def collate_groups(batch: list[tuple[torch.Tensor, list[torch.Tensor], int]], pad_id: int = Vocabulary.pad_id
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> images (batch, 3, H, W), captions (batch * seq_per_img, T), record indices (batch,); the indices
+    let a loss such as self-critical training look up each image's full reference set."""
+    images = torch.stack([b[0] for b in batch])
     captions = torch.nn.utils.rnn.pad_sequence([c for b in batch for c in b[1]], batch_first=True,
-                                               padding_value=pad_id)  # (batch * seq_per_img, T)
-    return images, captions
+                                               padding_value=pad_id)
+    return images, captions, torch.tensor([b[2] for b in batch])
 
 
 def collate_images(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,16 +23,27 @@ SIGMA = 6.0
 
 def _ids(sentences: Sequence[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Whitespace-split sentences -> padded word ids (S, L) (0 = padding) and lengths (S,); new words
-    extend ``vocab``."""
-    split = [s.split() for s in sentences]
-    lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
-    width = max(int(lengths.max(initial=0)), N)
-    words = list(itertools.chain.from_iterable(split))
-    for w in sorted(set(words).difference(vocab)):  # sorted: the same ids, the same sums, every run
+    extend ``vocab``. One ``split`` of the joined text, sentences separated by a NUL token."""
+    joined = " \0 ".join(sentences)
+    if joined.count("\0") != max(len(sentences) - 1, 0):  # a NUL inside a caption: split one by one
+        split = [s.split() for s in sentences]
+        lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+        words = list(itertools.chain.from_iterable(split))
+        sep = None
+    else:
+        words = joined.split()
+        sep = "\0"
+    for w in sorted(set(words).difference(vocab).difference({sep})):  # sorted: same ids, same sums, every run
         vocab[w] = len(vocab) + 1
-    ids = np.zeros((len(split), width), dtype=np.int64)
-    mask = np.arange(width)[None, :] < lengths[:, None]
-    ids[mask] = np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=len(words))
+    lookup = vocab if sep is None else {**vocab, sep: 0}
+    flat = np.fromiter(map(lookup.__getitem__, words), dtype=np.int64, count=len(words))
+    if sep is not None:
+        bounds = np.concatenate([[-1], np.flatnonzero(flat == 0), [len(flat)]])
+        lengths = np.diff(bounds) - 1
+        flat = flat[flat != 0]
+    width = max(int(lengths.max(initial=0)), N)
+    ids = np.zeros((len(sentences), width), dtype=np.int64)
+    ids[np.arange(width)[None, :] < lengths[:, None]] = flat
     return ids, lengths
 
 
@@ -134,28 +145,48 @@ def cider_d(candidates: Mapping[Any, Sequence[str]], references: Mapping[Any, Se
     bigrams_c, bigrams_r = np.maximum(cand_len - 1, 0), np.maximum(ref_len - 1, 0)
     penalty = np.exp(-((bigrams_c[ref_image] - bigrams_r) ** 2) / (2 * sigma ** 2))  # (R,)
     total = np.zeros(len(ref_image))  # (R,) summed over n
+    n_refs_total = len(ref_image)
+    rows = n_img + n_refs_total  # candidates are rows 0..n_img-1 (row = image), references follow
     for n in range(1, N + 1):
         c_sent, c_key = _ngram_keys(cand_ids, cand_len, n, base)
         r_sent, r_key = _ngram_keys(ref_ids, ref_len, n, base)
-        uniq, inverse, _ = _unique(np.concatenate([c_key, r_key]))
-        g = len(uniq)  # distinct n-grams of this order; c_g / r_g index them
-        c_g, r_g = inverse[:c_key.size], inverse[c_key.size:]
-        if df is None:  # document frequency: images whose references hold the n-gram
-            held = _unique(ref_image[r_sent] * g + r_g)[0]
-            doc_freq = np.bincount(held % g, minlength=g).astype(np.float64)
+        key = np.concatenate([c_key, r_key])
+        if key.size == 0:
+            continue
+        row = np.concatenate([c_sent, r_sent + n_img])
+        if base ** n * rows < 2 ** 62:  # the n-gram key itself can carry the row index
+            code, raw = key, None
+        else:  # 4-grams of a large vocabulary: renumber the distinct n-grams first
+            raw, code, _ = _unique(key)
+        # one sort groups every occurrence by (n-gram, row); rows of one n-gram are then in row order
+        packed = np.sort(code * rows + row)
+        first = np.empty(len(packed), dtype=bool)
+        first[0] = True
+        first[1:] = packed[1:] != packed[:-1]
+        tf = np.diff(np.append(np.flatnonzero(first), len(packed))).astype(np.float64)  # term frequency
+        packed = packed[first]  # one entry per (n-gram, row)
+        gram, row = packed // rows, packed % rows
+        new_gram = np.empty(len(gram), dtype=bool)
+        new_gram[0] = True
+        new_gram[1:] = gram[1:] != gram[:-1]
+        gi = np.cumsum(new_gram) - 1  # n-gram index of each entry
+        is_ref = row >= n_img
+        if df is None:  # document frequency: distinct images whose references hold the n-gram
+            image = np.where(is_ref, ref_image[np.maximum(row - n_img, 0)], row)
+            same_doc = np.zeros(len(row), dtype=bool)
+            same_doc[1:] = (gi[1:] == gi[:-1]) & (image[1:] == image[:-1]) & is_ref[:-1]
+            doc_freq = np.bincount(gi, is_ref & ~same_doc, minlength=int(gi[-1]) + 1).astype(np.float64)
         else:
-            doc_freq = df.lookup(uniq, n, base)
-        idf = log_n - np.log(np.maximum(1.0, doc_freq))  # (g,)
-        c_pair, _, c_tf = _unique(c_sent * g + c_g)  # one entry per (sentence, n-gram), with its count
-        r_pair, _, r_tf = _unique(r_sent * g + r_g)
-        c_w = c_tf * idf[c_pair % g]
-        r_w = r_tf * idf[r_pair % g]
-        c_norm = np.sqrt(np.bincount(c_pair // g, c_w ** 2, minlength=n_img))  # (images,)
-        r_norm = np.sqrt(np.bincount(r_pair // g, r_w ** 2, minlength=len(ref_image)))  # (R,)
-        # each reference n-gram meets the candidate's weight for the same (image, n-gram); c_pair is sorted
-        r_rows = r_pair // g
-        matched_w = _find(c_pair, c_w, ref_image[r_rows] * g + r_pair % g)  # 0 where the candidate lacks it
-        val = np.bincount(r_rows, np.minimum(matched_w, r_w) * r_w, minlength=len(ref_image))
+            grams = gram[new_gram]
+            doc_freq = df.lookup(grams if raw is None else raw[grams], n, base)
+        w = tf * (log_n - np.log(np.maximum(1.0, doc_freq)))[gi]  # tf-idf weight of each entry
+        c_rows, r_rows = row[~is_ref], row[is_ref] - n_img
+        c_w, r_w = w[~is_ref], w[is_ref]
+        c_norm = np.sqrt(np.bincount(c_rows, c_w ** 2, minlength=n_img))  # (images,)
+        r_norm = np.sqrt(np.bincount(r_rows, r_w ** 2, minlength=n_refs_total))  # (R,)
+        # each reference n-gram meets the candidate's weight for the same (n-gram, image): sorted keys
+        matched_w = _find(gi[~is_ref] * n_img + c_rows, c_w, gi[is_ref] * n_img + ref_image[r_rows])
+        val = np.bincount(r_rows, np.minimum(matched_w, r_w) * r_w, minlength=n_refs_total).astype(np.float64)
         denom = c_norm[ref_image] * r_norm
         val = np.divide(val, denom, out=np.zeros_like(val), where=denom != 0)
         total += val * penalty

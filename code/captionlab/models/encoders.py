@@ -66,9 +66,13 @@ class ResNetEncoder(nn.Module):
         self.out_dim: int = net.fc.in_features
         self.body = nn.Sequential(*list(net.children())[:-2])
         # Randomly initialised weights must be trained; pretrained ones only when asked.
-        self.trainable = cfg.fine_tune or not cfg.pretrained
+        self.set_trainable(cfg.fine_tune or not cfg.pretrained)
+
+    def set_trainable(self, trainable: bool) -> None:
+        """A frozen encoder gets no gradients and keeps its BatchNorm statistics."""
+        self.trainable = trainable
         for p in self.body.parameters():
-            p.requires_grad_(self.trainable)
+            p.requires_grad_(trainable)
 
     def train(self, mode: bool = True) -> "ResNetEncoder":
         # A frozen CNN keeps its BatchNorm statistics: stay in eval mode.

@@ -52,6 +52,18 @@ def mean_across(value: float, info: DistInfo, device: torch.device) -> float:
     return float(t.item()) / info.world_size
 
 
+def average_gradients(model: torch.nn.Module, info: DistInfo) -> None:
+    """What DDP does in backward, for losses that cannot go through DDP's forward (self-critical)."""
+    if not info.enabled:
+        return
+    for p in model.parameters():
+        if p.requires_grad:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= info.world_size
+
+
 def broadcast_object(obj, info: DistInfo):
     if not info.enabled:
         return obj

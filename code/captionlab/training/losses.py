@@ -1,5 +1,6 @@
-"""Training objectives as strategies: the trainer calls ``loss(model, images, captions)`` and does not
-care which one it drives (cross-entropy now; self-critical later)."""
+"""Training objectives as strategies: the trainer calls ``loss(model, images, captions, idx)`` and does
+not care which one it drives (cross-entropy here; self-critical in scst.py). ``idx`` are the batch's
+record indices in the training set, for losses that need each image's full references."""
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,8 @@ class CrossEntropyLoss:
 
     name = "xe"
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
+                 idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(images, captions)  # (batch, T-1, vocab)
         target = captions[:, 1:]  # (batch, T-1)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1),

@@ -1,4 +1,5 @@
-"""Per-run logs: a CSV of losses and metrics (appended across resumes) and TensorBoard scalars."""
+"""Per-run logs: log.csv (one row per epoch: losses, training statistics, val metrics), steps.csv
+(every ``train.log_every`` steps), both appended across resumes, and TensorBoard scalars."""
 from __future__ import annotations
 
 import csv
@@ -10,6 +11,7 @@ class RunLog:
     def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
         self.enabled = enabled
         self.csv_path = run_dir / "log.csv"
+        self.steps_path = run_dir / "steps.csv"
         self.tb = None
         if enabled and tensorboard:
             try:
@@ -28,35 +30,52 @@ class RunLog:
         """One CSV row per epoch; columns fixed by the first row ever written to this run."""
         if not self.enabled:
             return
-        exists = self.csv_path.is_file() and self.csv_path.stat().st_size > 0
-        if exists:
-            with self.csv_path.open(newline="") as f:
-                header = next(csv.reader(f))
-        else:
-            header = list(row)
-        with self.csv_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-            if not exists:
-                w.writeheader()
-            w.writerow(row)
+        _append(self.csv_path, row)
         self.scalars({k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))},
                      int(row["epoch"]), "epoch/")
 
-    def truncate_after(self, epoch: int) -> None:
-        """On resume, forget rows of epochs that were logged after the checkpoint being resumed."""
-        if not (self.enabled and self.csv_path.is_file()):
-            return
-        with self.csv_path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            return
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
-        with self.csv_path.open("w", newline="") as f:
-            csv.writer(f).writerows(keep)
+    def step_row(self, values: dict[str, float], step: int) -> None:
+        """Training statistics at one optimizer step (the reward curve of self-critical training)."""
+        if self.enabled:
+            _append(self.steps_path, {"step": step, **values})
+            self.scalars(values, step, "step/")
+
+    def truncate_after(self, epoch: int, step: int) -> None:
+        """On resume, forget rows logged after the checkpoint being resumed (epoch and step counts)."""
+        if self.enabled:
+            _truncate(self.csv_path, epoch)
+            _truncate(self.steps_path, step)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    exists = path.is_file() and path.stat().st_size > 0
+    if exists:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f))
+    else:
+        header = list(row)
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        if not exists:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _truncate(path: Path, last: int) -> None:
+    """Keep the header and the rows whose first column (epoch or step) is at most ``last``."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= last]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(keep)
 
 
 def read_log(path: str | Path) -> list[dict[str, float]]:

@@ -2,6 +2,7 @@
 per-epoch validation, best/last checkpoints, CSV/TensorBoard logs and fixed seeds."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import shutil
@@ -29,7 +30,7 @@ from ..metrics import FAST_METRICS, score
 from ..models import build_model
 from ..paths import resolve
 from . import distributed as D
-from .losses import CrossEntropyLoss
+from .scst import build_loss
 from .runlog import RunLog, read_log
 
 
@@ -73,10 +74,26 @@ def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, prog
     t = cfg.train
     caps = caption_records(captioner, dataset.split("val"), t.val_beam_size, t.val_max_len, t.val_batch_size,
                            cfg.data.num_workers, progress, desc="validating")
-    return score(caps, dataset.references("val"), FAST_METRICS, tokenizer="simple")
+    return score(caps, dataset.references("val"), FAST_METRICS, tokenizer="simple", fast_cider=True)
 
 
-RUN_FILES = ("last.pt", "best.pt", "log.csv", "tensorboard", "config.yaml", "curves.png")
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "steps.csv", "tensorboard", "config.yaml", "curves.png")
+
+
+def _init_from(cfg: RunConfig, path: Path, load_weights: bool) -> tuple[RunConfig, Vocabulary, torch.nn.Module]:
+    """The run takes the checkpoint's model config and vocabulary; the encoder is built without
+    pretrained weights (they are in the file) but stays as trainable as it was."""
+    ckpt = read_checkpoint(path)
+    model_cfg = RunConfig.from_dict(ckpt["config"]).model
+    enc = model_cfg.encoder
+    build_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(enc, pretrained=False))
+    vocab = Vocabulary(ckpt["vocab"])
+    model = build_model(build_cfg, len(vocab))
+    if load_weights:
+        model.load_state_dict(ckpt["model"])
+    if hasattr(model, "encoder") and hasattr(model.encoder, "set_trainable"):
+        model.encoder.set_trainable(enc.fine_tune or not enc.pretrained)
+    return dataclasses.replace(cfg, model=model_cfg), vocab, model
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -122,7 +139,7 @@ def train(cfg: RunConfig, resume: bool | str | Path = False, overwrite: bool = F
     """Train ``cfg``; ``dataset`` skips loading ``cfg.data`` again when the caller already has it."""
     info, device = D.setup(cfg.train.device)
     try:
-        return _train(cfg, info, device, resume, overwrite, progress, loss_fn or CrossEntropyLoss(), dataset)
+        return _train(cfg, info, device, resume, overwrite, progress, loss_fn or build_loss(cfg.train), dataset)
     finally:
         D.teardown(info)
 
@@ -140,7 +157,11 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         D.barrier(info)
         dataset = dataset or load_dataset(cfg.data)
     vocab = build_vocab(cfg, dataset)
-    model = build_model(cfg.model, len(vocab)).to(device)
+    if t.init_from:  # e.g. SCST from a cross-entropy checkpoint: its architecture, vocabulary and weights
+        cfg, vocab, model = _init_from(cfg, resolve(t.init_from), load_weights=not resume)
+        model = model.to(device)
+    else:
+        model = build_model(cfg.model, len(vocab)).to(device)
     encoder = getattr(model, "encoder", None)
     enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
     enc_ids = {id(p) for p in enc_params}
@@ -169,6 +190,8 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     captioner = Captioner(model, vocab, cfg, device)
     train_set = CaptionGroups(dataset.split("train"), vocab, captioner.tokenizer, captioner.transform,
                               cfg.data.max_caption_len, t.seq_per_img, t.seed)
+    if hasattr(loss_fn, "prepare"):  # e.g. SCST: rewards need every training image's references
+        loss_fn.prepare(train_set.records, vocab, captioner.tokenizer)
     steps_per_epoch = math.ceil(len(train_set) / (t.batch_size * info.world_size))
     if info.is_main:  # the run can start: only now does its folder appear
         _create_run_dir(run_dir, bool(resume), overwrite)
@@ -180,9 +203,13 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     log = RunLog(run_dir, t.tensorboard, enabled=info.is_main)
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        log.truncate_after(done)
+        log.truncate_after(done, global_step)
 
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
+    # a loss that decodes (SCST) calls init_state/step rather than forward, so DDP's hooks cannot sync:
+    # it drives the bare model and the gradients are averaged by hand
+    manual_sync = info.enabled and getattr(loss_fn, "needs_raw_model", False)
+    target = model if manual_sync else net
     use_amp = t.amp and device.type == "cuda"
     if t.amp and not use_amp and info.is_main:
         warnings.warn("train.amp applies on CUDA only; training in float32 on the CPU", stacklevel=2)
@@ -201,32 +228,36 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                                 num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                                 drop_last=False)
             model.train()
-            t0, total, count = time.time(), 0.0, 0
+            t0, sums, count = time.time(), {}, 0
             bar = P.progress(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", enabled=progress)
-            for images, captions in bar:
+            for images, captions, idx in bar:
                 images = images.to(device, non_blocking=True)
                 captions = captions.to(device, non_blocking=True)
                 for g in optimizer.param_groups:
                     g["lr"] = g["base_lr"] * lr_factor(cfg, epoch, global_step)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss, stats = loss_fn(net, images, captions)
+                    loss, stats = loss_fn(target, images, captions, idx)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if manual_sync:
+                    D.average_gradients(model, info)
                 if t.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 global_step += 1
-                total += stats["loss"]
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
                 count += 1
                 if progress:
                     bar.set_postfix(loss=f"{stats['loss']:.3f}")
                 if info.is_main and global_step % t.log_every == 0:
-                    log.scalars({"loss": stats["loss"], "lr": optimizer.param_groups[0]["lr"]}, global_step, "step/")
-            train_loss = D.mean_across(total / max(1, count), info, device)
+                    log.step_row({**stats, "lr": optimizer.param_groups[0]["lr"]}, global_step)
+            means = {k: D.mean_across(v / max(1, count), info, device) for k, v in sorted(sums.items())}
+            train_loss = means.pop("loss", 0.0)
             row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
-                                   "lr": optimizer.param_groups[0]["lr"]}
+                                   "lr": optimizer.param_groups[0]["lr"], **means}
             if info.is_main:
                 metrics = validate(captioner, dataset, cfg, progress)
                 row.update(metrics)
@@ -242,7 +273,8 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                 save_checkpoint(run_dir / "last.pt", **common, optimizer=optimizer.state_dict(), extra=extra)
                 log.epoch_row(row)
                 summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in ("Bleu_4", "ROUGE_L", "CIDEr"))
-                P.write(f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}  val {summary}"
+                extra_stats = "".join(f"  {k} {v:.3f}" for k, v in means.items())
+                P.write(f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
                         f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)")
             D.barrier(info)
     except KeyboardInterrupt:

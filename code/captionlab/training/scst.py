@@ -1,0 +1,148 @@
+"""Self-critical sequence training (Rennie et al. 2017; Luo 2020, "a better variant"): a loss strategy.
+
+For each image, K captions are sampled through the shared decoding engine and scored by the reward
+(fast CIDEr-D with document frequencies of the training references, BLEU-4, METEOR, or a mix). The
+advantage of a sample is its reward minus a baseline: the greedy caption's reward (classic SCST) or
+the mean reward of the image's other K-1 samples ("new" SCST, no greedy pass). The loss is the
+policy gradient -(r - b) * log p(w_t), averaged over every sampled token up to and including <end>.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import decoding
+from ..data.dataset import ImageRecord
+from ..data.tokenizers import Tokenizer
+from ..data.vocab import Vocabulary
+from ..metrics.cider import DocumentFrequency, cider_d
+from ..metrics.coco import simple_tokenize
+
+
+def parse_reward(spec: str) -> dict[str, float]:
+    """``"CIDEr"`` -> {"CIDEr": 1.0}; ``"CIDEr:1,Bleu_4:0.5"`` -> weights per metric."""
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        name, _, weight = part.partition(":")
+        out[name.strip()] = float(weight) if weight else 1.0
+    return out
+
+
+def policy_gradient_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
+    """logprobs, mask (N, T) of the sampled tokens; advantage (N,). Mean over the sampled tokens, so a
+    positive advantage makes its caption more likely as the loss falls."""
+    mask = mask.to(logprobs.dtype)
+    return -(advantage.unsqueeze(1) * logprobs * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def mean_of_others(rewards: torch.Tensor) -> torch.Tensor:
+    """rewards (B, K) -> each sample's baseline: the mean of the image's other K-1 rewards."""
+    k = rewards.size(1)
+    return (rewards.sum(1, keepdim=True) - rewards) / (k - 1)
+
+
+class Reward:
+    """Scores captions (word strings) against an image's references; CIDEr-D uses the training df."""
+
+    def __init__(self, spec: str, train_references: dict[int, list[str]]) -> None:
+        self.weights = parse_reward(spec)
+        self.references = {k: [simple_tokenize(c) for c in v] for k, v in train_references.items()}
+        self.df = DocumentFrequency.from_references(self.references) if "CIDEr" in self.weights else None
+        self._meteor = None
+
+    def __call__(self, captions: Sequence[str], record_ids: Sequence[int]) -> np.ndarray:
+        """captions[i] for the image record_ids[i] (ids may repeat: K samples of one image)."""
+        cands = {i: [simple_tokenize(c)] for i, c in enumerate(captions)}
+        refs = {i: self.references[r] for i, r in enumerate(record_ids)}
+        total = np.zeros(len(captions))
+        for name, w in self.weights.items():
+            total += w * self._metric(name, cands, refs)
+        return total
+
+    def _metric(self, name: str, cands: dict, refs: dict) -> np.ndarray:
+        if name == "CIDEr":
+            return cider_d(cands, refs, df=self.df)[1]
+        if name == "Bleu_4":
+            from pycocoevalcap.bleu.bleu import Bleu
+
+            return np.asarray(Bleu(4).compute_score(refs, cands, verbose=0)[1][3])
+        if name == "METEOR":
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            self._meteor = self._meteor or Meteor()  # its Java process starts once (~15 s)
+            return np.asarray(self._meteor.compute_score(refs, cands)[1])
+        raise ValueError(f"unknown reward {name!r}; choose CIDEr, Bleu_4 or METEOR")
+
+
+class SelfCriticalLoss:
+    """The strategy the trainer drives with ``train.loss: scst``. ``prepare`` is called once with the
+    training records so rewards can use each image's full reference set."""
+
+    name = "scst"
+    needs_raw_model = True  # sampling calls init_state/step, not forward: the trainer syncs DDP gradients
+
+    def __init__(self, samples: int = 5, baseline: str = "greedy", temperature: float = 1.0,
+                 reward: str = "CIDEr", max_len: int = 16) -> None:
+        if baseline not in ("greedy", "mean"):
+            raise ValueError(f"train.scst_baseline must be greedy or mean, got {baseline!r}")
+        if baseline == "mean" and samples < 2:
+            raise ValueError("train.scst_baseline=mean needs train.scst_samples >= 2 (the others' mean)")
+        self.samples, self.baseline, self.temperature = samples, baseline, temperature
+        self.reward_spec, self.max_len = reward, max_len
+        self.reward: Reward | None = None
+        self.vocab: Vocabulary | None = None
+        self.tokenizer: Tokenizer | None = None
+
+    def prepare(self, records: Sequence[ImageRecord], vocab: Vocabulary, tokenizer: Tokenizer) -> None:
+        self.vocab, self.tokenizer = vocab, tokenizer
+        self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)})
+
+    def _words(self, tokens: torch.Tensor) -> list[str]:
+        return [self.tokenizer.detokenize(self.vocab.decode(row.tolist())) for row in tokens]
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
+                 idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.reward is None or idx is None:
+            raise RuntimeError("SelfCriticalLoss.prepare(records, vocab, tokenizer) must run before training")
+        b, k = images.size(0), self.samples
+        ids = idx.tolist()
+        state = model.init_state(images)  # the images are encoded once for samples and baseline
+        out = decoding.sample(model, images, self.max_len, self.temperature, n=k, state=state)  # (B*K, T)
+        rewards = torch.as_tensor(self.reward(self._words(out.tokens), [i for i in ids for _ in range(k)]),
+                                  dtype=torch.float32, device=images.device).view(b, k)
+        if self.baseline == "greedy":
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                greedy_state = state if not was_training else model.init_state(images)  # eval-mode encoding
+                g = decoding.greedy(model, images, self.max_len, state=greedy_state)
+            model.train(was_training)
+            base = torch.as_tensor(self.reward(self._words(g.tokens), ids), dtype=torch.float32,
+                                   device=images.device).unsqueeze(1).expand(b, k)
+        else:
+            base = mean_of_others(rewards)
+        advantage = (rewards - base).reshape(-1)  # (B*K,)
+        mask = out.tokens != model.pad_id  # sampled tokens up to and including <end>
+        loss = policy_gradient_loss(out.logprobs, mask, advantage)
+        n_tok = float(mask.sum())
+        entropy = float(-(out.logprobs.detach() * mask).sum()) / max(n_tok, 1.0)  # Monte-Carlo estimate per token
+        stats: dict[str, Any] = {"loss": float(loss.detach()), "reward": float(rewards.mean()),
+                                 "baseline": float(base.mean()), "advantage_std": float(advantage.std())
+                                 if advantage.numel() > 1 else 0.0, "entropy": entropy}
+        if not math.isfinite(stats["loss"]):
+            raise FloatingPointError("self-critical loss is not finite")
+        return loss, stats
+
+
+def build_loss(train_cfg: Any) -> Any:
+    """The loss strategy named by ``train.loss``."""
+    from .losses import CrossEntropyLoss
+
+    if train_cfg.loss == "scst":
+        return SelfCriticalLoss(train_cfg.scst_samples, train_cfg.scst_baseline, train_cfg.scst_temperature,
+                                train_cfg.scst_reward, train_cfg.scst_max_len)
+    return CrossEntropyLoss()
