@@ -1,7 +1,13 @@
 """Decoding throughput of the shared engine: batched beam search vs one image at a time.
 
-Prints a markdown table (images/s) for a CNN+GRU of the demo's size on random 64x64 images.
-Usage: python benchmarks/decoding_speed.py [--device cpu|cuda] [--images 64]
+Default: a CNN+GRU of the demo's size on random 64x64 images (the CNN included).
+``--model show_attend_tell`` (or adaptive_attention): the decoder alone on given region features
+(7x7 grid of 512-d ResNet-18 features, demo size), batched vs one image at a time, and asserts the
+captions are the same.
+``--coco-size``: vocabulary 9,490, embedding/hidden/attention 512, 14x14x2048 region features given
+directly (no CNN), beam 5, every caption run to 20 words (<end> suppressed), random weights: prints
+images/s of the batched decoder.
+Usage: python benchmarks/decoding_speed.py [--model NAME] [--coco-size] [--device cpu|cuda] [--images 64]
 """
 from __future__ import annotations
 
@@ -13,7 +19,10 @@ import torch
 
 from captionlab import decoding
 from captionlab.config import EncoderConfig, ModelConfig
-from captionlab.models import build_model
+from captionlab.models import MODELS, build_model
+from captionlab.models.base import CaptionModel, FeatureInput, State
+
+ATTENTION = ("show_attend_tell", "adaptive_attention")
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -28,26 +37,82 @@ def timed(fn, repeat: int = 3) -> float:
     return best
 
 
+class NoEnd(CaptionModel):
+    """Suppresses <end>, so every caption runs to max_len (a fixed amount of work per image)."""
+
+    def __init__(self, model: CaptionModel) -> None:
+        super().__init__(model.vocab_size)
+        self.model = model
+
+    def init_state(self, x: torch.Tensor) -> State:
+        return self.model.init_state(x)
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        logprobs, state = self.model.step(tokens, state)
+        logprobs[:, self.end_id] = float("-inf")
+        return logprobs, state
+
+
+def machine(device: str) -> str:
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+    return f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+def coco_size(a: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(name=a.model, embed_dim=512, hidden_dim=512, attention_dim=512, dropout=0.0)
+    model = NoEnd(FeatureInput(MODELS.get(a.model)(cfg, 9490, feature_dim=2048))).to(a.device).eval()
+    feats = torch.randn(a.images, 196, 2048, device=a.device)
+    with torch.no_grad():
+        out = decoding.beam_search(model, feats, beam_size=5, max_len=20)
+        assert out.tokens.size(1) == 20 and (out.tokens != model.end_id).all()
+        seconds = timed(lambda: decoding.beam_search(model, feats, beam_size=5, max_len=20), a.repeat)
+    print(machine(a.device) + f"; {a.model}, COCO size: vocab 9490, 512/512/512, 14x14x2048 features, "
+          f"beam 5, 20 words, {a.images} images")
+    print(f"| decoder | images/s |\n|---|---|\n| {a.model} batched beam 5 | {a.images / seconds:.1f} |")
+
+
+def batched_vs_single(a: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    if a.model in ATTENTION:
+        cfg = ModelConfig(name=a.model, embed_dim=128, hidden_dim=256, attention_dim=256, dropout=0.0)
+        model = FeatureInput(MODELS.get(a.model)(cfg, 60, feature_dim=512)).to(a.device).eval()
+        inputs = torch.randn(a.images, 49, 512, device=a.device)  # 7x7 grid of ResNet-18 features
+        what = "decoder on given 7x7x512 region features"
+    else:
+        cfg = ModelConfig(name=a.model, encoder=EncoderConfig(name="resnet18", pretrained=False), embed_dim=128,
+                          hidden_dim=256, dropout=0.0)
+        model = build_model(cfg, vocab_size=60).to(a.device).eval()
+        inputs = torch.randn(a.images, 3, 64, 64, device=a.device)
+        what = "ResNet-18 on 64x64 images + decoder"
+    print(machine(a.device) + f"; {a.model} ({what}), vocab 60, {a.images} images, max_len {a.max_len}")
+    print("| decoder | batched img/s | one-by-one img/s | speed-up | same captions |")
+    print("|---|---|---|---|---|")
+    for name, k in (("greedy", 1), ("beam 3", 3), ("beam 5", 5)):
+        with torch.no_grad():
+            together = decoding.decode(model, inputs, k, a.max_len).tokens
+            alone = [decoding.decode(model, inputs[i:i + 1], k, a.max_len).tokens[0] for i in range(a.images)]
+            same = all(torch.equal(together[i, :len(t)], t) for i, t in enumerate(alone))
+            batched = timed(lambda: decoding.decode(model, inputs, k, a.max_len), a.repeat)
+            single = timed(lambda: [decoding.decode(model, inputs[i:i + 1], k, a.max_len) for i in range(a.images)], 1)
+        print(f"| {name} | {a.images / batched:.0f} | {a.images / single:.0f} | {single / batched:.1f}x | {same} |")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="cnn_gru", choices=["cnn_gru", "show_tell", *ATTENTION])
+    ap.add_argument("--coco-size", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    torch.manual_seed(0)
-    cfg = ModelConfig(name="cnn_gru", encoder=EncoderConfig(name="resnet18", pretrained=False), embed_dim=128,
-                      hidden_dim=256, dropout=0.0)
-    model = build_model(cfg, vocab_size=60).to(a.device).eval()
-    images = torch.randn(a.images, 3, 64, 64, device=a.device)
-    print(f"device: {a.device} ({torch.cuda.get_device_name() if a.device == 'cuda' else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, {a.images} images, max_len {a.max_len}")
-    print("| decoder | batched img/s | one-by-one img/s | speed-up |")
-    print("|---|---|---|---|")
-    for name, k in (("greedy", 1), ("beam 3", 3), ("beam 5", 5)):
-        with torch.no_grad():
-            batched = timed(lambda: decoding.decode(model, images, k, a.max_len))
-            single = timed(lambda: [decoding.decode(model, images[i:i + 1], k, a.max_len) for i in range(a.images)], 1)
-        print(f"| {name} | {a.images / batched:.0f} | {a.images / single:.0f} | {single / batched:.1f}x |")
+    if a.coco_size:
+        if a.model not in ATTENTION:
+            ap.error("--coco-size is for the attention models")
+        coco_size(a)
+    else:
+        batched_vs_single(a)
 
 
 if __name__ == "__main__":

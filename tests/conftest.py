@@ -51,3 +51,14 @@ def trained_blind(tmp_path_factory, tiny_cfg_factory):
     tmp = tmp_path_factory.mktemp("blind")
     cfg = tiny_cfg_factory(tmp, "model.blind=true", "train.run_name=tiny_blind")
     return cfg, train(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_attention(tmp_path_factory, synth_root):
+    """The tiny Show-Attend-Tell (96 px, 3x3 grid) trained on the tiny synthetic set."""
+    from captionlab.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("attention")
+    cfg = load_config(CONFIGS / "tiny" / "attention.yaml", [f"train.output_dir={tmp / 'runs'}",
+                                                             f"data.path={synth_root / 'tiny'}"])
+    return cfg, train(cfg, progress=False)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -22,6 +24,16 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@dataclass
+class CaptionTrace:
+    """A caption with where the model looked for each word (attention models)."""
+
+    caption: str
+    words: list[str]
+    attention: torch.Tensor | None  # (words, grid, grid): weights of the step that emitted each word
+    sentinel: torch.Tensor | None  # (words,) adaptive attention: how much the word relied on the language model
 
 
 class Captioner:
@@ -49,22 +61,36 @@ class Captioner:
         return decoding.decode(self.model, images.to(self.device), k, n, alpha)
 
     def caption(self, images: Iterable[Image.Image | str | os.PathLike] | Image.Image | str | os.PathLike,
-                beam_size: int | None = None, max_len: int | None = None, batch_size: int = 32) -> list[str]:
-        """Captions for PIL images and/or image paths, in order."""
+                beam_size: int | None = None, max_len: int | None = None, batch_size: int = 32,
+                with_attention: bool = False) -> list[str] | list[CaptionTrace]:
+        """Captions for PIL images and/or image paths, in order; with ``with_attention``, a
+        ``CaptionTrace`` per image (the model must attend: show_attend_tell, adaptive_attention)."""
         if isinstance(images, (Image.Image, str, os.PathLike)):
             images = [images]
         items: Sequence = list(images)
-        out: list[str] = []
+        out: list = []
         for i in range(0, len(items), batch_size):
             pil = [to_rgb(x) if isinstance(x, Image.Image) else load_image(x) for x in items[i:i + batch_size]]
             batch = torch.stack([self.transform(im) for im in pil])  # (batch, 3, H, W)
-            out.extend(self.words(self.caption_tensor(batch, beam_size, max_len).tokens))
+            decoded = self.caption_tensor(batch, beam_size, max_len)
+            out.extend(self.traces(decoded) if with_attention else self.words(decoded.tokens))
+        return out
+
+    def traces(self, decoded: decoding.DecodeOutput) -> list[CaptionTrace]:
+        if decoded.attention is None:
+            raise ValueError(f"model {self.config.model.name} has no attention to show; attention maps come from "
+                             "show_attend_tell and adaptive_attention")
+        out = []
+        for i, row in enumerate(decoded.tokens):
+            words = self.vocab.decode(row.tolist())
+            att = decoded.attention[i, :len(words)].float().cpu()  # (words, regions)
+            grid = math.isqrt(att.size(1))
+            sentinel = decoded.sentinel[i, :len(words)].float().cpu() if decoded.sentinel is not None else None
+            out.append(CaptionTrace(self.tokenizer.detokenize(words), words, att.view(-1, grid, grid), sentinel))
         return out
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Captioner:
-    """Everything needed to caption comes from the file: config, vocabulary and weights. The encoder
-    is rebuilt without pretrained weights (they are in the checkpoint), so no download is needed."""
+def _read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
     ckpt = read_checkpoint(path)
     cfg = RunConfig.from_dict(ckpt["config"])
     model_cfg = copy.deepcopy(cfg.model)
@@ -72,4 +98,32 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Ca
     vocab = Vocabulary(ckpt["vocab"])
     model = build_model(model_cfg, len(vocab))
     model.load_state_dict(ckpt["model"])
-    return Captioner(model, vocab, cfg, pick_device(str(device)))
+    return model, vocab, cfg
+
+
+def load_checkpoint(path: str | Path | Sequence[str | Path], device: str | torch.device = "auto") -> Captioner:
+    """Everything needed to caption comes from the file: config, vocabulary and weights. The encoder
+    is rebuilt without pretrained weights (they are in the checkpoint), so no download is needed.
+
+    Several paths give one captioner that decodes them as an ensemble (averaged next-word
+    probabilities); they must share a vocabulary and an input size."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if len(paths) == 1:
+        model, vocab, cfg = _read_model(paths[0])
+        return Captioner(model, vocab, cfg, pick_device(str(device)))
+    from .models.ensemble import Ensemble
+
+    loaded = [_read_model(p) for p in paths]
+    _, vocab, cfg = loaded[0]
+    for p, (_, v, c) in zip(paths[1:], loaded[1:]):
+        if v != vocab:
+            raise ValueError(f"cannot ensemble {paths[0]} and {p}: their vocabularies differ "
+                             f"({len(vocab)} vs {len(v)} tokens{'' if len(v) != len(vocab) else ', same size, other words'}); "
+                             "ensemble checkpoints trained on the same data and tokenizer")
+        if (c.data.image_size, c.data.resize) != (cfg.data.image_size, cfg.data.resize):
+            raise ValueError(f"cannot ensemble {paths[0]} and {p}: input sizes differ "
+                             f"({cfg.data.image_size} vs {c.data.image_size})")
+    names = "+".join(c.model.name for _, _, c in loaded)
+    cfg = copy.deepcopy(cfg)
+    cfg.model.name = names  # shown in reports; the ensemble is never rebuilt from this config
+    return Captioner(Ensemble([m for m, _, _ in loaded]), vocab, cfg, pick_device(str(device)))

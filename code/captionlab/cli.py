@@ -98,11 +98,13 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     captioner = load_checkpoint(a.checkpoint, a.device)
     dataset = _dataset_for(a, captioner.config)
     beam = a.beam_size or captioner.config.decode.beam_size
-    out = Path(a.out) if a.out else Path(a.checkpoint).parent / f"eval_{a.split}_beam{beam}"
+    tag = f"ensemble{len(a.checkpoint)}_" if len(a.checkpoint) > 1 else ""
+    out = Path(a.out) if a.out else Path(a.checkpoint[0]).parent / f"eval_{tag}{a.split}_beam{beam}"
     _, metrics = evaluate_split(captioner, dataset, a.split, beam, a.max_len or captioner.config.decode.max_len,
                                 _metrics(a.metrics), a.tokenizer, a.batch_size, out_dir=out,
-                                progress=not a.no_progress)
-    print(format_report(f"{Path(a.checkpoint).name} {a.split} beam {beam}", metrics))
+                                progress=not a.no_progress, grounding=a.grounding)
+    name = " + ".join(Path(c).name for c in a.checkpoint) if len(a.checkpoint) < 4 else f"{len(a.checkpoint)} checkpoints"
+    print(format_report(f"{name} {a.split} beam {beam}", metrics))
     print(f"wrote {out / 'results.json'}, {out / 'metrics.json'}")
 
 
@@ -111,9 +113,14 @@ def cmd_caption(a: argparse.Namespace) -> None:
     from .data.adapters import IMAGE_EXTS
     from .data.images import BadImageError, load_image
 
-    captioner = load_checkpoint(a.checkpoint, a.device)
+    n_ckpt = next((i for i, x in enumerate(a.inputs) if Path(x).suffix.lower() not in (".pt", ".pth")), len(a.inputs))
+    if n_ckpt == 0:
+        raise ValueError(f"the first argument must be a checkpoint (.pt), got {a.inputs[0]!r}")
+    if n_ckpt == len(a.inputs):
+        raise ValueError("no image given: captionlab caption CHECKPOINT.pt [...] IMAGE [IMAGE ...]")
+    captioner = load_checkpoint(a.inputs[:n_ckpt], a.device)
     paths: list[Path] = []
-    for p in map(Path, a.images):
+    for p in map(Path, a.inputs[n_ckpt:]):
         paths.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS) if p.is_dir() else [p])
     images, kept, skipped = [], [], 0
     for p in paths:
@@ -126,9 +133,20 @@ def cmd_caption(a: argparse.Namespace) -> None:
                                     "--on-bad-image skip)") from None
             skipped += 1
             print(f"skipped: {e}", file=sys.stderr)
-    for p, c in zip(kept, captioner.caption(images, beam_size=a.beam_size, max_len=a.max_len,
-                                            batch_size=a.batch_size)):
-        print(f"{p}\t{c}")
+    if a.attention_plot and not kept:
+        raise BadImageError("no readable image to caption")
+    results = captioner.caption(images, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size,
+                                with_attention=bool(a.attention_plot))
+    for i, (p, r) in enumerate(zip(kept, results)):
+        print(f"{p}\t{r.caption if a.attention_plot else r}")
+        if a.attention_plot:
+            from .viz import attention_plot
+
+            out = Path(a.attention_plot)
+            if len(kept) > 1:  # one figure per image: out-<n>-<stem>.png
+                out = out.with_name(f"{out.stem}-{i + 1}-{p.stem}{out.suffix or '.png'}")
+            attention_plot(images[i], r.words, r.attention, captioner.config.data.image_size, r.sentinel, out)
+            print(f"attention plot: {out}", file=sys.stderr)
     if skipped:
         print(f"captioned {len(kept)} image(s), skipped {skipped} unreadable", file=sys.stderr)
 
@@ -197,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop at an unreadable image, or skip it with a warning (default: the checkpoint's "
                             "data.on_bad_image)")
 
-    def checkpoint_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("checkpoint", help="a best.pt / last.pt written by 'captionlab train'")
+    def checkpoint_args(s: argparse.ArgumentParser, positional: bool = True) -> None:
+        if positional:
+            s.add_argument("checkpoint", nargs="+", metavar="CHECKPOINT",
+                           help="a best.pt / last.pt written by 'captionlab train'; several are decoded as one "
+                                "ensemble (averaged word probabilities; same vocabulary)")
         s.add_argument("--beam-size", type=positive_int,
                        help="beam width; 1 is greedy (default: decode.beam_size of the checkpoint's config)")
         s.add_argument("--max-len", type=positive_int,
@@ -212,16 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", default="Bleu,METEOR,ROUGE_L,CIDEr", help=METRICS_HELP)
     s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"], help=TOKENIZER_HELP)
     s.add_argument("--batch-size", type=positive_int, default=64, help="images decoded together")
+    s.add_argument("--grounding", action="store_true",
+                   help="attention models on the synthetic set: add the grounding rate (is the attention peak "
+                        "inside the box of the object a word names?) and its chance rate to metrics.json")
     data_args(s)
     no_progress(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = command("caption", "caption image files or folders; prints path<TAB>caption per image")
-    checkpoint_args(s)
-    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files and/or folders (searched recursively)")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="one checkpoint (several: an ensemble), then image files and/or folders (searched "
+                        "recursively); the leading .pt/.pth files are the checkpoints")
+    s.usage = "captionlab caption [options] CHECKPOINT.pt [CHECKPOINT.pt ...] IMAGE [IMAGE ...]"
+    checkpoint_args(s, positional=False)
     s.add_argument("--on-bad-image", choices=["error", "skip"], default="error",
                    help="stop at the first unreadable image, or skip it and caption the rest")
     s.add_argument("--batch-size", type=positive_int, default=32, help="images decoded together")
+    s.add_argument("--attention-plot", metavar="OUT.png",
+                   help="also draw where the model looked for each word (attention models); with several "
+                        "images, one file each: OUT-<n>-<name>.png")
     s.set_defaults(func=cmd_caption)
 
     s = command("score", "score a COCO results file against COCO caption annotations (any model's output)")

@@ -75,6 +75,9 @@ class ModelConfig:
     hidden_dim: int = opt(512, min=1)
     num_layers: int = opt(1, min=1)
     dropout: float = opt(0.3, min=0.0, below=1.0)
+    grid_size: int = opt(7, min=1, help="attention models: regions = grid_size x grid_size")
+    attention_dim: int = opt(512, min=1)
+    cell: str = opt("lstm", choices=("lstm", "gru"), help="show_attend_tell's recurrent cell")
     blind: bool = False  # ablation: zero the image features, so only the language prior is learned
 
 
@@ -107,6 +110,11 @@ class TrainConfig:
     device: str = opt("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps", help="auto | cpu | cuda | cuda:N")
     tensorboard: bool = True
     log_every: int = opt(50, min=1)
+    fine_tune_from_epoch: int | None = opt(None, min=1, help="from this epoch on, train the encoder's last "
+                                             "fine_tune_blocks stages at encoder_lr (frozen before)")
+    fine_tune_blocks: int = opt(2, min=1, max=4)
+    feature_cache: bool = False  # while the encoder is frozen, train from cached features (output/cache/)
+    attention_reg: float = opt(1.0, min=0.0, help="doubly stochastic attention term (Xu et al.): weight")
     loss: str = opt("xe", choices=("xe", "scst"), help="xe: cross-entropy; scst: self-critical on the metric")
     init_from: str | None = None  # start from this checkpoint: its weights, model config and vocabulary
     scst_samples: int = opt(5, min=1, help="captions sampled per image")

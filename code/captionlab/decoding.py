@@ -19,6 +19,10 @@ class DecodeOutput:
     logprobs: torch.Tensor  # (batch, T) log-probability of each emitted token, 0 after <end>
     scores: torch.Tensor  # (batch,) ranking score: summed log-probability / length penalty
     attention: torch.Tensor | None = None  # (batch, T, regions) where the model attends
+    sentinel: torch.Tensor | None = None  # (batch, T) adaptive attention: weight of the language model
+
+    def traced(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in (("attention", self.attention), ("sentinel", self.sentinel)) if v is not None}
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -29,6 +33,9 @@ class DecodeOutput:
 def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
     """GNMT's ((5 + len) / 6) ** alpha; alpha = 0 ranks by raw log-probability."""
     return ((5.0 + lengths.float()) / 6.0) ** alpha
+
+
+TRACED = ("attention", "sentinel")  # per-step State entries the engine returns with each token
 
 
 def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -45,19 +52,22 @@ def _sequential(model: CaptionModel, state: State, max_len: int,
     device = next(iter(state.values())).device
     tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    out_tokens, out_lp, attn = [], [], []
+    out_tokens, out_lp = [], []
+    trace: dict[str, list[torch.Tensor]] = {k: [] for k in TRACED}
     for _ in range(max_len):
         logprobs, state = model.step(tokens, state)  # (batch, vocab)
         tokens = pick(logprobs).masked_fill(finished, model.pad_id)  # (batch,)
         out_tokens.append(tokens)
         out_lp.append(logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
-        if state.attention is not None:
-            attn.append(state.attention)
+        for k in TRACED:
+            if k in state:
+                trace[k].append(state[k])
         finished = finished | (tokens == model.end_id)
         if finished.all():
             break
     lp = torch.stack(out_lp, 1)
-    return DecodeOutput(torch.stack(out_tokens, 1), lp, lp.sum(1), torch.stack(attn, 1) if attn else None)
+    return DecodeOutput(torch.stack(out_tokens, 1), lp, lp.sum(1),
+                        **{k: torch.stack(v, 1) for k, v in trace.items() if v})
 
 
 def _argmax(logprobs: torch.Tensor) -> torch.Tensor:
@@ -107,14 +117,14 @@ def beam_search(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, m
     greedy_out = _sequential(model, state, max_len, _argmax) if keep_greedy and beam_size > 1 else None
     batch, k = state.batch_size, beam_size
     device = images.device
-    state = state.select(torch.arange(batch, device=device).repeat_interleave(k))  # (batch*k, ...)
+    state = state.expand(k)  # (batch*k, ...) rows; per-image entries are not copied
     tokens = torch.full((batch * k,), model.start_id, dtype=torch.long, device=device)
     scores = torch.zeros(batch, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     seq = torch.empty(batch * k, 0, dtype=torch.long, device=device)
     seq_lp = torch.empty(batch * k, 0, device=device)
-    attn: torch.Tensor | None = None
+    trace: dict[str, torch.Tensor] = {}
     offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (batch, 1)
     for _ in range(max_len):
         logprobs, state = model.step(tokens, state)  # (batch*k, vocab)
@@ -127,16 +137,17 @@ def beam_search(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, m
         state = state.select(origin)
         seq = torch.cat([seq[origin], tokens.unsqueeze(1)], 1)
         seq_lp = torch.cat([seq_lp[origin], logprobs[origin, tokens].unsqueeze(1)], 1)
-        if state.attention is not None:
-            step_attn = state.attention.unsqueeze(1)
-            attn = step_attn if attn is None else torch.cat([attn[origin], step_attn], 1)
+        for name in TRACED:
+            if name in state:
+                now = state[name].unsqueeze(1)  # (batch*k, 1, ...)
+                trace[name] = now if name not in trace else torch.cat([trace[name][origin], now], 1)
         finished = finished[origin] | (tokens == model.end_id)
         if finished.all():
             break
     lengths = (seq != model.pad_id).sum(1).view(batch, k)
     ranked = scores / length_penalty(lengths, alpha)
     best = offsets.squeeze(1) + ranked.argmax(1)  # (batch,)
-    out = DecodeOutput(seq[best], seq_lp[best], ranked.max(1).values, attn[best] if attn is not None else None)
+    out = DecodeOutput(seq[best], seq_lp[best], ranked.max(1).values, **{k: v[best] for k, v in trace.items()})
     return out if greedy_out is None else _better(out, greedy_out, alpha, model.pad_id)
 
 
@@ -155,9 +166,10 @@ def _better(a: DecodeOutput, b: DecodeOutput, alpha: float, pad_id: int) -> Deco
         x, y = pad(x, value), pad(y, value)
         return torch.where(take_b.view(-1, *[1] * (x.dim() - 1)), y, x)
 
-    attn = pick(a.attention, b.attention, 0.0) if a.attention is not None and b.attention is not None else a.attention
+    bt = b.traced()
+    traced = {k: pick(v, bt[k], 0.0) if k in bt else v for k, v in a.traced().items()}
     return DecodeOutput(pick(a.tokens, b.tokens, pad_id), pick(a.logprobs, b.logprobs, 0.0),
-                        torch.where(take_b, b_rank, a.scores), attn)
+                        torch.where(take_b, b_rank, a.scores), **traced)
 
 
 def decode(model: CaptionModel, images: torch.Tensor, beam_size: int = 1, max_len: int = 20,

@@ -11,13 +11,15 @@ from .captioner import Captioner, load_checkpoint
 from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_images
 from .metrics import ALL_METRICS, score
 from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
+from .metrics.grounding import grounding_rate
 from .metrics.coco import write_json
 
 
 def caption_records(captioner: Captioner, records: Sequence[ImageRecord], beam_size: int, max_len: int,
                     batch_size: int = 64, num_workers: int = 0, progress: bool = True,
-                    desc: str = "captioning") -> dict[int, str]:
-    """image_id -> caption for every record, decoded in batches."""
+                    desc: str = "captioning", with_attention: bool = False) -> dict[int, Any]:
+    """image_id -> caption for every record, decoded in batches (a ``CaptionTrace`` with attention
+    for attention models, when ``with_attention``)."""
     loader = DataLoader(ImageItems(records, captioner.transform), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_images)
     out: dict[int, str] = {}
@@ -25,7 +27,8 @@ def caption_records(captioner: Captioner, records: Sequence[ImageRecord], beam_s
     captioner.model.eval()
     try:
         for images, idx in P.progress(loader, desc=desc, unit="batch", enabled=progress):
-            caps = captioner.words(captioner.caption_tensor(images, beam_size, max_len).tokens)
+            decoded = captioner.caption_tensor(images, beam_size, max_len)
+            caps = captioner.traces(decoded) if with_attention else captioner.words(decoded.tokens)
             out.update({records[int(i)].image_id: c for i, c in zip(idx, caps)})
     finally:
         captioner.model.train(was_training)
@@ -35,17 +38,25 @@ def caption_records(captioner: Captioner, records: Sequence[ImageRecord], beam_s
 def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "test", beam_size: int = 3,
                    max_len: int = 20, metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb",
                    batch_size: int = 64, num_workers: int = 0, out_dir: str | Path | None = None,
-                   progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, float]]:
+                   progress: bool = True, grounding: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """COCO-format results and corpus metrics; with ``out_dir``, also writes ``results.json``,
     ``annotations.json`` (the references, so ``captionlab score`` can re-check) and ``metrics.json``.
-    On the synthetic set the metrics also hold ``attribute_accuracy`` (see metrics/attributes.py)."""
+    On the synthetic set the metrics also hold ``attribute_accuracy`` (see metrics/attributes.py) and,
+    with ``grounding`` (attention models), ``grounding`` (see metrics/grounding.py)."""
     records = dataset.split(split)
+    if grounding and not is_synthetic(records):
+        raise ValueError("the grounding rate needs object boxes: the synthetic dataset has them")
     captions = caption_records(captioner, records, beam_size, max_len, batch_size, num_workers, progress,
-                               desc=f"captioning {split}")
+                               desc=f"captioning {split}", with_attention=grounding)
+    traces = captions if grounding else None
+    if traces is not None:
+        captions = {k: t.caption for k, t in traces.items()}
     results = [{"image_id": k, "caption": v} for k, v in captions.items()]
     scores: dict[str, Any] = score(captions, dataset.references(split), metrics, tokenizer)
     if is_synthetic(records):  # the synthesiser's truth lets us say which attributes the model gets right
         scores["attribute_accuracy"] = attribute_accuracy(captions, records)
+    if traces is not None:
+        scores["grounding"] = grounding_rate(traces, records)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -99,4 +110,13 @@ def format_report(name: str, metrics: dict[str, Any]) -> str:
         if attrs.get("blind_floor"):
             rows["blind floor (captions vs other images)"] = attrs["blind_floor"]
         text += "\n\n" + format_attribute_table(rows)
+    if metrics.get("grounding"):
+        text += "\n\n" + format_grounding(metrics["grounding"])
     return text
+
+
+def format_grounding(g: dict[str, Any]) -> str:
+    if not g["words"]:
+        return "grounding rate: no generated word names an object of its scene"
+    return (f"grounding rate {g['grounding_rate']:.3f} (chance {g['chance_rate']:.3f}) over {g['words']} words "
+            "that name an object of the scene")

@@ -61,6 +61,45 @@ def plot_rewards(runs: dict[str, str | Path], out: str | Path | None = None, met
     return fig
 
 
+def attention_plot(image: str | Path | Image.Image, words: Sequence[str], attention, image_size: int,
+                   sentinel=None, out: str | Path | None = None, cols: int = 5):
+    """The image, then one panel per generated word with where the model looked: the attention grid
+    (words, grid, grid) upsampled to the image and smoothed. For adaptive attention, the sentinel
+    weight (how much the word came from the language model rather than the image) under each word."""
+    import numpy as np
+    from PIL import ImageFilter
+    from torchvision.transforms import functional as TF
+
+    im = image if isinstance(image, Image.Image) else load_image(image)
+    im = TF.center_crop(TF.resize(im, image_size), image_size)  # what the model saw
+    side = max(image_size, 224)
+    shown = im.resize((side, side), Image.BICUBIC)
+    panels = len(words) + 1
+    cols = min(cols, panels)
+    rows = (panels + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.55 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes.flat[0].imshow(shown)
+    axes.flat[0].set_title("input", fontsize=9)
+    for i, word in enumerate(words):
+        grid = np.asarray(attention[i], dtype=np.float32)
+        heat = Image.fromarray((255 * grid / max(float(grid.max()), 1e-8)).astype(np.uint8), "L")
+        heat = heat.resize((side, side), Image.BILINEAR).filter(ImageFilter.GaussianBlur(side / grid.shape[0] / 3))
+        ax = axes.flat[i + 1]
+        ax.imshow(shown)
+        ax.imshow(np.asarray(heat), cmap="jet", alpha=0.45, vmin=0, vmax=255)
+        ax.set_title(word, fontsize=10)
+        if sentinel is not None:
+            ax.text(0.5, -0.06, f"sentinel {float(sentinel[i]):.2f}", transform=ax.transAxes, ha="center",
+                    va="top", fontsize=8, color="#444444")
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+    return fig
+
+
 def caption_grid(images: Sequence[str | Path | Image.Image], captions: Sequence[str], out: str | Path | None = None,
                  references: Sequence[str] | None = None, cols: int = 4, label: str = "model",
                  ref_label: str = "reference", wrap: int = 36):

@@ -13,26 +13,58 @@ from ..data.vocab import Vocabulary
 
 
 class State(dict):
-    """Decoder state: named tensors whose first dimension is the batch (or batch*beam).
+    """Decoder state: named tensors whose first dimension is the row (batch, or batch*beam).
 
     ``select`` reorders/expands every entry along that dimension, so beam search can grow and
     reorder beams without knowing what a model keeps. A model that attends stores the last
-    step's weights under ``"attention"`` (batch, num_regions).
+    step's weights under ``"attention"`` (rows, num_regions).
+
+    Entries named ``image_*`` are per image, not per row: (images, ...), with ``per_image`` rows
+    of each image adjacent. ``expand`` and any ``select`` that keeps rows inside their image leave
+    them untouched, so beam search never copies region features (14x14x2048 per image at COCO
+    size) at every step; a model reads them with ``rows_view``.
     """
 
+    def __init__(self, *args, per_image: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        inherited = args[0].per_image if args and isinstance(args[0], State) else 1
+        self.per_image: int = per_image if per_image is not None else inherited
+
     def select(self, index: torch.Tensor) -> "State":
-        return State({k: v.index_select(0, index) for k, v in self.items()})
+        k = self.per_image
+        rows = {n: v.index_select(0, index) for n, v in self.items() if not n.startswith("image_")}
+        if k == 1:
+            return State(rows, **{n: v.index_select(0, index) for n, v in self.items() if n.startswith("image_")})
+        own = torch.arange(index.numel(), device=index.device) // k
+        if index.numel() == self.batch_size and torch.equal(index // k, own):  # beams stay with their image
+            return State(rows, **{n: v for n, v in self.items() if n.startswith("image_")}, per_image=k)
+        images = {n: v.index_select(0, index // k) for n, v in self.items() if n.startswith("image_")}
+        return State(rows, **images, per_image=1)  # rows left their image: per-row copies
 
     def expand(self, n: int) -> "State":
-        """Repeat each item ``n`` times in place order: (a, b) -> (a, a, b, b) for n = 2."""
+        """Repeat each row ``n`` times in place order: (a, b) -> (a, a, b, b) for n = 2."""
         if n == 1:
             return self
-        index = torch.arange(self.batch_size, device=next(iter(self.values())).device)
-        return self.select(index.repeat_interleave(n))
+        index = torch.arange(self.batch_size, device=self._device).repeat_interleave(n)
+        rows = {k: v.index_select(0, index) for k, v in self.items() if not k.startswith("image_")}
+        return State(rows, **{k: v for k, v in self.items() if k.startswith("image_")},
+                     per_image=self.per_image * n)
+
+    def rows_view(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """A per-row tensor (rows, ...) as (images, per_image, ...), to meet ``self[name]`` (images, ...)."""
+        return x.view(self[name].size(0), self.per_image, *x.shape[1:])
+
+    @property
+    def _device(self) -> torch.device:
+        return next(iter(self.values())).device
 
     @property
     def batch_size(self) -> int:
-        return next(iter(self.values())).size(0)
+        """The number of rows."""
+        for k, v in self.items():
+            if not k.startswith("image_"):
+                return v.size(0)
+        return next(iter(self.values())).size(0) * self.per_image
 
     @property
     def attention(self) -> torch.Tensor | None:
@@ -76,3 +108,25 @@ class CaptionModel(nn.Module):
             logprobs, state = self.step(captions[:, t], state)
             logits.append(logprobs)
         return torch.stack(logits, 1)
+
+
+class FeatureInput(CaptionModel):
+    """A captioner fed encoder features instead of images (cached features, decoder benchmarks):
+    ``init_state``/``forward`` take what the model's ``encode`` would return. Same weights, no copy."""
+
+    def __init__(self, model: CaptionModel) -> None:
+        super().__init__(model.vocab_size)
+        self.model = model
+
+    @property
+    def attention_maps(self) -> torch.Tensor | None:
+        return getattr(self.model, "attention_maps", None)
+
+    def init_state(self, feats: torch.Tensor) -> State:
+        return self.model.init_state_from_features(feats)
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        return self.model.step(tokens, state)
+
+    def forward(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(feats, captions)

@@ -71,12 +71,30 @@ class ResNetEncoder(nn.Module):
     def set_trainable(self, trainable: bool) -> None:
         """A frozen encoder gets no gradients and keeps its BatchNorm statistics."""
         self.trainable = trainable
+        self.frozen_bn = False
         for p in self.body.parameters():
             p.requires_grad_(trainable)
 
+    def stages(self, last: int) -> list[nn.Module]:
+        """The last ``last`` residual stages (layer4, layer3, ...), the ones a fine-tuning stage opens."""
+        return list(self.body.children())[-last:]
+
+    def fine_tune_last(self, blocks: int) -> None:
+        """Unfreeze the last ``blocks`` stages (S2's fine-tuning stage); BatchNorm statistics stay frozen."""
+        self.set_trainable(False)
+        self.trainable, self.frozen_bn = True, True
+        for stage in self.stages(blocks):
+            for p in stage.parameters():
+                p.requires_grad_(True)
+
     def train(self, mode: bool = True) -> "ResNetEncoder":
         # A frozen CNN keeps its BatchNorm statistics: stay in eval mode.
-        return super().train(mode and self.trainable)
+        super().train(mode and self.trainable)
+        if self.frozen_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):

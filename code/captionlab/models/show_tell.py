@@ -38,7 +38,10 @@ class GlobalRNNCaptioner(CaptionModel):
         return feats * 0 if self.blind else feats  # blind: the ablation that ignores the image
 
     def init_state(self, images: torch.Tensor) -> State:
-        feats = self.encode(images)
+        return self.init_state_from_features(self.encode(images))
+
+    def init_state_from_features(self, feats: torch.Tensor) -> State:
+        """feats (B, C): the pooled CNN feature."""
         h = torch.tanh(self.init_hidden(feats)).view(feats.size(0), -1, self.num_layers, self.hidden_dim)
         state = State(image=self.image_proj(feats), h=h[:, 0])  # h: (batch, layers, hidden)
         if self.cell == "lstm":
@@ -64,7 +67,10 @@ class GlobalRNNCaptioner(CaptionModel):
         return torch.log_softmax(logits[:, 0].float(), -1), new
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        logits, _ = self._run(captions[:, :-1], self.expand_for(self.init_state(images), captions))
+        return self.forward_features(self.encode(images), captions)
+
+    def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        logits, _ = self._run(captions[:, :-1], self.expand_for(self.init_state_from_features(feats), captions))
         return logits  # (batch, T-1, vocab)
 
 

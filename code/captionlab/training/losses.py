@@ -11,9 +11,15 @@ from ..data.vocab import Vocabulary
 
 
 class CrossEntropyLoss:
-    """Teacher forcing: predict captions[:, 1:] from captions[:, :-1]; padding ignored."""
+    """Teacher forcing: predict captions[:, 1:] from captions[:, :-1]; padding ignored. For a model
+    that reports its attention (``attention_maps`` after ``forward``), the doubly stochastic term of
+    Xu et al. is added: ``attention_reg * mean over captions of sum_regions (1 - sum_t alpha_t)^2``,
+    pushing the model to look at every region over the caption."""
 
     name = "xe"
+
+    def __init__(self, attention_reg: float = 0.0) -> None:
+        self.attention_reg = attention_reg
 
     def __call__(self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
                  idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -21,4 +27,12 @@ class CrossEntropyLoss:
         target = captions[:, 1:]  # (batch, T-1)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1),
                                ignore_index=Vocabulary.pad_id)
-        return loss, {"loss": float(loss.detach())}
+        stats = {"loss": float(loss.detach())}
+        alphas = getattr(getattr(model, "module", model), "attention_maps", None)  # DDP keeps the model in .module
+        if self.attention_reg > 0 and alphas is not None:
+            mask = (target != Vocabulary.pad_id).unsqueeze(-1).to(alphas.dtype)  # (B*n, T-1, 1)
+            coverage = (alphas.float() * mask).sum(1)  # (B*n, regions): attention each region got
+            reg = self.attention_reg * ((1.0 - coverage) ** 2).sum(1).mean()
+            stats["attention_reg"] = float(reg.detach())
+            loss = loss + reg
+        return loss, stats

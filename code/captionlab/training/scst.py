@@ -145,4 +145,4 @@ def build_loss(train_cfg: Any) -> Any:
     if train_cfg.loss == "scst":
         return SelfCriticalLoss(train_cfg.scst_samples, train_cfg.scst_baseline, train_cfg.scst_temperature,
                                 train_cfg.scst_reward, train_cfg.scst_max_len)
-    return CrossEntropyLoss()
+    return CrossEntropyLoss(train_cfg.attention_reg)

@@ -28,8 +28,10 @@ from ..data.vocab import Vocabulary
 from ..evaluation import caption_records
 from ..metrics import FAST_METRICS, score
 from ..models import build_model
+from ..models.base import FeatureInput
 from ..paths import resolve
 from . import distributed as D
+from .feature_cache import CachedGroups, build_or_open, cache_key
 from .scst import build_loss
 from .runlog import RunLog, read_log
 
@@ -94,6 +96,40 @@ def _init_from(cfg: RunConfig, path: Path, load_weights: bool) -> tuple[RunConfi
     if hasattr(model, "encoder") and hasattr(model.encoder, "set_trainable"):
         model.encoder.set_trainable(enc.fine_tune or not enc.pretrained)
     return dataclasses.replace(cfg, model=model_cfg), vocab, model
+
+
+class _FeatureSource:
+    """Training from the frozen-encoder feature cache (feature_cache.py), built on first use."""
+
+    def __init__(self, cfg: RunConfig, model: torch.nn.Module, train_set: CaptionGroups, run_dir: Path,
+                 device: torch.device, info: D.DistInfo, progress: bool, manual_sync: bool) -> None:
+        self.cfg, self.captioner, self.train_set, self.device, self.info = cfg, model, train_set, device, info
+        self.dir = run_dir.parent.parent / "cache"  # output/model_ckpt/<run> -> output/cache
+        self.progress, self.manual_sync = progress, manual_sync
+        self._set: CachedGroups | None = None
+        self._model: torch.nn.Module | None = None
+
+    def usable(self, encoder: Any) -> bool:
+        return self.cfg.train.feature_cache and encoder is not None and not encoder.trainable
+
+    def dataset(self) -> CachedGroups:
+        if self._set is None:
+            key = cache_key(self.captioner, self.cfg.model, self.train_set.records, self.train_set.transform)
+            path = self.dir / f"{key}.npy"
+            args = (self.captioner, self.train_set.records, self.train_set.transform, path, self.device,
+                    self.cfg.train.val_batch_size, self.cfg.data.num_workers, self.progress)
+            if self.info.is_main:  # rank 0 builds; the others open what it wrote
+                build_or_open(*args)
+            D.barrier(self.info)
+            self._set = CachedGroups(self.train_set, build_or_open(*args))
+        return self._set
+
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            fed = FeatureInput(self.captioner)
+            self._model = fed if not self.info.enabled or self.manual_sync else DDP(
+                fed, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return self._model
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -163,7 +199,13 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     else:
         model = build_model(cfg.model, len(vocab)).to(device)
     encoder = getattr(model, "encoder", None)
-    enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
+    if t.fine_tune_from_epoch is not None:
+        if encoder is None or encoder.trainable:
+            raise ValueError("train.fine_tune_from_epoch needs a frozen pretrained encoder "
+                             "(model.encoder.pretrained=true, fine_tune=false); this one trains from the start")
+        enc_params = [p for s in encoder.stages(t.fine_tune_blocks) for p in s.parameters()]  # opened later
+    else:
+        enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
     enc_ids = {id(p) for p in enc_params}
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids],
                "lr": t.lr, "base_lr": t.lr}]
@@ -214,29 +256,40 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     if t.amp and not use_amp and info.is_main:
         warnings.warn("train.amp applies on CUDA only; training in float32 on the CPU", stacklevel=2)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    cache = _FeatureSource(cfg, model, train_set, run_dir, device, info, progress, manual_sync)
+    if t.feature_cache and (encoder is None or encoder.trainable) and info.is_main:
+        warnings.warn("train.feature_cache applies while the encoder is frozen; this one trains, so images are "
+                      "encoded on the fly", stacklevel=2)
 
     try:
         for epoch in range(done, t.epochs):  # 0-based index; printed, logged and saved as epoch + 1
             torch.manual_seed(t.seed + epoch)  # dropout and shuffling depend on (seed, epoch) only: exact resume
+            if t.fine_tune_from_epoch is not None and epoch + 1 >= t.fine_tune_from_epoch and not encoder.trainable:
+                encoder.fine_tune_last(t.fine_tune_blocks)
+                if info.is_main:
+                    print(f"epoch {epoch + 1}: fine-tuning the encoder's last {t.fine_tune_blocks} stage(s) at "
+                          f"lr {t.encoder_lr:g}", flush=True)
+            epoch_set, step_model = (cache.dataset(), cache.model()) if cache.usable(encoder) else (train_set, target)
             if info.enabled:
                 sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=t.seed)
                 sampler.set_epoch(epoch)
             else:
                 sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(t.seed + epoch))
             train_set.set_epoch(epoch)
-            loader = DataLoader(train_set, batch_size=t.batch_size, sampler=sampler, collate_fn=collate_groups,
+            loader = DataLoader(epoch_set, batch_size=t.batch_size, sampler=sampler, collate_fn=collate_groups,
                                 num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                                 drop_last=False)
             model.train()
             t0, sums, count = time.time(), {}, 0
             bar = P.progress(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", enabled=progress)
-            for images, captions, idx in bar:
+            last = len(loader)
+            for i, (images, captions, idx) in enumerate(bar):
                 images = images.to(device, non_blocking=True)
                 captions = captions.to(device, non_blocking=True)
                 for g in optimizer.param_groups:
                     g["lr"] = g["base_lr"] * lr_factor(cfg, epoch, global_step)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss, stats = loss_fn(target, images, captions, idx)
+                    loss, stats = loss_fn(step_model, images, captions, idx)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if manual_sync:
@@ -252,7 +305,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                 count += 1
                 if progress:
                     bar.set_postfix(loss=f"{stats['loss']:.3f}")
-                if info.is_main and global_step % t.log_every == 0:
+                if info.is_main and (global_step % t.log_every == 0 or i + 1 == last):  # and each epoch's end
                     log.step_row({**stats, "lr": optimizer.param_groups[0]["lr"]}, global_step)
             means = {k: D.mean_across(v / max(1, count), info, device) for k, v in sorted(sums.items())}
             train_loss = means.pop("loss", 0.0)

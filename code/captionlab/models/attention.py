@@ -1,0 +1,194 @@
+"""Grid-attention captioners: Show, Attend and Tell (Xu et al. 2015) and adaptive attention with a
+visual sentinel ("Knowing when to look", Lu et al. 2017).
+
+The ResNet feature map is pooled to a ``grid_size`` x ``grid_size`` grid of regions. Region features
+and their attention projection are computed once per image in ``init_state`` and kept per image
+(``image_*`` State entries): beam search reorders only the small per-row state, never the regions.
+Each step stores its attention weights under ``"attention"`` (rows, regions) and, for the adaptive
+model, the sentinel weight under ``"sentinel"`` (rows,), so the one decoding engine returns them
+with every word.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .base import CaptionModel, State
+from .encoders import ResNetEncoder
+from .registry import MODELS
+
+
+class GridEncoder(nn.Module):
+    """images (B, 3, H, W) -> region features (B, grid*grid, C)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cnn = ResNetEncoder(cfg.encoder)
+        self.grid = cfg.grid_size
+        self.out_dim = self.cnn.out_dim
+
+    @property
+    def trainable(self) -> bool:
+        return self.cnn.trainable
+
+    def set_trainable(self, trainable: bool) -> None:
+        self.cnn.set_trainable(trainable)
+
+    def stages(self, last: int) -> list[nn.Module]:
+        return self.cnn.stages(last)
+
+    def fine_tune_last(self, blocks: int) -> None:
+        self.cnn.fine_tune_last(blocks)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = F.adaptive_avg_pool2d(self.cnn(images), self.grid)  # (B, C, grid, grid)
+        return fmap.flatten(2).transpose(1, 2)  # (B, regions, C)
+
+
+class GridAttentionCaptioner(CaptionModel):
+    """What both models share: the grid encoder, the embedding, the output layer, a teacher-forced
+    pass that runs the same ``step`` (so forward and decoding cannot disagree), and feature entry
+    points (``init_state_from_features``) for cached features and benchmarks."""
+
+    doubly_stochastic = False
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
+        super().__init__(vocab_size)
+        self.blind = cfg.blind
+        self.hidden_dim = cfg.hidden_dim
+        if feature_dim is None:
+            self.encoder = GridEncoder(cfg)
+            feature_dim = self.encoder.out_dim
+        self.feature_dim = feature_dim
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.hidden_dim, vocab_size)
+        self.attention_maps: torch.Tensor | None = None  # (B*n, T-1, regions) of the last forward
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(images)  # (B, regions, C)
+        return feats * 0 if self.blind else feats
+
+    def init_state(self, images: torch.Tensor) -> State:
+        return self.init_state_from_features(self.encode(images))
+
+    def init_state_from_features(self, feats: torch.Tensor) -> State:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(self.encode(images), captions)
+
+    def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing from region features (B, regions, C): what training from a cache runs."""
+        state = self.expand_for(self.init_state_from_features(feats), captions)
+        logits, attn = [], []
+        for t in range(captions.size(1) - 1):
+            step_logits, state = self._step(captions[:, t], state)  # (B*n, vocab)
+            logits.append(step_logits)
+            attn.append(state["attention"])
+        if self.doubly_stochastic:  # the loss adds Xu et al.'s term when the model reports its maps
+            self.attention_maps = torch.stack(attn, 1)
+        return torch.stack(logits, 1)  # (B*n, T-1, vocab)
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        logits, state = self._step(tokens, state)
+        return torch.log_softmax(logits.float(), -1), state
+
+    def _step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        raise NotImplementedError
+
+
+def additive_scores(keys: torch.Tensor, query: torch.Tensor, score: nn.Linear, state: State) -> torch.Tensor:
+    """Bahdanau attention scores. keys (images, regions, A) per image; query (rows, A) -> (rows, regions)."""
+    q = state.rows_view("image_keys", query).unsqueeze(2)  # (images, per_image, 1, A)
+    e = score(torch.tanh(keys.unsqueeze(1) + q)).squeeze(-1)  # (images, per_image, regions)
+    return e.flatten(0, 1)  # (rows, regions)
+
+
+def weighted_regions(alpha: torch.Tensor, state: State) -> torch.Tensor:
+    """alpha (rows, regions) over image_feats (images, regions, C) -> context (rows, C)."""
+    a = state.rows_view("image_feats", alpha)  # (images, per_image, regions)
+    return torch.bmm(a, state["image_feats"]).flatten(0, 1)
+
+
+@MODELS.register("show_attend_tell")
+class ShowAttendTell(GridAttentionCaptioner):
+    """Additive attention over regions at every step, a sigmoid gate (f_beta) on the context, an
+    LSTM or GRU cell started from the mean region feature."""
+
+    doubly_stochastic = True
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
+        super().__init__(cfg, vocab_size, feature_dim)
+        d, h, a = self.feature_dim, cfg.hidden_dim, cfg.attention_dim
+        self.cell_type = cfg.cell
+        self.enc_att = nn.Linear(d, a)
+        self.dec_att = nn.Linear(h, a)
+        self.att_score = nn.Linear(a, 1)
+        self.f_beta = nn.Linear(h, d)
+        self.init_h = nn.Linear(d, h)
+        self.init_c = nn.Linear(d, h) if cfg.cell == "lstm" else None
+        cell = nn.LSTMCell if cfg.cell == "lstm" else nn.GRUCell
+        self.cell = cell(cfg.embed_dim + d, h)
+
+    def init_state_from_features(self, feats: torch.Tensor) -> State:
+        mean = feats.mean(1)  # (B, C)
+        state = State(h=torch.tanh(self.init_h(mean)), image_feats=feats,
+                      image_keys=self.enc_att(feats))  # keys projected once per image: (B, regions, A)
+        if self.init_c is not None:
+            state["c"] = torch.tanh(self.init_c(mean))
+        return state
+
+    def _step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h = state["h"]  # (rows, H)
+        alpha = additive_scores(state["image_keys"], self.dec_att(h), self.att_score, state).softmax(-1)
+        context = torch.sigmoid(self.f_beta(h)) * weighted_regions(alpha, state)  # gated: (rows, C)
+        x = torch.cat([self.embed(tokens), context], -1)
+        new = State(state)
+        if self.init_c is not None:
+            new["h"], new["c"] = self.cell(x, (h, state["c"]))
+        else:
+            new["h"] = self.cell(x, h)
+        new["attention"] = alpha
+        return self.out(self.dropout(new["h"])), new
+
+
+@MODELS.register("adaptive_attention")
+class AdaptiveAttention(GridAttentionCaptioner):
+    """The LSTM reads the word and the global image feature; a visual sentinel (gated memory cell)
+    competes with the regions in one softmax, so for each word the model decides how much to look
+    (1 - sentinel weight) and how much to rely on its language model. Output from context + h."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
+        super().__init__(cfg, vocab_size, feature_dim)
+        d, h, a = self.feature_dim, cfg.hidden_dim, cfg.attention_dim
+        self.region_proj = nn.Sequential(nn.Linear(d, h), nn.ReLU())  # v_i
+        self.global_proj = nn.Sequential(nn.Linear(d, cfg.embed_dim), nn.ReLU())  # v_g
+        self.lstm = nn.LSTMCell(2 * cfg.embed_dim, h)
+        self.gate_x = nn.Linear(2 * cfg.embed_dim, h)
+        self.gate_h = nn.Linear(h, h)
+        self.key_proj = nn.Linear(h, a)  # W_v
+        self.query_proj = nn.Linear(h, a)  # W_g
+        self.sentinel_proj = nn.Linear(h, a)  # W_s
+        self.att_score = nn.Linear(a, 1)
+
+    def init_state_from_features(self, feats: torch.Tensor) -> State:
+        regions = self.region_proj(feats)  # (B, regions, H)
+        zeros = regions.new_zeros(regions.size(0), self.hidden_dim)
+        return State(h=zeros, c=zeros, v_g=self.global_proj(feats.mean(1)), image_feats=regions,
+                     image_keys=self.key_proj(regions))
+
+    def _step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        x = torch.cat([self.embed(tokens), state["v_g"]], -1)  # (rows, 2E)
+        h, c = self.lstm(x, (state["h"], state["c"]))
+        sentinel = torch.sigmoid(self.gate_x(x) + self.gate_h(state["h"])) * torch.tanh(c)  # s_t: (rows, H)
+        query = self.query_proj(h)
+        z = additive_scores(state["image_keys"], query, self.att_score, state)  # (rows, regions)
+        z_s = self.att_score(torch.tanh(self.sentinel_proj(sentinel) + query))  # (rows, 1)
+        weights = torch.cat([z, z_s], -1).softmax(-1)  # regions and sentinel: (rows, regions + 1)
+        alpha, beta = weights[:, :-1], weights[:, -1]
+        context = weighted_regions(alpha, state) + beta.unsqueeze(1) * sentinel  # c_hat: (rows, H)
+        new = State(state, h=h, c=c, attention=alpha, sentinel=beta)
+        return self.out(self.dropout(context + h)), new

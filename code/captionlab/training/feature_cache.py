@@ -1,0 +1,81 @@
+"""Frozen-encoder feature cache: encode every training image once, train the decoder from the file.
+
+While the CNN is frozen its output for an image never changes, yet running it is most of a training
+step. The cache is a float16 ``.npy`` under ``output/cache/``, read memory-mapped. Its name is a hash
+of everything the features depend on — the model's encoding settings, every encoder weight, the
+image transform, and each image's path, size and modification time — so it can never be stale: a
+change in any of them names a different file, which is built (with a progress bar) on first use.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.dataset import CaptionGroups, ImageItems, ImageRecord, collate_images
+from ..progress import progress as progress_bar
+
+
+def cache_key(model: torch.nn.Module, model_cfg: Any, records: Sequence[ImageRecord], transform: Any) -> str:
+    h = hashlib.sha256()
+    enc = model_cfg.encoder
+    h.update(json.dumps([type(model).__name__, enc.name, model_cfg.grid_size, model_cfg.blind]).encode())
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(repr(transform).encode())
+    for r in records:
+        st = r.path.stat()
+        h.update(f"{r.path}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+@torch.no_grad()
+def build_or_open(model: torch.nn.Module, records: Sequence[ImageRecord], transform: Any, path: Path,
+                  device: torch.device, batch_size: int = 64, num_workers: int = 0,
+                  progress: bool = True) -> np.ndarray:
+    """The features of ``records`` in order, (N, *feature_shape) float16, memory-mapped; built first
+    (atomically: written to a temporary file, then renamed) when ``path`` does not exist."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        loader = DataLoader(ImageItems(records, transform), batch_size=batch_size, shuffle=False,
+                            num_workers=num_workers, collate_fn=collate_images)
+        was_training = model.training
+        model.eval()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+        out = None
+        try:
+            for images, idx in progress_bar(loader, desc="caching encoder features", unit="batch", enabled=progress):
+                feats = model.encode(images.to(device)).float().cpu().numpy()  # (batch, *feature_shape)
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                    shape=(len(records), *feats.shape[1:]))
+                out[idx.numpy()] = feats.astype(np.float16)
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        finally:
+            model.train(was_training)
+            if tmp.exists():
+                tmp.unlink()
+    return np.load(path, mmap_mode="r")
+
+
+class CachedGroups(CaptionGroups):
+    """``CaptionGroups`` whose items carry cached encoder features instead of decoded images."""
+
+    def __init__(self, groups: CaptionGroups, features: np.ndarray) -> None:
+        self.__dict__.update(groups.__dict__)
+        if len(features) != len(self.records):
+            raise ValueError(f"feature cache holds {len(features)} images, the training split {len(self.records)}")
+        self.features = features
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+        feats = torch.from_numpy(np.asarray(self.features[idx], dtype=np.float32))  # (*feature_shape)
+        return feats, [torch.tensor(c, dtype=torch.long) for c in self.pick(idx)], idx
