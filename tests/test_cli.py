@@ -69,7 +69,8 @@ def test_caption_reports_a_bad_image_or_skips_it(trained, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     assert main(["caption", str(result.run_dir / "best.pt"), str(bad), "--device", "cpu"]) == 2
-    assert "broken.jpg" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "--on-bad-image skip" in err and err.count("\n") == 1
     shutil.copy(load_dataset(cfg.data).split("test")[0].path, tmp_path / "good.png")
     assert main(["caption", str(result.run_dir / "best.pt"), str(tmp_path), "--on-bad-image", "skip",
                  "--device", "cpu"]) == 0

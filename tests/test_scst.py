@@ -67,3 +67,23 @@ def test_a_few_scst_steps_raise_the_mean_sample_reward(trained, tmp_path, synth_
     assert {"reward", "baseline", "advantage_std", "entropy"} <= set(rows[0])
     ckpt = torch.load(out.run_dir / "last.pt", weights_only=True)
     assert ckpt["config"]["model"]["name"] == "cnn_gru" and ckpt["config"]["train"]["loss"] == "scst"
+
+
+@pytest.mark.slow
+def test_self_critical_training_resumes_exactly(trained, tmp_path):
+    cfg, result = trained
+
+    def scst(where, epochs):
+        return load_config(CONFIGS / "tiny" / "scst.yaml", [
+            f"train.output_dir={where}", f"data.path={tmp_path / 'data'}", "data.synthetic_n=40",
+            "train.batch_size=8", f"train.init_from={result.run_dir / 'best.pt'}", f"train.epochs={epochs}"])
+
+    # the tiny checkpoint's vocabulary is used as it is, whatever words this smaller set has
+    straight = train(scst(tmp_path / "a", 2), progress=False)
+    train(scst(tmp_path / "b", 1), progress=False)
+    resumed = train(scst(tmp_path / "b", 2), resume=True, progress=False)
+    a = torch.load(straight.run_dir / "last.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert all(torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6) for k in a["model"])
+    assert [r["epoch"] for r in resumed.history] == [1, 2]

@@ -103,7 +103,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     _, metrics = evaluate_split(captioner, dataset, a.split, beam, a.max_len or captioner.config.decode.max_len,
                                 _metrics(a.metrics), a.tokenizer, a.batch_size, out_dir=out,
                                 progress=not a.no_progress, grounding=a.grounding)
-    name = " + ".join(Path(c).name for c in a.checkpoint) if len(a.checkpoint) < 4 else f"{len(a.checkpoint)} checkpoints"
+    name = " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in a.checkpoint) if len(a.checkpoint) < 4 else f"{len(a.checkpoint)} checkpoints"
     print(format_report(f"{name} {a.split} beam {beam}", metrics))
     print(f"wrote {out / 'results.json'}, {out / 'metrics.json'}")
 

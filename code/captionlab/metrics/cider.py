@@ -22,42 +22,35 @@ SIGMA = 6.0
 
 
 def _ids(sentences: Sequence[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Whitespace-split sentences -> padded word ids (S, L) (0 = padding) and lengths (S,); new words
-    extend ``vocab``. One ``split`` of the joined text, sentences separated by a NUL token."""
+    """Whitespace-split sentences -> one flat array of word ids with a 0 between sentences, and the
+    sentence lengths (S,); new words extend ``vocab``. One ``split`` of the joined text."""
     joined = " \0 ".join(sentences)
     if joined.count("\0") != max(len(sentences) - 1, 0):  # a NUL inside a caption: split one by one
         split = [s.split() for s in sentences]
-        lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
-        words = list(itertools.chain.from_iterable(split))
-        sep = None
+        words = list(itertools.chain.from_iterable(w + ["\0"] for w in split))[:-1] if split else []
     else:
         words = joined.split()
-        sep = "\0"
-    for w in sorted(set(words).difference(vocab).difference({sep})):  # sorted: same ids, same sums, every run
+    for w in sorted(set(words).difference(vocab).difference({"\0"})):  # sorted: same ids, same sums, every run
         vocab[w] = len(vocab) + 1
-    lookup = vocab if sep is None else {**vocab, sep: 0}
+    lookup = {**vocab, "\0": 0}
     flat = np.fromiter(map(lookup.__getitem__, words), dtype=np.int64, count=len(words))
-    if sep is not None:
-        bounds = np.concatenate([[-1], np.flatnonzero(flat == 0), [len(flat)]])
-        lengths = np.diff(bounds) - 1
-        flat = flat[flat != 0]
-    width = max(int(lengths.max(initial=0)), N)
-    ids = np.zeros((len(sentences), width), dtype=np.int64)
-    ids[np.arange(width)[None, :] < lengths[:, None]] = flat
-    return ids, lengths
+    bounds = np.concatenate([[-1], np.flatnonzero(flat == 0), [len(flat)]])
+    return flat, np.diff(bounds) - 1
 
 
-def _ngram_keys(ids: np.ndarray, lengths: np.ndarray, n: int, base: int) -> tuple[np.ndarray, np.ndarray]:
-    """All n-grams of every sentence as integer keys: (sentence index, key) per occurrence."""
-    width = ids.shape[1] - n + 1
+def _ngram_keys(flat: np.ndarray, n: int, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """All n-grams of every sentence as integer keys: (sentence index, key) per occurrence, in
+    sentence order. A window that holds a separator (id 0) crosses sentences and is dropped."""
+    width = len(flat) - n + 1
     if width <= 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    key = ids[:, :width].copy()
+    key = flat[:width].copy()
     for k in range(1, n):  # base ** n stays below 2 ** 63 (checked by the caller)
-        key = key * base + ids[:, k:k + width]
-    valid = np.arange(width)[None, :] + n <= lengths[:, None]  # (S, width)
-    sent = np.broadcast_to(np.arange(ids.shape[0])[:, None], valid.shape)[valid]
-    return sent, key[valid]
+        key = key * base + flat[k:k + width]
+    is_sep = flat == 0
+    seps = np.concatenate([[0], np.cumsum(is_sep)])  # separators before each position
+    valid = seps[n:n + width] == seps[:width]  # no separator inside the window
+    return seps[:width][valid], key[valid]
 
 
 @dataclass
@@ -75,11 +68,11 @@ class DocumentFrequency:
         vocab: dict[str, int] = {}
         refs = [r for rs in references.values() for r in rs]
         image = np.repeat(np.arange(len(references)), [len(rs) for rs in references.values()])
-        ids, lengths = _ids(refs, vocab)
+        ids, _ = _ids(refs, vocab)
         base = _base(vocab)
         ngrams, counts = [], []
         for n in range(1, N + 1):
-            sent, key = _ngram_keys(ids, lengths, n, base)
+            sent, key = _ngram_keys(ids, n, base)
             pairs = np.unique(np.stack([key, image[sent]], 1), axis=0) if key.size else np.empty((0, 2), np.int64)
             uniq, df = np.unique(pairs[:, 0], return_counts=True)
             ngrams.append(_unhash(uniq, n, base))
@@ -138,22 +131,20 @@ def cider_d(candidates: Mapping[Any, Sequence[str]], references: Mapping[Any, Se
     n_refs = np.array([len(references[k]) for k in keys])
     ref_image = np.repeat(np.arange(n_img), n_refs)  # (R,)
     vocab: dict[str, int] = dict(df.vocab) if df is not None else {}
-    cand_ids, cand_len = _ids([candidates[k][0] for k in keys], vocab)
-    ref_ids, ref_len = _ids([r for k in keys for r in references[k]], vocab)
+    # one matrix: candidates are rows 0..n_img-1 (row = image), the references follow
+    ids, lengths = _ids([candidates[k][0] for k in keys] + [r for k in keys for r in references[k]], vocab)
     base = _base(vocab)
     log_n = np.log(float(df.n_images if df is not None else n_img))
-    bigrams_c, bigrams_r = np.maximum(cand_len - 1, 0), np.maximum(ref_len - 1, 0)
+    bigrams = np.maximum(lengths - 1, 0)
+    bigrams_c, bigrams_r = bigrams[:n_img], bigrams[n_img:]
     penalty = np.exp(-((bigrams_c[ref_image] - bigrams_r) ** 2) / (2 * sigma ** 2))  # (R,)
     total = np.zeros(len(ref_image))  # (R,) summed over n
     n_refs_total = len(ref_image)
-    rows = n_img + n_refs_total  # candidates are rows 0..n_img-1 (row = image), references follow
+    rows = n_img + n_refs_total
     for n in range(1, N + 1):
-        c_sent, c_key = _ngram_keys(cand_ids, cand_len, n, base)
-        r_sent, r_key = _ngram_keys(ref_ids, ref_len, n, base)
-        key = np.concatenate([c_key, r_key])
+        row, key = _ngram_keys(ids, n, base)
         if key.size == 0:
             continue
-        row = np.concatenate([c_sent, r_sent + n_img])
         if base ** n * rows < 2 ** 62:  # the n-gram key itself can carry the row index
             code, raw = key, None
         else:  # 4-grams of a large vocabulary: renumber the distinct n-grams first

@@ -310,7 +310,8 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
             means = {k: D.mean_across(v / max(1, count), info, device) for k, v in sorted(sums.items())}
             train_loss = means.pop("loss", 0.0)
             row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
-                                   "lr": optimizer.param_groups[0]["lr"], **means}
+                                   "lr": optimizer.param_groups[0]["lr"], **means,
+                                   "train_seconds": round(time.time() - t0, 2)}  # "seconds" adds validation
             if info.is_main:
                 metrics = validate(captioner, dataset, cfg, progress)
                 row.update(metrics)
