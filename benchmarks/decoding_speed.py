@@ -1,9 +1,9 @@
 """Decoding throughput of the shared engine: batched beam search vs one image at a time.
 
 Default: a CNN+GRU of the demo's size on random 64x64 images (the CNN included).
-``--model show_attend_tell`` (or adaptive_attention): the decoder alone on given region features
-(7x7 grid of 512-d ResNet-18 features, demo size), batched vs one image at a time, and asserts the
-captions are the same.
+``--model show_attend_tell`` (or adaptive_attention): the demo-size attention model (ResNet-18 on
+96x96 images, 3x3 grid, the CNN included); with ``--decoder-only`` the decoder alone on given region
+features (7x7 grid of 512-d features). Batched vs one image at a time; the captions are compared.
 ``--coco-size``: vocabulary 9,490, embedding/hidden/attention 512, 14x14x2048 region features given
 directly (no CNN), beam 5, every caption run to 20 words (<end> suppressed), random weights: prints
 images/s of the batched decoder.
@@ -74,7 +74,13 @@ def coco_size(a: argparse.Namespace) -> None:
 
 def batched_vs_single(a: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    if a.model in ATTENTION:
+    if a.model in ATTENTION and not a.decoder_only:
+        cfg = ModelConfig(name=a.model, encoder=EncoderConfig(name="resnet18", pretrained=False), grid_size=3,
+                          embed_dim=128, hidden_dim=256, attention_dim=128, dropout=0.0)
+        model = build_model(cfg, vocab_size=60).to(a.device).eval()
+        inputs = torch.randn(a.images, 3, 96, 96, device=a.device)
+        what = "ResNet-18 on 96x96 images, 3x3 grid + decoder"
+    elif a.model in ATTENTION:
         cfg = ModelConfig(name=a.model, embed_dim=128, hidden_dim=256, attention_dim=256, dropout=0.0)
         model = FeatureInput(MODELS.get(a.model)(cfg, 60, feature_dim=512)).to(a.device).eval()
         inputs = torch.randn(a.images, 49, 512, device=a.device)  # 7x7 grid of ResNet-18 features
@@ -102,6 +108,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="cnn_gru", choices=["cnn_gru", "show_tell", *ATTENTION])
     ap.add_argument("--coco-size", action="store_true")
+    ap.add_argument("--decoder-only", action="store_true", help="attention models: time the decoder on given features")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=20)

@@ -78,6 +78,7 @@ class ModelConfig:
     grid_size: int = opt(7, min=1, help="attention models: regions = grid_size x grid_size")
     attention_dim: int = opt(512, min=1)
     cell: str = opt("lstm", choices=("lstm", "gru"), help="show_attend_tell's recurrent cell")
+    sentinel_bias: float = opt(-6.0, help="adaptive_attention: initial score offset of the visual sentinel")
     blind: bool = False  # ablation: zero the image features, so only the language prior is learned
 
 
