@@ -44,11 +44,11 @@ def test_reward_specs_and_bad_settings():
 def _mean_sample_reward(run_dir, records, seed=0):
     captioner = load_checkpoint(run_dir, "cpu")
     loss = SelfCriticalLoss(samples=4)
-    loss.prepare(records, captioner.vocab, captioner.tokenizer)
+    loss.prepare(records, captioner.words)
     images = torch.stack([captioner.transform(load_image(r.path)) for r in records])
     with torch.no_grad():
         out = decoding.sample(captioner.model, images, 16, n=4, generator=torch.Generator().manual_seed(seed))
-    return float(loss.reward(loss._words(out.tokens), [i for i in range(len(records)) for _ in range(4)]).mean())
+    return float(loss.reward(loss.words(out.tokens), [i for i in range(len(records)) for _ in range(4)]).mean())
 
 
 @pytest.mark.slow

@@ -90,7 +90,9 @@ class Captioner:
         return out
 
 
-def _read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
+def read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
+    """Model (with its weights), vocabulary and run config of a checkpoint; the encoder is built
+    without pretrained weights, which the checkpoint holds."""
     ckpt = read_checkpoint(path)
     cfg = RunConfig.from_dict(ckpt["config"])
     model_cfg = copy.deepcopy(cfg.model)
@@ -109,11 +111,11 @@ def load_checkpoint(path: str | Path | Sequence[str | Path], device: str | torch
     probabilities); they must share a vocabulary and an input size."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if len(paths) == 1:
-        model, vocab, cfg = _read_model(paths[0])
+        model, vocab, cfg = read_model(paths[0])
         return Captioner(model, vocab, cfg, pick_device(str(device)))
     from .models.ensemble import Ensemble
 
-    loaded = [_read_model(p) for p in paths]
+    loaded = [read_model(p) for p in paths]
     _, vocab, cfg = loaded[0]
     for p, (_, v, c) in zip(paths[1:], loaded[1:]):
         if v != vocab:

@@ -9,7 +9,7 @@ policy gradient -(r - b) * log p(w_t), averaged over every sampled token up to a
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,8 +17,6 @@ from torch import nn
 
 from .. import decoding
 from ..data.dataset import ImageRecord
-from ..data.tokenizers import Tokenizer
-from ..data.vocab import Vocabulary
 from ..metrics.cider import DocumentFrequency, cider_d
 from ..metrics.coco import simple_tokenize
 
@@ -80,7 +78,7 @@ class Reward:
 
 class SelfCriticalLoss:
     """The strategy the trainer drives with ``train.loss: scst``. ``prepare`` is called once with the
-    training records so rewards can use each image's full reference set."""
+    training records so rewards can use each image's full reference set, and how to turn sampled ids into words."""
 
     name = "scst"
     needs_raw_model = True  # sampling calls init_state/step, not forward: the trainer syncs DDP gradients
@@ -94,25 +92,22 @@ class SelfCriticalLoss:
         self.samples, self.baseline, self.temperature = samples, baseline, temperature
         self.reward_spec, self.max_len = reward, max_len
         self.reward: Reward | None = None
-        self.vocab: Vocabulary | None = None
-        self.tokenizer: Tokenizer | None = None
+        self.words: Callable[[torch.Tensor], list[str]] | None = None
 
-    def prepare(self, records: Sequence[ImageRecord], vocab: Vocabulary, tokenizer: Tokenizer) -> None:
-        self.vocab, self.tokenizer = vocab, tokenizer
+    def prepare(self, records: Sequence[ImageRecord], words: Callable[[torch.Tensor], list[str]]) -> None:
+        """``words``: token ids (N, T) -> caption strings, e.g. ``Captioner.words``."""
+        self.words = words
         self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)})
-
-    def _words(self, tokens: torch.Tensor) -> list[str]:
-        return [self.tokenizer.detokenize(self.vocab.decode(row.tolist())) for row in tokens]
 
     def __call__(self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
                  idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         if self.reward is None or idx is None:
-            raise RuntimeError("SelfCriticalLoss.prepare(records, vocab, tokenizer) must run before training")
+            raise RuntimeError("SelfCriticalLoss.prepare(records, words) must run before training")
         b, k = images.size(0), self.samples
         ids = idx.tolist()
         state = model.init_state(images)  # the images are encoded once for samples and baseline
         out = decoding.sample(model, images, self.max_len, self.temperature, n=k, state=state)  # (B*K, T)
-        rewards = torch.as_tensor(self.reward(self._words(out.tokens), [i for i in ids for _ in range(k)]),
+        rewards = torch.as_tensor(self.reward(self.words(out.tokens), [i for i in ids for _ in range(k)]),
                                   dtype=torch.float32, device=images.device).view(b, k)
         if self.baseline == "greedy":
             was_training = model.training
@@ -121,7 +116,7 @@ class SelfCriticalLoss:
                 greedy_state = state if not was_training else model.init_state(images)  # eval-mode encoding
                 g = decoding.greedy(model, images, self.max_len, state=greedy_state)
             model.train(was_training)
-            base = torch.as_tensor(self.reward(self._words(g.tokens), ids), dtype=torch.float32,
+            base = torch.as_tensor(self.reward(self.words(g.tokens), ids), dtype=torch.float32,
                                    device=images.device).unsqueeze(1).expand(b, k)
         else:
             base = mean_of_others(rewards)

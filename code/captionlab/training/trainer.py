@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from .. import progress as P
-from ..captioner import Captioner
+from ..captioner import Captioner, read_model
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import RunConfig, save_config
 from ..data.adapters import load_dataset
@@ -82,20 +82,14 @@ def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, prog
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "steps.csv", "tensorboard", "config.yaml", "curves.png")
 
 
-def _init_from(cfg: RunConfig, path: Path, load_weights: bool) -> tuple[RunConfig, Vocabulary, torch.nn.Module]:
-    """The run takes the checkpoint's model config and vocabulary; the encoder is built without
-    pretrained weights (they are in the file) but stays as trainable as it was."""
-    ckpt = read_checkpoint(path)
-    model_cfg = RunConfig.from_dict(ckpt["config"]).model
-    enc = model_cfg.encoder
-    build_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(enc, pretrained=False))
-    vocab = Vocabulary(ckpt["vocab"])
-    model = build_model(build_cfg, len(vocab))
-    if load_weights:
-        model.load_state_dict(ckpt["model"])
+def _init_from(cfg: RunConfig, path: Path) -> tuple[RunConfig, Vocabulary, torch.nn.Module]:
+    """The run takes the checkpoint's model config, vocabulary and weights; the encoder stays as
+    trainable as it was (read_model builds it without pretrained weights, which would make it trainable)."""
+    model, vocab, ckpt_cfg = read_model(path)
+    enc = ckpt_cfg.model.encoder
     if hasattr(model, "encoder") and hasattr(model.encoder, "set_trainable"):
         model.encoder.set_trainable(enc.fine_tune or not enc.pretrained)
-    return dataclasses.replace(cfg, model=model_cfg), vocab, model
+    return dataclasses.replace(cfg, model=ckpt_cfg.model), vocab, model
 
 
 class _FeatureSource:
@@ -192,11 +186,11 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         dataset = load_dataset(cfg.data) if info.is_main else None  # rank 0 first: it may generate data
         D.barrier(info)
         dataset = dataset or load_dataset(cfg.data)
-    vocab = build_vocab(cfg, dataset)
     if t.init_from:  # e.g. SCST from a cross-entropy checkpoint: its architecture, vocabulary and weights
-        cfg, vocab, model = _init_from(cfg, resolve(t.init_from), load_weights=not resume)
+        cfg, vocab, model = _init_from(cfg, resolve(t.init_from))  # a resume then loads last.pt over them
         model = model.to(device)
     else:
+        vocab = build_vocab(cfg, dataset)
         model = build_model(cfg.model, len(vocab)).to(device)
     encoder = getattr(model, "encoder", None)
     if t.fine_tune_from_epoch is not None:
@@ -233,7 +227,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     train_set = CaptionGroups(dataset.split("train"), vocab, captioner.tokenizer, captioner.transform,
                               cfg.data.max_caption_len, t.seq_per_img, t.seed)
     if hasattr(loss_fn, "prepare"):  # e.g. SCST: rewards need every training image's references
-        loss_fn.prepare(train_set.records, vocab, captioner.tokenizer)
+        loss_fn.prepare(train_set.records, captioner.words)
     steps_per_epoch = math.ceil(len(train_set) / (t.batch_size * info.world_size))
     if info.is_main:  # the run can start: only now does its folder appear
         _create_run_dir(run_dir, bool(resume), overwrite)
