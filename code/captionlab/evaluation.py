@@ -12,6 +12,7 @@ from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_image
 from .metrics import ALL_METRICS, score
 from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
 from .metrics.grounding import grounding_rate
+from .metrics.tables import markdown_table
 from .metrics.coco import write_json
 
 
@@ -95,10 +96,7 @@ def attribute_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
 def format_table(rows: dict[str, dict[str, Any]]) -> str:
     """A markdown table of the numeric metrics, one row per named result (e.g. model or beam size)."""
     keys = [k for k, v in next(iter(rows.values())).items() if isinstance(v, (int, float))]
-    head = "| " + " | ".join(["run", *keys]) + " |"
-    sep = "|" + "|".join(["---"] * (len(keys) + 1)) + "|"
-    body = ["| " + " | ".join([name, *(f"{r[k]:.3f}" for k in keys)]) + " |" for name, r in rows.items()]
-    return "\n".join([head, sep, *body])
+    return markdown_table(rows, "run", keys)
 
 
 def format_report(name: str, metrics: dict[str, Any]) -> str:

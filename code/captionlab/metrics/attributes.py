@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..data.dataset import ImageRecord
 from ..data.synthetic import COLOURS, COLS, NUMBERS, ROWS, SHAPES, SIZES
+from .tables import markdown_table
 
 ATTRIBUTES = ("colour", "shape", "size", "position", "count")
 _SHAPE_WORDS = {w: s for s, words in SHAPES.items() for w in words}
@@ -149,8 +150,4 @@ def is_synthetic(records: Sequence[ImageRecord]) -> bool:
 
 
 def format_attribute_table(rows: Mapping[str, Mapping[str, float]]) -> str:
-    keys = (*ATTRIBUTES, "overall")
-    head = "| attribute accuracy | " + " | ".join(keys) + " |"
-    sep = "|" + "|".join(["---"] * (len(keys) + 1)) + "|"
-    body = ["| " + " | ".join([name, *(f"{r[k]:.3f}" for k in keys)]) + " |" for name, r in rows.items()]
-    return "\n".join([head, sep, *body])
+    return markdown_table(rows, "attribute accuracy", (*ATTRIBUTES, "overall"))
