@@ -13,7 +13,8 @@ from PIL import Image
 
 from . import decoding
 from .config import RunConfig
-from .data.images import build_transform, load_image, to_rgb
+from .data.images import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image, to_rgb
+from .data.lm_vocab import load_vocab
 from .data.tokenizers import build_tokenizer
 from .data.vocab import Vocabulary
 from .models import CaptionModel, build_model
@@ -44,7 +45,8 @@ class Captioner:
         self.vocab = vocab
         self.config = config
         self.tokenizer = build_tokenizer(config.data.tokenizer)
-        self.transform = build_transform(config.data.image_size, config.data.resize)
+        mean, std = getattr(model, "image_norm", (IMAGENET_MEAN, IMAGENET_STD))  # CLIP has its own
+        self.transform = build_transform(config.data.image_size, config.data.resize, mean, std)
 
     def words(self, tokens: torch.Tensor) -> list[str]:
         """Token ids (batch, T) -> caption strings."""
@@ -97,8 +99,8 @@ def read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
     cfg = RunConfig.from_dict(ckpt["config"])
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.encoder.pretrained = False
-    vocab = Vocabulary(ckpt["vocab"])
-    model = build_model(model_cfg, len(vocab))
+    vocab = load_vocab(ckpt["vocab"])
+    model = build_model(model_cfg, len(vocab), vocab=vocab, assets=ckpt.get("assets"))
     model.load_state_dict(ckpt["model"])
     return model, vocab, cfg
 

@@ -27,19 +27,24 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, *, model_state: dict[str, torch.Tensor], config: dict[str, Any],
-                    vocab: list[str], epoch: int, metrics: dict[str, float] | None = None,
-                    optimizer: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """``epoch``: how many epochs are complete."""
+                    vocab: list[str] | dict[str, Any], epoch: int, metrics: dict[str, float] | None = None,
+                    optimizer: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    assets: dict[str, Any] | None = None) -> Path:
+    """``epoch``: how many epochs are complete. ``vocab``: a word list, or (models that use a language
+    model's tokenizer) a dict of that tokenizer's files. ``assets``: what rebuilding the model needs
+    beyond its config and weights (ClipCap: the CLIP and GPT-2 architectures)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "format": FORMAT, "model": {k: v.detach().cpu() for k, v in model_state.items()},
-        "config": config, "vocab": list(vocab), "epoch": int(epoch), "metrics": dict(metrics or {}),
+        "config": config, "vocab": vocab if isinstance(vocab, dict) else list(vocab), "epoch": int(epoch), "metrics": dict(metrics or {}),
     }
     if optimizer is not None:
         payload["optimizer"] = optimizer
     if extra:
         payload["extra"] = extra
+    if assets:
+        payload["assets"] = assets
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

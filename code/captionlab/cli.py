@@ -22,6 +22,7 @@ DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 EPILOG = """examples:
   captionlab demo                                          # the whole story on the synthetic set
   captionlab train code/configs/cnn_gru.yaml train.epochs=5
+  captionlab tiny-hf code/configs/tiny/clipcap_mlp.yaml     # random CLIP/GPT-2 stand-ins, then train it
   captionlab evaluate output/model_ckpt/cnn_gru/best.pt --split test --beam-size 3
   captionlab caption output/model_ckpt/cnn_gru/best.pt photo.jpg photos/
   captionlab score results.json annotations.json
@@ -59,8 +60,16 @@ def _overrides(a: argparse.Namespace) -> list[str]:
 def cmd_synth(a: argparse.Namespace) -> None:
     from .data import synthetic
 
-    ann = synthetic.generate(a.out, n=a.n, seed=a.seed, size=a.size)
+    ann = synthetic.generate(a.out, n=a.n, seed=a.seed, size=a.size, lang=a.lang)
     print(f"wrote {ann}")
+
+
+def cmd_tiny_hf(a: argparse.Namespace) -> None:
+    from .config import load_config
+    from .models.hf import write_tiny_models
+
+    clip, lm = write_tiny_models(load_config(a.config, _overrides(a)), a.overwrite)
+    print(f"wrote a tiny random CLIPVisionModel to {clip} and GPT2LMHeadModel + tokenizer to {lm}")
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -194,7 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=positive_int, default=5000, help="number of images (10%% val, 10%% test)")
     s.add_argument("--seed", type=int, default=0, help="random seed of the scenes and captions")
     s.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
+    s.add_argument("--lang", choices=["en", "zh"], default="en",
+                   help="caption language: zh writes Chinese captions for the same scenes (train them with "
+                        "data.tokenizer=zh_char or zh_jieba and data.synthetic_lang=zh)")
     s.set_defaults(func=cmd_synth)
+
+    s = command("tiny-hf", "write tiny random CLIP and GPT-2 models (real classes, save_pretrained layout) to a "
+                           "ClipCap config's model.clip / model.lm: ClipCap offline, without real weights")
+    s.add_argument("config", help="a ClipCap config, e.g. code/configs/tiny/clipcap_mlp.yaml")
+    s.add_argument("--overwrite", action="store_true", help="replace existing directories")
+    overrides(s)
+    s.set_defaults(func=cmd_tiny_hf)
 
     s = command("train", "train a captioner from a YAML config")
     s.add_argument("config", help="YAML run config, e.g. code/configs/cnn_gru.yaml")
@@ -207,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("--data", help="dataset path (default: the one in the checkpoint's config)")
-        s.add_argument("--format", choices=["synthetic", "karpathy", "deepfashion", "folder"],
+        s.add_argument("--format", choices=["synthetic", "karpathy", "deepfashion", "tsv", "folder"],
                        help="format of --data (default: the checkpoint's data.format)")
         s.add_argument("--image-root", help="folder the dataset's image paths are relative to "
                                             "(default: the annotation file's folder)")

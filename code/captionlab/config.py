@@ -38,10 +38,10 @@ def opt(default: Any, *, min: float | None = None, max: float | None = None, bel
 
 @dataclass
 class DataConfig:
-    format: str = opt("synthetic", registry="dataset format", help="synthetic | karpathy | deepfashion | folder")
+    format: str = opt("synthetic", registry="dataset format", help="synthetic | karpathy | deepfashion | tsv | folder")
     path: str = "dataset/synthetic"
     image_root: str | None = None  # defaults to the annotation file's folder
-    tokenizer: str = opt("en_word", registry="tokenizer")
+    tokenizer: str = opt("en_word", registry="tokenizer", help="en_word | zh_char | zh_jieba")
     min_freq: int = opt(1, min=1)
     max_caption_len: int = opt(30, min=1, help="training captions are cut to this many words")
     image_size: int = opt(224, min=16, help="square side fed to the encoder")
@@ -54,9 +54,10 @@ class DataConfig:
     synthetic_n: int = opt(5000, min=3, help="format synthetic: images generated into `path` when absent")
     synthetic_seed: int = opt(0, min=0)
     synthetic_size: int = opt(128, min=16)
+    synthetic_lang: str = opt("en", choices=("en", "zh"), help="language of the synthetic captions")
 
 
-ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vit_b_16", "vit_b_32", "vit_tiny")
 
 
 @dataclass
@@ -65,6 +66,8 @@ class EncoderConfig:
     pretrained: bool = True
     weights: str | None = None  # local state_dict file; else torchvision's cache
     fine_tune: bool = False  # train the CNN too (always true when pretrained is false)
+    image_size: int = opt(224, min=16, help="ViT encoders: the side their position grid is built for "
+                                           "(other input sizes are interpolated)")
 
 
 @dataclass
@@ -80,6 +83,19 @@ class ModelConfig:
     cell: str = opt("lstm", choices=("lstm", "gru"), help="show_attend_tell's recurrent cell")
     sentinel_bias: float = opt(-6.0, help="adaptive_attention: initial score offset of the visual sentinel")
     blind: bool = False  # ablation: zero the image features, so only the language prior is learned
+    # Transformer decoder (vit_transformer) and ClipCap's transformer mapper
+    num_heads: int = opt(8, min=1)
+    ff_dim: int = opt(2048, min=1, help="feed-forward width of the transformer decoder")
+    positions: str = opt("learned", choices=("learned", "sinusoidal"))
+    max_positions: int = opt(64, min=2, help="longest caption (in tokens) the decoder has positions for")
+    tie_embeddings: bool = False  # share the input embedding with the output layer
+    # ClipCap: CLIP vision model + mapper + GPT-2, each from a local Hugging Face directory
+    clip: str | None = None
+    lm: str | None = None
+    prefix_len: int = opt(10, min=1, help="clipcap: prefix embeddings the mapper gives the language model")
+    mapper: str = opt("mlp", choices=("mlp", "transformer"))
+    mapper_layers: int = opt(8, min=1)
+    lm_frozen: bool = False  # clipcap: train only the mapper (S4's transformer-mapper recipe)
 
 
 _REWARD = r"(CIDEr|Bleu_4|METEOR)(:\d+(\.\d*)?)?"

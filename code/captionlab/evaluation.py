@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from . import progress as P
 from .captioner import Captioner, load_checkpoint
 from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_images
+from .data.tokenizers import Tokenizer
 from .metrics import ALL_METRICS, score
 from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
 from .metrics.grounding import grounding_rate
@@ -36,6 +37,17 @@ def caption_records(captioner: Captioner, records: Sequence[ImageRecord], beam_s
     return out
 
 
+def scoring_inputs(tokenizer: Tokenizer, captions: dict[Any, str], references: dict[Any, list[str]],
+                   metric_tokenizer: str) -> tuple[dict[Any, str], dict[Any, list[str]], str]:
+    """Chinese (a tokenizer that the PTB tokenizer would mangle) is scored on its own tokens joined
+    by spaces, as Chinese captioning benchmarks do; English passes through unchanged."""
+    if tokenizer.ptb_scoring:
+        return captions, references, metric_tokenizer
+    join = lambda text: " ".join(tokenizer.tokenize(text))  # noqa: E731
+    return ({k: join(c) for k, c in captions.items()}, {k: [join(r) for r in v] for k, v in references.items()},
+            "simple")
+
+
 def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "test", beam_size: int = 3,
                    max_len: int = 20, metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb",
                    batch_size: int = 64, num_workers: int = 0, out_dir: str | Path | None = None,
@@ -47,14 +59,19 @@ def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "
     records = dataset.split(split)
     if grounding and not is_synthetic(records):
         raise ValueError("the grounding rate needs object boxes: the synthetic dataset has them")
+    if grounding and not captioner.tokenizer.ptb_scoring:
+        raise ValueError("the grounding rate reads English object words; this model writes "
+                         f"{captioner.config.data.tokenizer} tokens")
     captions = caption_records(captioner, records, beam_size, max_len, batch_size, num_workers, progress,
                                desc=f"captioning {split}", with_attention=grounding)
     traces = captions if grounding else None
     if traces is not None:
         captions = {k: t.caption for k, t in traces.items()}
     results = [{"image_id": k, "caption": v} for k, v in captions.items()]
-    scores: dict[str, Any] = score(captions, dataset.references(split), metrics, tokenizer)
-    if is_synthetic(records):  # the synthesiser's truth lets us say which attributes the model gets right
+    caps, refs, tokenizer = scoring_inputs(captioner.tokenizer, captions, dataset.references(split), tokenizer)
+    scores: dict[str, Any] = score(caps, refs, metrics, tokenizer)
+    english = captioner.tokenizer.ptb_scoring  # the attribute parser and grounding read English words
+    if is_synthetic(records) and english:  # the synthesiser's truth lets us say which attributes the model gets right
         scores["attribute_accuracy"] = attribute_accuracy(captions, records)
     if traces is not None:
         scores["grounding"] = grounding_rate(traces, records)

@@ -77,7 +77,8 @@ def load_synthetic(cfg: DataConfig) -> CaptionDataset:
     """The embedded default: generated into ``path`` on first use (deterministic), then read as Karpathy JSON."""
     from . import synthetic
 
-    ann = synthetic.ensure(resolve(cfg.path), cfg.synthetic_n, cfg.synthetic_seed, cfg.synthetic_size)
+    ann = synthetic.ensure(resolve(cfg.path), cfg.synthetic_n, cfg.synthetic_seed, cfg.synthetic_size,
+                           cfg.synthetic_lang)
     return load_karpathy(dataclasses.replace(cfg, format="karpathy", path=str(ann), image_root=None))
 
 
@@ -116,6 +117,53 @@ def _fashion_captions(path: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object mapping image file name -> caption")
     return {name: _caption(text, f"{path}: entry {name!r}") for name, text in data.items()}
+
+
+@ADAPTERS.register("tsv")
+def load_tsv(cfg: DataConfig) -> CaptionDataset:
+    """S4's format: ``image_id<TAB>caption`` per line, several lines per image (a header line
+    ``image_id<TAB>caption`` is skipped), images in ``image_root`` (default: an ``images`` folder beside
+    the file, else the file's folder) named ``image_id`` or ``image_id`` + a usual extension. Images
+    are split like deepfashion's: seeded ``test_fraction``, then ``val_fraction`` of the rest."""
+    path = resolve(cfg.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    root = resolve(cfg.image_root) if cfg.image_root else (
+        path.parent / "images" if (path.parent / "images").is_dir() else path.parent)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    captions: dict[str, list[str]] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or (n == 1 and line.lower().startswith("image_id\t")):
+            continue
+        if "\t" not in line:
+            raise ValueError(f"{path}: line {n}: expected image_id<TAB>caption, got {line[:60]!r}")
+        image_id, text = line.split("\t", 1)
+        captions.setdefault(image_id.strip(), []).append(_caption(text, f"{path}: line {n} ({image_id.strip()})"))
+    if not captions:
+        raise ValueError(f"{path}: no image_id<TAB>caption lines")
+    names = sorted(captions)
+    rng = random.Random(cfg.split_seed)
+    rng.shuffle(names)
+    n_test = round(len(names) * cfg.test_fraction)
+    n_val = round((len(names) - n_test) * cfg.val_fraction)
+    split = {name: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, name in enumerate(names)}
+    records = [ImageRecord(i, _image_file(root, name), split[name], captions[name])
+               for i, name in enumerate(sorted(captions))]
+    return CaptionDataset(path.stem, records, path)
+
+
+def _image_file(root: Path, image_id: str) -> Path:
+    """``root/image_id`` if it exists, else the first ``root/image_id.<ext>`` that does."""
+    direct = root / image_id
+    if direct.suffix.lower() in IMAGE_EXTS or direct.is_file():
+        return direct
+    for ext in sorted(IMAGE_EXTS):
+        if (root / f"{image_id}{ext}").is_file():
+            return root / f"{image_id}{ext}"
+    return direct  # reported as missing by check_images, with the on_bad_image policy
 
 
 @ADAPTERS.register("folder")

@@ -65,12 +65,13 @@ def check_image(path: str | os.PathLike) -> None:
         raise BadImageError(f"cannot read image {path}: {e}") from None
 
 
-def build_transform(image_size: int, resize: int | None = None) -> transforms.Compose:
+def build_transform(image_size: int, resize: int | None = None, mean: tuple[float, ...] = IMAGENET_MEAN,
+                    std: tuple[float, ...] = IMAGENET_STD) -> transforms.Compose:
     return transforms.Compose([
         transforms.Resize(resize or image_size),
         transforms.CenterCrop(image_size),
         transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        transforms.Normalize(mean, std),
     ])
 
 

@@ -17,9 +17,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..progress import progress
-from .tokenizers import EnglishWordTokenizer
+from .synthetic_zh import captions_zh
+from .tokenizers import ChineseCharTokenizer, EnglishWordTokenizer
 
-_TOKENIZER = EnglishWordTokenizer()
+_TOKENIZERS = {"en": EnglishWordTokenizer(), "zh": ChineseCharTokenizer()}
 
 COLOURS = {
     "red": (215, 40, 40), "green": (40, 160, 60), "blue": (45, 75, 215), "yellow": (235, 205, 35),
@@ -145,8 +146,11 @@ def render_scene(rng: random.Random, size: int, max_objects: int = 3) -> tuple[I
 
 
 def generate(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128, val_fraction: float = 0.1,
-             test_fraction: float = 0.1, max_objects: int = 3) -> Path:
-    """Write ``images/*.png`` and ``dataset_synthetic.json`` (Karpathy format). Same arguments, same bytes."""
+             test_fraction: float = 0.1, max_objects: int = 3, lang: str = "en") -> Path:
+    """Write ``images/*.png`` and ``dataset_synthetic.json`` (Karpathy format). Same arguments, same bytes.
+    ``lang="zh"``: the same scenes with Chinese captions (``tokens`` are characters)."""
+    if lang not in _TOKENIZERS:
+        raise ValueError(f"synthetic captions come in {', '.join(_TOKENIZERS)}, not {lang!r}")
     if n < 3:
         raise ValueError("the synthetic dataset needs n >= 3 (train, val and test each get an image)")
     out = Path(out)
@@ -160,27 +164,29 @@ def generate(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128, val
         name = f"synth_{i:06d}.png"
         img.save(out / "images" / name, optimize=False)
         split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-        caps = captions_for(objs, rng)
+        caps = captions_for(objs, rng) if lang == "en" else captions_zh(objs, rng)
         images.append({
             "filepath": "images", "filename": name, "imgid": i, "split": split,
-            "sentences": [{"tokens": _TOKENIZER.tokenize(c), "raw": c, "imgid": i, "sentid": i * 10 + j}
+            "sentences": [{"tokens": _TOKENIZERS[lang].tokenize(c), "raw": c, "imgid": i, "sentid": i * 10 + j}
                           for j, c in enumerate(caps)],
             "objects": [{"name": f"{o.size} {o.colour} {o.shape}", "bbox": list(o.bbox)} for o in objs],
         })
-    meta = {"generator": "captionlab.synthetic", "version": VERSION, "n": n, "seed": seed, "size": size, "max_objects": max_objects}
+    meta = {"generator": "captionlab.synthetic", "version": VERSION, "n": n, "seed": seed, "size": size, "max_objects": max_objects,
+            "lang": lang}
     ann = out / "dataset_synthetic.json"
     ann.write_text(json.dumps({"dataset": "synthetic", "meta": meta, "images": images}, indent=1))
     return ann
 
 
-def ensure(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128) -> Path:
+def ensure(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128, lang: str = "en") -> Path:
     """Generate unless a dataset made with the same arguments is already there."""
     ann = Path(out) / "dataset_synthetic.json"
     if ann.is_file():
         try:
             meta = json.loads(ann.read_text()).get("meta", {})
-            if (meta.get("version"), meta.get("n"), meta.get("seed"), meta.get("size")) == (VERSION, n, seed, size):
+            have = (meta.get("version"), meta.get("n"), meta.get("seed"), meta.get("size"), meta.get("lang", "en"))
+            if have == (VERSION, n, seed, size, lang):
                 return ann
         except json.JSONDecodeError:
             pass
-    return generate(out, n=n, seed=seed, size=size)
+    return generate(out, n=n, seed=seed, size=size, lang=lang)

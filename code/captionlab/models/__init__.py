@@ -1,5 +1,5 @@
 """Captioning models. Importing this package registers every model family."""
-from . import attention, show_tell  # noqa: F401  (registers show_attend_tell, adaptive_attention, cnn_gru, show_tell)
+from . import attention, clipcap, show_tell, transformer  # noqa: F401  (registers every model family by name)
 from .base import CaptionModel, State
 from .registry import MODELS, build_model
 

@@ -25,9 +25,10 @@ from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
 from ..data.tokenizers import build_tokenizer
 from ..data.vocab import Vocabulary
-from ..evaluation import caption_records
+from ..evaluation import caption_records, scoring_inputs
 from ..metrics import FAST_METRICS, score
-from ..models import build_model
+from ..data.lm_vocab import LMVocabulary
+from ..models import MODELS, build_model
 from ..models.base import FeatureInput
 from ..paths import resolve
 from . import distributed as D
@@ -65,7 +66,11 @@ def lr_factor(cfg: RunConfig, epoch: int, step: int) -> float:
     return f * min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else f
 
 
-def build_vocab(cfg: RunConfig, dataset: CaptionDataset) -> Vocabulary:
+def build_vocab(cfg: RunConfig, dataset: CaptionDataset) -> Vocabulary | LMVocabulary:
+    """Words of the training captions; or, for a model that writes through a language model
+    (ClipCap), that model's own tokenizer."""
+    if getattr(MODELS.get(cfg.model.name), "uses_lm_vocab", False):
+        return LMVocabulary.from_dir(cfg.model.lm, cfg.data.tokenizer)
     tok = build_tokenizer(cfg.data.tokenizer)
     return Vocabulary.build((tok.tokenize(c) for r in dataset.split("train") for c in r.captions),
                             cfg.data.min_freq)
@@ -76,7 +81,8 @@ def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, prog
     t = cfg.train
     caps = caption_records(captioner, dataset.split("val"), t.val_beam_size, t.val_max_len, t.val_batch_size,
                            cfg.data.num_workers, progress, desc="validating")
-    return score(caps, dataset.references("val"), FAST_METRICS, tokenizer="simple", fast_cider=True)
+    caps, refs, _ = scoring_inputs(captioner.tokenizer, caps, dataset.references("val"), "simple")
+    return score(caps, refs, FAST_METRICS, tokenizer="simple", fast_cider=True)
 
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "steps.csv", "tensorboard", "config.yaml", "curves.png")
@@ -144,6 +150,11 @@ def _create_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def encoder_name(cfg: RunConfig) -> str:
+    m = cfg.model
+    return f"CLIP {m.clip} + LM {m.lm}" if getattr(MODELS.get(m.name), "uses_lm_vocab", False) else m.encoder.name
+
+
 def describe_run(cfg: RunConfig, run_dir: Path, dataset: CaptionDataset, vocab: Vocabulary, model: torch.nn.Module,
                  device: torch.device, steps_per_epoch: int, world_size: int) -> str:
     """What a user wants to see before the first epoch: data, vocabulary, model size, device, where it goes."""
@@ -157,7 +168,7 @@ def describe_run(cfg: RunConfig, run_dir: Path, dataset: CaptionDataset, vocab: 
         f"run      {run_dir}",
         f"data     {cfg.data.format} at {resolve(cfg.data.path)}: {splits} images",
         f"vocab    {len(vocab)} tokens (tokenizer {cfg.data.tokenizer}, min_freq {cfg.data.min_freq})",
-        f"model    {cfg.model.name} with {cfg.model.encoder.name}: {total / 1e6:.2f} M parameters, "
+        f"model    {cfg.model.name} with {encoder_name(cfg)}: {total / 1e6:.2f} M parameters, "
         f"{trainable / 1e6:.2f} M trainable",
         f"device   {dev}",
         f"schedule {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size} images x {t.seq_per_img} captions",
@@ -191,7 +202,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         model = model.to(device)
     else:
         vocab = build_vocab(cfg, dataset)
-        model = build_model(cfg.model, len(vocab)).to(device)
+        model = build_model(cfg.model, len(vocab), vocab=vocab).to(device)
     encoder = getattr(model, "encoder", None)
     if t.fine_tune_from_epoch is not None:
         if encoder is None or encoder.trainable:
@@ -241,6 +252,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         save_config(cfg, run_dir / "config.yaml")
         log.truncate_after(done, global_step)
 
+    model_assets = model.assets() if hasattr(model, "assets") else None
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
     # a loss that decodes (SCST) calls init_state/step rather than forward, so DDP's hooks cannot sync:
     # it drives the bare model and the gradients are averaged by hand
@@ -314,7 +326,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                 if improved:
                     best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
                 common = dict(model_state=model.state_dict(), config=cfg.to_dict(), vocab=vocab.to_list(),
-                              epoch=epoch + 1, metrics=metrics)
+                              epoch=epoch + 1, metrics=metrics, assets=model_assets)
                 extra = {"global_step": global_step, "best": best}
                 if improved:
                     save_checkpoint(run_dir / "best.pt", **common, extra=extra)

@@ -1,0 +1,149 @@
+"""Hugging Face models from local directories, and their key/value caches as ``State`` entries.
+
+Real weights load with ``from_pretrained(local_files_only=True)`` from a directory laid out as
+``save_pretrained`` writes it; nothing is downloaded. A missing directory fails with a message
+naming the config key and what to put there. Tests build tiny random models of the same classes
+(``save_tiny_clip``, ``save_tiny_gpt2``) and load them back through this same path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from ..paths import resolve
+from .encoders import MissingWeightsError
+
+CACHE_PREFIX = "lm_"
+
+
+def require_dir(path: str | Path | None, key: str) -> Path:
+    """The local model directory behind config ``key``, or a message saying what belongs there."""
+    if not path:
+        raise MissingWeightsError(f"{key} is not set: give the local directory of a Hugging Face model "
+                                  f"(the files save_pretrained writes: config.json, model.safetensors, ...), "
+                                  f"e.g. {key}=/models/clip-vit-base-patch32")
+    p = resolve(path)
+    if not p.is_dir():
+        raise MissingWeightsError(
+            f"{key}: directory not found: {p}. captionlab never downloads weights: put a Hugging Face model "
+            f"there (e.g. `huggingface-cli download openai/clip-vit-base-patch32 --local-dir {p}` or "
+            f"`gpt2` on a machine with access, then copy it), or point {key} at one")
+    if not (p / "config.json").is_file():
+        raise MissingWeightsError(f"{key}: {p} has no config.json: not a Hugging Face model directory "
+                                  "(save_pretrained writes config.json and the weights)")
+    return p
+
+
+def quiet() -> None:
+    """transformers' per-load progress bars and notices would flood training logs."""
+    from transformers.utils import logging as hf_logging
+
+    from huggingface_hub.utils import disable_progress_bars
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
+def load_pretrained(cls: Any, path: str | Path | None, key: str) -> Any:
+    quiet()
+    return cls.from_pretrained(str(require_dir(path, key)), local_files_only=True)
+
+
+# ---------------------------------------------------------------- key/value cache <-> State
+# transformers 5 hands back a Cache object; the decoding engine needs plain batch-first tensors it
+# can reorder (State.select). These two functions are the only place the two meet.
+
+
+def cache_to_state(cache: Any) -> dict[str, torch.Tensor]:
+    """A transformers Cache -> {lm_k{i}, lm_v{i}: (rows, heads, t, head_dim)}."""
+    out = {}
+    for i, layer in enumerate(cache.layers):
+        out[f"{CACHE_PREFIX}k{i}"], out[f"{CACHE_PREFIX}v{i}"] = layer.keys, layer.values
+    return out
+
+
+def state_to_cache(state: dict[str, torch.Tensor], layers: int) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(state[f"{CACHE_PREFIX}k{i}"], state[f"{CACHE_PREFIX}v{i}"])
+                                        for i in range(layers)])
+
+
+# ---------------------------------------------------------------- tiny random stand-ins (offline)
+
+
+def save_tiny_clip(out: str | Path, image_size: int = 96, patch_size: int = 16, hidden: int = 64,
+                   layers: int = 2, seed: int = 0) -> Path:
+    """A random CLIPVisionModel of the real class, written with save_pretrained."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    quiet()
+    torch.manual_seed(seed)
+    cfg = CLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                           num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=hidden)
+    CLIPVisionModel(cfg).save_pretrained(out)
+    return Path(out)
+
+
+def save_tiny_gpt2(out: str | Path, texts: Iterable[str], chinese: bool = False, hidden: int = 64,
+                   layers: int = 2, seed: int = 0) -> Path:
+    """A random GPT2LMHeadModel with a tokenizer trained on ``texts``: byte-level BPE (GPT-2's kind),
+    or for ``chinese`` a character vocabulary with a BERT-style tokenizer, as common Chinese GPT-2
+    checkpoints have. Both written with save_pretrained, as a real model directory is."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    quiet()
+    texts = list(texts)
+    tok = _bert_char_tokenizer(texts, Path(out)) if chinese else _byte_bpe_tokenizer(texts)
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
+    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=hidden, n_layer=layers, n_head=4,
+                     bos_token_id=bos, eos_token_id=eos)
+    GPT2LMHeadModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return Path(out)
+
+
+def _byte_bpe_tokenizer(texts: list[str]) -> Any:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
+    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
+                             eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+
+
+def _bert_char_tokenizer(texts: list[str], out: Path) -> Any:
+    from transformers import BertTokenizerFast
+
+    chars = sorted({c for t in texts for c in t.lower() if not c.isspace()})
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = out / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n", encoding="utf-8")
+    return BertTokenizerFast(vocab=str(vocab), do_lower_case=True, tokenize_chinese_chars=True)
+
+
+def write_tiny_models(cfg: Any, overwrite: bool = False) -> tuple[Path, Path]:
+    """Random stand-ins at a config's ``model.clip`` and ``model.lm``, the GPT-2 tokenizer trained on
+    its training captions (``captionlab tiny-hf``): ClipCap runs offline end to end, with the very
+    classes and loading path real checkpoints use. Chinese data gets a BERT-style character tokenizer."""
+    from ..data.adapters import load_dataset
+    from ..data.tokenizers import build_tokenizer
+
+    m = cfg.model
+    if not m.clip or not m.lm:
+        raise ValueError("the config sets no model.clip / model.lm directories to write the tiny models to")
+    clip, lm = resolve(m.clip), resolve(m.lm)
+    for p in (clip, lm):
+        if p.exists() and not overwrite:
+            raise FileExistsError(f"{p} already exists; pass --overwrite to replace it with a tiny random model")
+    words = build_tokenizer(cfg.data.tokenizer)
+    texts = [words.detokenize(words.tokenize(c)) for r in load_dataset(cfg.data).split("train") for c in r.captions]
+    save_tiny_clip(clip, image_size=cfg.data.image_size)
+    save_tiny_gpt2(lm, texts, chinese=not words.ptb_scoring)
+    return clip, lm

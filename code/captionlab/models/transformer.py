@@ -1,0 +1,192 @@
+"""ViT + Transformer decoder (S1's best model): causal self-attention over the caption so far,
+cross-attention to the image's patch tokens (a ViT's, or a ResNet grid's).
+
+Decoding is incremental: every layer's self-attention keys/values live in ``State`` as batch-first
+tensors ``k{i}``/``v{i}`` (rows, heads, t, head_dim) that grow by one position per step, so a step
+costs one token, and beam search reorders them with ``State.select`` like any other entry. The
+cross-attention keys/values of the image are per image (``image_k{i}``/``image_v{i}``), computed once
+in ``init_state`` and never copied across beams: a row's query meets its own image's keys through a
+(images, heads, rows_per_image * T, head_dim) view. The last layer's cross-attention (mean over
+heads) is the model's ``attention``, for heat-maps and the grounding rate.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import GridEncoder
+from .base import CaptionModel, State
+from .encoders import ViTEncoder, is_vit
+from .registry import MODELS
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model.hidden_dim ({dim}) must be divisible by model.num_heads ({heads})")
+        self.heads, self.head_dim = heads, dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.o = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, dim) -> (B, heads, T, head_dim)."""
+        return x.view(x.size(0), x.size(1), self.heads, self.head_dim).transpose(1, 2)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(x).chunk(2, -1)
+        return self.split(k), self.split(v)  # each (B, heads, T, head_dim)
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, heads, T, head_dim) -> (B, T, dim) through the output projection."""
+        return self.o(x.transpose(1, 2).flatten(2))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm: self-attention, cross-attention, feed-forward, each with a residual."""
+
+    def __init__(self, dim: int, heads: int, ff: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn = MultiHeadAttention(dim, heads, dropout)
+        self.cross_attn = MultiHeadAttention(dim, heads, dropout)
+        self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, state: State, new: State, i: int, cached: bool,
+                need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (rows, T, dim). ``cached``: x continues the keys/values in ``state`` (T = 1 when stepping)."""
+        sa, p = self.self_attn, self.dropout_p
+        q = sa.split(sa.q(self.norm1(x)))  # (rows, heads, T, head_dim)
+        k, v = sa.keys_values(self.norm1(x))
+        if cached:
+            k, v = torch.cat([state[f"k{i}"], k], 2), torch.cat([state[f"v{i}"], v], 2)  # (rows, heads, t+T, hd)
+            new[f"k{i}"], new[f"v{i}"] = k, v
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=q.size(2) > 1)
+        x = x + self.drop(sa.merge(a))
+        a, weights = cross_attend(self.cross_attn, self.norm2(x), state, i, p, need_weights)
+        x = x + self.drop(a)
+        return x + self.drop(self.ff(self.norm3(x))), weights
+
+    @property
+    def dropout_p(self) -> float:
+        return self.self_attn.dropout if self.training else 0.0
+
+
+def cross_attend(att: MultiHeadAttention, x: torch.Tensor, state: State, i: int, p: float,
+                 need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows' queries x (rows, T, dim) against their image's keys (images, heads, N, head_dim).
+    -> output (rows, T, dim) and, if asked, weights averaged over heads (rows, T, N)."""
+    keys, values = state[f"image_k{i}"], state[f"image_v{i}"]
+    rows, T = x.size(0), x.size(1)
+    n_img, k = keys.size(0), rows // keys.size(0)
+    q = att.split(att.q(x))  # (rows, heads, T, hd)
+    q = q.view(n_img, k, att.heads, T, att.head_dim).transpose(1, 2).reshape(n_img, att.heads, k * T, att.head_dim)
+    if need_weights:
+        w = (q @ keys.transpose(-1, -2) / math.sqrt(att.head_dim)).softmax(-1)  # (images, heads, k*T, N)
+        out = w @ values
+        weights = w.mean(1).view(n_img, k, T, -1).flatten(0, 1)  # (rows, T, N)
+    else:
+        out, weights = F.scaled_dot_product_attention(q, keys, values, dropout_p=p), None
+    out = out.view(n_img, att.heads, k, T, att.head_dim).transpose(1, 2).reshape(rows, att.heads, T, att.head_dim)
+    return att.merge(out), weights
+
+
+def sinusoid(n: int, dim: int) -> torch.Tensor:
+    pos = torch.arange(n).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n, dim)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+    return table  # (n, dim)
+
+
+@MODELS.register("vit_transformer")
+class ViTTransformer(CaptionModel):
+    """ViT patch tokens (or a ResNet grid) -> Transformer decoder with a key/value cache."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
+        super().__init__(vocab_size)
+        d = cfg.hidden_dim
+        self.blind = cfg.blind
+        if feature_dim is None:
+            self.encoder = ViTEncoder(cfg.encoder) if is_vit(cfg.encoder.name) else GridEncoder(cfg)
+            feature_dim = self.encoder.out_dim
+        self.memory = nn.Sequential(nn.Linear(feature_dim, d), nn.LayerNorm(d))
+        self.embed = nn.Embedding(vocab_size, d, padding_idx=self.pad_id)
+        self.max_positions = cfg.max_positions
+        if cfg.positions == "learned":
+            self.positions = nn.Embedding(cfg.max_positions, d)
+        else:
+            self.register_buffer("sinusoid", sinusoid(cfg.max_positions, d), persistent=False)
+            self.positions = None
+        self.layers = nn.ModuleList(DecoderLayer(d, cfg.num_heads, cfg.ff_dim, cfg.dropout)
+                                    for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(d, vocab_size)
+        if cfg.tie_embeddings:
+            self.out.weight = self.embed.weight
+        self.use_cache = True  # False recomputes the whole prefix at every step (benchmarks, tests)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(images)  # (B, N, C)
+        return feats * 0 if self.blind else feats
+
+    def init_state(self, images: torch.Tensor) -> State:
+        return self.init_state_from_features(self.encode(images))
+
+    def init_state_from_features(self, feats: torch.Tensor) -> State:
+        memory = self.memory(feats)  # (B, N, d)
+        state = State()
+        for i, layer in enumerate(self.layers):
+            k, v = layer.cross_attn.keys_values(memory)  # (B, heads, N, hd), once per image
+            state[f"image_k{i}"], state[f"image_v{i}"] = k, v
+            empty = k[:, :, :0]  # (B, heads, 0, hd): the self-attention cache starts empty
+            state[f"k{i}"], state[f"v{i}"] = empty, empty
+        if not self.use_cache:
+            state["prefix"] = torch.empty(feats.size(0), 0, dtype=torch.long, device=feats.device)
+        return state
+
+    def _position(self, start: int, length: int, device: torch.device) -> torch.Tensor:
+        if start + length > self.max_positions:
+            raise ValueError(f"a caption of {start + length} tokens is longer than model.max_positions "
+                             f"({self.max_positions}): decode with a smaller max_len")
+        idx = torch.arange(start, start + length, device=device)
+        return self.positions(idx) if self.positions is not None else self.sinusoid[idx]  # (T, d)
+
+    def _decode(self, tokens: torch.Tensor, state: State, cached: bool,
+                need_weights: bool = False) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """tokens (rows, T) after what ``state`` holds -> logits (rows, T, vocab), new state, last
+        layer's cross-attention (rows, T, N) when asked."""
+        start = state["k0"].size(2) if cached else 0
+        x = self.dropout(self.embed(tokens) + self._position(start, tokens.size(1), tokens.device))  # (rows, T, d)
+        new = State(state)
+        weights = None
+        for i, layer in enumerate(self.layers):
+            x, weights = layer(x, state, new, i, cached, need_weights and i == len(self.layers) - 1)
+        return self.out(self.norm(x)), new, weights
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if self.use_cache:
+            logits, new, weights = self._decode(tokens.unsqueeze(1), state, cached=True, need_weights=True)
+        else:
+            prefix = torch.cat([state["prefix"], tokens.unsqueeze(1)], 1)  # (rows, t+1): all of it again
+            logits, new, weights = self._decode(prefix, state, cached=False, need_weights=True)
+            new["prefix"] = prefix
+        new["attention"] = weights[:, -1]  # (rows, N)
+        return torch.log_softmax(logits[:, -1].float(), -1), new
+
+    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(self.encode(images), captions)
+
+    def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        state = self.expand_for(self.init_state_from_features(feats), captions)
+        logits, _, _ = self._decode(captions[:, :-1], state, cached=False)
+        return logits  # (B*n, T-1, vocab)
