@@ -62,3 +62,40 @@ def trained_attention(tmp_path_factory, synth_root):
     cfg = load_config(CONFIGS / "tiny" / "attention.yaml", [f"train.output_dir={tmp / 'runs'}",
                                                              f"data.path={synth_root / 'tiny'}"])
     return cfg, train(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_vit(tmp_path_factory, synth_root):
+    """The tiny vit_transformer (ViT at 96 px: 6x6 patches, 2-layer decoder) on the tiny synthetic set."""
+    from captionlab.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("vit")
+    cfg = load_config(CONFIGS / "tiny" / "vit_transformer.yaml", [f"train.output_dir={tmp / 'runs'}",
+                                                                   f"data.path={synth_root / 'tiny'}"])
+    return cfg, train(cfg, progress=False)
+
+
+def clipcap_config(name: str, tmp: Path, hf: Path, synth: Path, *overrides: str) -> RunConfig:
+    return load_config(CONFIGS / "tiny" / name, [f"train.output_dir={tmp / 'runs'}", f"data.path={synth}",
+                                                 f"model.clip={hf / 'clip'}", f"model.lm={hf / 'gpt2'}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory, synth_root, trained):
+    """Tiny random CLIPVisionModel and GPT2LMHeadModel (tokenizer trained on the tiny set's captions),
+    written with save_pretrained: what `captionlab tiny-hf` writes. ``trained`` makes the data first."""
+    from captionlab.models.hf import write_tiny_models
+
+    hf = tmp_path_factory.mktemp("hf")
+    write_tiny_models(clipcap_config("clipcap_mlp.yaml", hf, hf, synth_root / "tiny"))
+    return hf
+
+
+@pytest.fixture(scope="session")
+def trained_clipcap(tmp_path_factory, synth_root, tiny_hf):
+    """ClipCap's MLP recipe (GPT-2 fine-tuned) on tiny random CLIP/GPT-2."""
+    from captionlab.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("clipcap")
+    cfg = clipcap_config("clipcap_mlp.yaml", tmp, tiny_hf, synth_root / "tiny")
+    return cfg, train(cfg, progress=False)

@@ -1,0 +1,94 @@
+"""vit_transformer: the key/value cache gives what the teacher-forced pass gives, beams reorder it
+with State.select, and a tiny trained model attends where the objects are."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captionlab import decoding
+from captionlab.captioner import load_checkpoint
+from captionlab.config import EncoderConfig, ModelConfig
+from captionlab.evaluation import evaluate_split
+from captionlab.data.adapters import load_dataset
+from captionlab.models import build_model
+
+
+def tiny(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    enc = kw.pop("encoder", EncoderConfig(name="vit_tiny", pretrained=False, image_size=64))
+    cfg = ModelConfig(name="vit_transformer", encoder=enc, hidden_dim=32, num_heads=4, ff_dim=64, num_layers=2,
+                      dropout=0.0, max_positions=24, **kw)
+    return build_model(cfg, 25).eval()
+
+
+def captions(n: int, T: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    c = torch.randint(4, 25, (n, T), generator=g)
+    c[:, 0] = 1
+    return c
+
+
+def stepped(model, images, caps) -> torch.Tensor:
+    state = model.expand_for(model.init_state(images), caps)
+    out = []
+    for t in range(caps.size(1) - 1):
+        lp, state = model.step(caps[:, t], state)
+        out.append(lp)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"positions": "sinusoidal", "tie_embeddings": True},
+    {"encoder": EncoderConfig(name="resnet18", pretrained=False), "grid_size": 2},
+])
+def test_cached_steps_equal_teacher_forcing(kw):
+    model = tiny(**kw)
+    images = torch.randn(3, 3, 64, 64)
+    caps = captions(6, 10)  # two captions per image: the image keys are shared, not copied
+    with torch.no_grad():
+        full = torch.log_softmax(model(images, caps).float(), -1)
+        # 1e-5, relative to the size of the log-probability (tied embeddings give some of -30)
+        assert torch.allclose(stepped(model, images, caps), full, atol=1e-5, rtol=1e-5)
+        model.use_cache = False  # recomputing the prefix at each step: the same numbers
+        assert torch.allclose(stepped(model, images, caps), full, atol=1e-5, rtol=1e-5)
+
+
+def test_a_step_costs_one_token():
+    model = tiny()
+    state = model.init_state(torch.randn(2, 3, 64, 64))
+    for t in range(5):
+        _, state = model.step(torch.full((2,), 1), state)
+        assert state["k0"].shape[2] == t + 1  # the cache grows by one position per step
+    assert state["image_k0"].shape[0] == 2 and "prefix" not in state
+
+
+def test_batched_beam_equals_one_image_at_a_time():
+    model = tiny()
+    images = torch.randn(4, 3, 64, 64)
+    batched = decoding.beam_search(model, images, beam_size=4, max_len=12)
+    for i in range(4):
+        one = decoding.beam_search(model, images[i:i + 1], beam_size=4, max_len=12)
+        n = one.tokens.size(1)
+        assert torch.equal(batched.tokens[i, :n], one.tokens[0])
+        assert torch.allclose(batched.attention[i, :n], one.attention[0], atol=1e-5)
+    assert batched.attention.shape[-1] == 16  # 4x4 patches at 64 px
+    assert torch.allclose(batched.attention.sum(-1)[batched.tokens != 0], torch.tensor(1.0), atol=1e-5)
+
+
+def test_too_long_for_its_positions_is_a_clear_error():
+    with pytest.raises(ValueError, match="max_positions"):
+        decoding.greedy(tiny(), torch.randn(1, 3, 64, 64), max_len=30)
+
+
+def test_tiny_vit_transformer_learns_and_looks_at_the_objects(trained_vit):
+    cfg, result = trained_vit
+    captioner = load_checkpoint(result.run_dir / "best.pt", "cpu")
+    dataset = load_dataset(cfg.data)
+    _, metrics = evaluate_split(captioner, dataset, "test", beam_size=3, max_len=16, metrics=("Bleu", "CIDEr"),
+                                tokenizer="simple", progress=False, grounding=True)
+    assert metrics["CIDEr"] > 0.6
+    g = metrics["grounding"]
+    assert g["grounding_rate"] > 2 * g["chance_rate"]
+    trace = captioner.caption(dataset.split("test")[0].path, with_attention=True)[0]
+    assert trace.attention.shape[1:] == (6, 6) and len(trace.words) == trace.attention.shape[0]
