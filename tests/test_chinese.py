@@ -106,3 +106,13 @@ def test_chinese_end_to_end_from_the_cli(tmp_path, capsys):
     assert main(["caption", str(ckpt), str(data / "images" / "synth_000000.png")]) == 0
     caption = capsys.readouterr().out.strip().split("\t")[-1]
     assert HAN.search(caption) and " " not in caption
+
+
+def test_self_critical_reward_counts_chinese_tokens():
+    from captionlab.data.tokenizers import metric_text
+    from captionlab.training.scst import Reward
+
+    refs = {0: ["一个红色的圆形", "红色圆形在中间"], 1: ["一个蓝色的方块", "蓝色方块在左边"]}
+    reward = Reward("CIDEr", refs, metric_text(build_tokenizer("zh_char")))
+    right, wrong = reward(["一个红色的圆形", "一个蓝色的方块"], [0, 0])
+    assert right > 0.5 > wrong  # without character tokens each caption would be one unmatched "word"

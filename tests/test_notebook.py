@@ -65,3 +65,18 @@ def test_grid_attention_notebook_executes(tmp_path, monkeypatch):
         assert f"| {name} beam 3 |" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) == 4  # two examples x two attention models
+
+
+def test_transformer_notebook_executes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTIONLAB_CONFIG_DIR", str(TINY.parent))
+    nb = run_notebook("04_transformer_and_clipcap.ipynb", tmp_path, monkeypatch,
+                      f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1 "
+                      f"model.clip={tmp_path / 'hf' / 'clip'} model.lm={tmp_path / 'hf' / 'gpt2'}")
+    text = outputs_text(nb)
+    for name in ("vit_transformer", "clipcap_mlp", "clipcap_transformer"):
+        assert f"| {name} beam 3 |" in text
+    assert "cache on " in text and "cache off" in text and "grounding rate" in text
+    assert "Chinese characters, beam 3" in text and (tmp_path / "data_zh" / "dataset_synthetic.json").is_file()
+    assert (tmp_path / "hf" / "gpt2" / "tokenizer.json").is_file()  # stand-ins written where the overrides say
+    images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    assert len(images) == 1  # the attention panels

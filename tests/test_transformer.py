@@ -92,3 +92,27 @@ def test_tiny_vit_transformer_learns_and_looks_at_the_objects(trained_vit):
     assert g["grounding_rate"] > 2 * g["chance_rate"]
     trace = captioner.caption(dataset.split("test")[0].path, with_attention=True)[0]
     assert trace.attention.shape[1:] == (6, 6) and len(trace.words) == trace.attention.shape[0]
+
+
+def test_pretrained_vit_weights_load_from_a_local_file_at_another_size(tmp_path):
+    """The real-weights path with a stand-in file: torchvision's ViT-B/32 state dict (random here), read
+    from model.encoder.weights and used at 64 px (position grid interpolated from 7x7 to 2x2)."""
+    from torchvision.models import vit_b_32
+
+    from captionlab.models.encoders import MissingWeightsError, ViTEncoder
+
+    torch.manual_seed(0)
+    reference = vit_b_32(weights=None).eval()
+    torch.save(reference.state_dict(), tmp_path / "vit_b_32.pth")
+    enc = ViTEncoder(EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "vit_b_32.pth"),
+                                   image_size=224)).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        ours = enc(x)  # (1, 49, 768) patch tokens
+        theirs = reference.encoder(torch.cat([reference.class_token, reference._process_input(x)], 1))[:, 1:]
+    assert torch.allclose(ours, theirs, atol=1e-5) and not enc.trainable
+    small = ViTEncoder(EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "vit_b_32.pth"),
+                                     image_size=64))
+    assert small(torch.randn(1, 3, 64, 64)).shape == (1, 4, 768)
+    with pytest.raises(MissingWeightsError, match="file not found: .*missing.pth"):
+        ViTEncoder(EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "missing.pth")))

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from . import progress as P
 from .captioner import Captioner, load_checkpoint
 from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_images
-from .data.tokenizers import Tokenizer
+from .data.tokenizers import Tokenizer, metric_text
 from .metrics import ALL_METRICS, score
 from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
 from .metrics.grounding import grounding_rate
@@ -41,9 +41,9 @@ def scoring_inputs(tokenizer: Tokenizer, captions: dict[Any, str], references: d
                    metric_tokenizer: str) -> tuple[dict[Any, str], dict[Any, list[str]], str]:
     """Chinese (a tokenizer that the PTB tokenizer would mangle) is scored on its own tokens joined
     by spaces, as Chinese captioning benchmarks do; English passes through unchanged."""
-    if tokenizer.ptb_scoring:
+    join = metric_text(tokenizer)
+    if join is None:
         return captions, references, metric_tokenizer
-    join = lambda text: " ".join(tokenizer.tokenize(text))  # noqa: E731
     return ({k: join(c) for k, c in captions.items()}, {k: [join(r) for r in v] for k, v in references.items()},
             "simple")
 

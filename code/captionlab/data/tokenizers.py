@@ -7,7 +7,7 @@ benchmarks score space-joined tokens; ``detokenize`` gives the text a reader see
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..registry import Registry
 
@@ -85,6 +85,12 @@ class ChineseJiebaTokenizer:
 
     def detokenize(self, tokens: list[str]) -> str:
         return _join_zh(tokens)
+
+
+def metric_text(tokenizer: Tokenizer) -> Callable[[str], str] | None:
+    """How metrics should see a caption written with ``tokenizer``: None for English (the metrics'
+    own tokenisation applies), else its tokens joined by spaces, as Chinese benchmarks score."""
+    return None if tokenizer.ptb_scoring else (lambda text: " ".join(tokenizer.tokenize(text)))
 
 
 def build_tokenizer(name: str) -> Tokenizer:

@@ -131,7 +131,11 @@ class ViTEncoder(nn.Module):
             net = builder(weights=None)  # built at 224 px, as the weights are
             if cfg.pretrained:
                 state = load_pretrained_state(cfg)
-                net.load_state_dict({k: v for k, v in state.items() if not k.startswith("heads.")}, strict=False)
+                missing, unexpected = net.load_state_dict(
+                    {k: v for k, v in state.items() if not k.startswith("heads.")}, strict=False)
+                if [k for k in missing if not k.startswith("heads.")] or unexpected:
+                    raise ValueError(f"{cfg.name} weights do not match the architecture: missing {missing[:5]}, "
+                                     f"unexpected {unexpected[:5]}")
             if cfg.image_size != net.image_size:
                 pos = _resize_positions(net.encoder.pos_embedding.data, cfg.image_size // net.patch_size)
                 net.encoder.pos_embedding = nn.Parameter(pos)

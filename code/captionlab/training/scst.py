@@ -46,15 +46,18 @@ def mean_of_others(rewards: torch.Tensor) -> torch.Tensor:
 class Reward:
     """Scores captions (word strings) against an image's references; CIDEr-D uses the training df."""
 
-    def __init__(self, spec: str, train_references: dict[int, list[str]]) -> None:
+    def __init__(self, spec: str, train_references: dict[int, list[str]],
+                 text: Callable[[str], str] = simple_tokenize) -> None:
+        """``text``: caption -> space-separated tokens the metrics count (Chinese: its characters or words)."""
         self.weights = parse_reward(spec)
-        self.references = {k: [simple_tokenize(c) for c in v] for k, v in train_references.items()}
+        self.text = text
+        self.references = {k: [text(c) for c in v] for k, v in train_references.items()}
         self.df = DocumentFrequency.from_references(self.references) if "CIDEr" in self.weights else None
         self._meteor = None
 
     def __call__(self, captions: Sequence[str], record_ids: Sequence[int]) -> np.ndarray:
         """captions[i] for the image record_ids[i] (ids may repeat: K samples of one image)."""
-        cands = {i: [simple_tokenize(c)] for i, c in enumerate(captions)}
+        cands = {i: [self.text(c)] for i, c in enumerate(captions)}
         refs = {i: self.references[r] for i, r in enumerate(record_ids)}
         total = np.zeros(len(captions))
         for name, w in self.weights.items():
@@ -94,10 +97,12 @@ class SelfCriticalLoss:
         self.reward: Reward | None = None
         self.words: Callable[[torch.Tensor], list[str]] | None = None
 
-    def prepare(self, records: Sequence[ImageRecord], words: Callable[[torch.Tensor], list[str]]) -> None:
-        """``words``: token ids (N, T) -> caption strings, e.g. ``Captioner.words``."""
+    def prepare(self, records: Sequence[ImageRecord], words: Callable[[torch.Tensor], list[str]],
+                text: Callable[[str], str] = simple_tokenize) -> None:
+        """``words``: token ids (N, T) -> caption strings, e.g. ``Captioner.words``; ``text``: what the
+        reward counts in a caption (see ``metric_text``)."""
         self.words = words
-        self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)})
+        self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)}, text)
 
     def __call__(self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
                  idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:

@@ -23,7 +23,8 @@ from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import RunConfig, save_config
 from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
-from ..data.tokenizers import build_tokenizer
+from ..data.tokenizers import build_tokenizer, metric_text
+from ..metrics.coco import simple_tokenize
 from ..data.vocab import Vocabulary
 from ..evaluation import caption_records, scoring_inputs
 from ..metrics import FAST_METRICS, score
@@ -238,7 +239,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     train_set = CaptionGroups(dataset.split("train"), vocab, captioner.tokenizer, captioner.transform,
                               cfg.data.max_caption_len, t.seq_per_img, t.seed)
     if hasattr(loss_fn, "prepare"):  # e.g. SCST: rewards need every training image's references
-        loss_fn.prepare(train_set.records, captioner.words)
+        loss_fn.prepare(train_set.records, captioner.words, metric_text(captioner.tokenizer) or simple_tokenize)
     steps_per_epoch = math.ceil(len(train_set) / (t.batch_size * info.world_size))
     if info.is_main:  # the run can start: only now does its folder appear
         _create_run_dir(run_dir, bool(resume), overwrite)
