@@ -8,13 +8,13 @@ counted from 0; it is read and converted.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .files import atomic_write
 
 FORMAT = 2
 REQUIRED = ("model", "config", "vocab", "epoch")
@@ -34,7 +34,6 @@ def save_checkpoint(path: str | Path, *, model_state: dict[str, torch.Tensor], c
     model's tokenizer) a dict of that tokenizer's files. ``assets``: what rebuilding the model needs
     beyond its config and weights (ClipCap: the CLIP and GPT-2 architectures)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "format": FORMAT, "model": {k: v.detach().cpu() for k, v in model_state.items()},
         "config": config, "vocab": vocab if isinstance(vocab, dict) else list(vocab), "epoch": int(epoch), "metrics": dict(metrics or {}),
@@ -45,15 +44,7 @@ def save_checkpoint(path: str | Path, *, model_state: dict[str, torch.Tensor], c
         payload["extra"] = extra
     if assets:
         payload["assets"] = assets
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp), "checkpoint")
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -315,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data.images import BadImageError
     from .metrics.coco import JavaMissingError
     from .models.encoders import MissingWeightsError
+    from .training.resume import TrainingStopped
+    from .training.trainer import NonFiniteLossError
 
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
@@ -322,8 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except KeyboardInterrupt:
         return 130
+    except TrainingStopped as e:
+        print(f"captionlab {args.command}: {e}", file=sys.stderr)
+        return e.code
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, BadImageError, MissingWeightsError,
-            JavaMissingError) as e:
+            JavaMissingError, OSError, NonFiniteLossError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"captionlab {args.command}: error: {msg}", file=sys.stderr)
         return 2

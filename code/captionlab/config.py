@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from .files import atomic_write_text
 from .registry import registry_names
 
 
@@ -127,6 +128,9 @@ class TrainConfig:
     device: str = opt("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps", help="auto | cpu | cuda | cuda:N")
     tensorboard: bool = True
     log_every: int = opt(50, min=1)
+    save_every_steps: int = opt(0, min=0, help="also write last.pt every N optimizer steps, for an exact "
+                                              "mid-epoch resume (0: at epoch ends only)")
+    max_bad_steps: int = opt(5, min=1, help="stop after this many non-finite losses in a row (each is skipped)")
     fine_tune_from_epoch: int | None = opt(None, min=1, help="from this epoch on, train the encoder's last "
                                              "fine_tune_blocks stages at encoder_lr (frozen before)")
     fine_tune_blocks: int = opt(2, min=1, max=4)
@@ -323,4 +327,4 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), "config")

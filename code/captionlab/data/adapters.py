@@ -13,6 +13,7 @@ from ..registry import Registry
 from .dataset import CaptionDataset, ImageRecord, check_images
 
 ADAPTERS: Registry[Callable[[DataConfig], CaptionDataset]] = Registry("dataset format")
+KARPATHY_SPLITS = ("train", "restval", "val", "test", "all")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -55,20 +56,32 @@ def load_karpathy(cfg: DataConfig) -> CaptionDataset:
         where = f"{path}: images[{i}]"
         if not isinstance(img, dict) or "filename" not in img or "sentences" not in img:
             raise ValueError(f"{where}: needs 'filename' and 'sentences'")
+        if not isinstance(img["filename"], str) or not isinstance(img["sentences"], list):
+            raise ValueError(f"{where}: 'filename' must be a string and 'sentences' a list")
+        if not isinstance(img.get("filepath", ""), str):
+            raise ValueError(f"{where}: 'filepath' must be a string")
         where += f" ({img['filename']})"
         split = img.get("split", "train")
+        if split not in KARPATHY_SPLITS:
+            raise ValueError(f"{where}: unknown split {split!r}; expected one of {', '.join(KARPATHY_SPLITS)}")
         split = "train" if split == "restval" else split
         caps = []
         for j, s in enumerate(img["sentences"]):
             text = s.get("raw") if isinstance(s, dict) else None
-            if (not isinstance(text, str) or not text.strip()) and isinstance(s, dict) and s.get("tokens"):
-                text = " ".join(s["tokens"])
+            tokens = s.get("tokens") if isinstance(s, dict) else None
+            if (not isinstance(text, str) or not text.strip()) and isinstance(tokens, list):
+                text = " ".join(str(t) for t in tokens)
             caps.append(_caption(text, f"{where} sentences[{j}]"))
         if not caps and split != "all":
             raise ValueError(f"{where}: no sentences")
-        image_id = int(img.get("cocoid", img.get("imgid", i)))
-        records.append(ImageRecord(image_id, root / img.get("filepath", "") / img["filename"], split, caps,
-                                   list(img.get("objects", []))))
+        image_id = img.get("cocoid", img.get("imgid", i))
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or not str(image_id).isdigit():
+            raise ValueError(f"{where}: image id {image_id!r} is not a whole number")
+        objects = img.get("objects", [])
+        if not isinstance(objects, list):
+            raise ValueError(f"{where}: 'objects' must be a list")
+        records.append(ImageRecord(int(image_id), root / img.get("filepath", "") / img["filename"], split, caps,
+                                   objects))
     return CaptionDataset(str(data.get("dataset", path.stem)), records, path)
 
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,28 +44,38 @@ def _check_file(path: Path) -> None:
         raise BadImageError(f"image file is empty (0 bytes): {path}")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode fully (so a truncated file fails here, not deep in a DataLoader) and convert to RGB."""
-    path = Path(path)
-    _check_file(path)
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Every way PIL fails on a file becomes one BadImageError naming it. An image over PIL's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89 M pixels; raise it from Python for
+    huge scans) is refused before it is decoded, not left to exhaust memory."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImageError(f"refusing image {path}: {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"cannot read image {path}: {e}") from None
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode fully (so a truncated file fails here, not deep in a DataLoader), turn it upright as
+    its EXIF orientation says (phones store photos sideways with a rotation tag), convert to RGB."""
+    path = Path(path)
+    _check_file(path)
+    with _decoding(path), Image.open(path) as img:
+        img.load()
+        return to_rgb(ImageOps.exif_transpose(img))
 
 
 def check_image(path: str | os.PathLike) -> None:
     """Cheaper than ``load_image`` for large JPEGs: decodes at reduced scale, still catches truncation."""
     path = Path(path)
     _check_file(path)
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (64, 64))
-            img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"cannot read image {path}: {e}") from None
+    with _decoding(path), Image.open(path) as img:
+        img.draft("RGB", (64, 64))
+        img.load()
 
 
 def build_transform(image_size: int, resize: int | None = None, mean: tuple[float, ...] = IMAGENET_MEAN,

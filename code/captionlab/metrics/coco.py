@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..files import atomic_write_text
+
 ALL_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
 FAST_METRICS = ("Bleu", "ROUGE_L", "CIDEr")  # no Java: for per-epoch validation
 KEY_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
@@ -176,4 +178,4 @@ def score_files(results_path: str | Path, annotations_path: str | Path,
 
 
 def write_json(obj: Any, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", Path(path).suffix[1:] + " file")

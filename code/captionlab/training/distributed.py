@@ -52,6 +52,24 @@ def mean_across(value: float, info: DistInfo, device: torch.device) -> float:
     return float(t.item()) / info.world_size
 
 
+def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when it is true on any: ranks decide together to skip a step or to stop."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def all_gather_object(obj, info: DistInfo) -> list:
+    """Every rank's ``obj``, in rank order (a one-element list without torchrun)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def average_gradients(model: torch.nn.Module, info: DistInfo) -> None:
     """What DDP does in backward, for losses that cannot go through DDP's forward (self-critical)."""
     if not info.enabled:

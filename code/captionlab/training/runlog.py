@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True,
+                 purge_step: int | None = None) -> None:
+        """``purge_step`` (a resume): TensorBoard drops what an interrupted run logged from that step on,
+        as ``truncate_after`` does for the CSV files, so curves have no duplicated steps."""
         self.enabled = enabled
         self.csv_path = run_dir / "log.csv"
         self.steps_path = run_dir / "steps.csv"
@@ -17,7 +21,7 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
             except ImportError:  # tensorboard is optional; the CSV has everything
                 self.tb = None
 
@@ -66,16 +70,27 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 
 
 def _truncate(path: Path, last: int) -> None:
-    """Keep the header and the rows whose first column (epoch or step) is at most ``last``."""
+    """Keep the header and the complete rows whose first column (epoch or step) is at most ``last``;
+    a row torn by a kill mid-write goes too. Rewritten atomically."""
     if not path.is_file():
         return
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
         return
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= last]
-    with path.open("w", newline="") as f:
+    keep = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and _number(r[0]) is not None
+                        and _number(r[0]) <= last]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
         csv.writer(f).writerows(keep)
+    os.replace(tmp, path)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def read_log(path: str | Path) -> list[dict[str, float]]:

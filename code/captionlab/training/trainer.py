@@ -6,6 +6,7 @@ import dataclasses
 import math
 import random
 import shutil
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from ..data.tokenizers import build_tokenizer, metric_text
 from ..metrics.coco import simple_tokenize
 from ..data.vocab import Vocabulary
 from ..evaluation import caption_records, scoring_inputs
+from ..files import remove_stale_temporaries
 from ..metrics import FAST_METRICS, score
 from ..data.lm_vocab import LMVocabulary
 from ..models import MODELS, build_model
@@ -35,7 +37,12 @@ from ..paths import resolve
 from . import distributed as D
 from .feature_cache import CachedGroups, build_or_open, cache_key
 from .scst import build_loss
+from .resume import SkipSampler, StopSignals, TrainingStopped, capture_rng, restore_rng
 from .runlog import RunLog, read_log
+
+
+class NonFiniteLossError(RuntimeError):
+    """train.max_bad_steps non-finite losses in a row; the message names the last good checkpoint."""
 
 
 @dataclass
@@ -149,6 +156,7 @@ def _create_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             p = run_dir / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # a checkpoint write that a kill cut short
 
 
 def encoder_name(cfg: RunConfig) -> str:
@@ -221,6 +229,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
 
     done, global_step = 0, 0  # epochs completed, optimizer steps taken
     best = {"epoch": 0, "value": -math.inf, "metrics": {}}
+    extra: dict[str, Any] = {}
     if resume:
         path = run_dir / "last.pt" if resume is True else Path(resume)
         ckpt = read_checkpoint(path, map_location=device)
@@ -234,6 +243,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         extra = ckpt.get("extra", {})
         global_step = int(extra.get("global_step", 0))
         best = extra.get("best", best)
+    into_epoch = int(extra.get("step_in_epoch", 0))  # batches of epoch done + 1 already trained (mid-epoch last.pt)
 
     captioner = Captioner(model, vocab, cfg, device)
     train_set = CaptionGroups(dataset.split("train"), vocab, captioner.tokenizer, captioner.transform,
@@ -248,7 +258,7 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         if resume:
             print(f"resuming after epoch {done} of {t.epochs} ({path})", flush=True)
     D.barrier(info)
-    log = RunLog(run_dir, t.tensorboard, enabled=info.is_main)
+    log = RunLog(run_dir, t.tensorboard, enabled=info.is_main, purge_step=global_step + 1 if resume else None)
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
         log.truncate_after(done, global_step)
@@ -268,79 +278,122 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         warnings.warn("train.feature_cache applies while the encoder is frozen; this one trains, so images are "
                       "encoded on the fly", stacklevel=2)
 
+    bad_in_a_row = int(extra.get("bad_in_a_row", 0))
+
+    def save_last(epoch: int, step_in_epoch: int, sums: dict[str, float], count: int) -> None:
+        """Mid-epoch last.pt: ``epoch`` epochs complete, ``step_in_epoch`` batches of the next one done."""
+        ranks = D.all_gather_object({"rng": capture_rng(), "sums": sums, "count": count}, info)
+        if info.is_main:
+            save_checkpoint(run_dir / "last.pt", model_state=model.state_dict(), config=cfg.to_dict(),
+                            vocab=vocab.to_list(), epoch=epoch, optimizer=optimizer.state_dict(), assets=model_assets,
+                            extra={"global_step": global_step, "best": best, "step_in_epoch": step_in_epoch,
+                                   "ranks": ranks, "scaler": scaler.state_dict(), "bad_in_a_row": bad_in_a_row})
+
     try:
-        for epoch in range(done, t.epochs):  # 0-based index; printed, logged and saved as epoch + 1
-            torch.manual_seed(t.seed + epoch)  # dropout and shuffling depend on (seed, epoch) only: exact resume
-            if t.fine_tune_from_epoch is not None and epoch + 1 >= t.fine_tune_from_epoch and not encoder.trainable:
-                encoder.fine_tune_last(t.fine_tune_blocks)
+        with StopSignals() as stop:
+            for epoch in range(done, t.epochs):  # 0-based index; printed, logged and saved as epoch + 1
+                torch.manual_seed(t.seed + epoch)  # dropout and shuffling depend on (seed, epoch) only: exact resume
+                if t.fine_tune_from_epoch is not None and epoch + 1 >= t.fine_tune_from_epoch and not encoder.trainable:
+                    encoder.fine_tune_last(t.fine_tune_blocks)
+                    if info.is_main:
+                        print(f"epoch {epoch + 1}: fine-tuning the encoder's last {t.fine_tune_blocks} stage(s) at "
+                              f"lr {t.encoder_lr:g}", flush=True)
+                epoch_set, step_model = (cache.dataset(), cache.model()) if cache.usable(encoder) else (train_set, target)
+                if info.enabled:
+                    sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=t.seed)
+                    sampler.set_epoch(epoch)
+                else:
+                    sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(t.seed + epoch))
+                train_set.set_epoch(epoch)
+                skip = into_epoch if epoch == done else 0  # a mid-epoch last.pt: its batches are done
+                loader = DataLoader(epoch_set, batch_size=t.batch_size, sampler=SkipSampler(sampler, skip * t.batch_size),
+                                    collate_fn=collate_groups, num_workers=cfg.data.num_workers,
+                                    pin_memory=device.type == "cuda", drop_last=False)
+                model.train()
+                t0, sums, count = time.time(), {}, 0
+                batches = iter(loader)
+                if skip:  # continue the epoch exactly: the generators and running sums of that moment
+                    mine = extra["ranks"][info.rank]
+                    restore_rng(mine["rng"])
+                    sums, count = dict(mine["sums"]), int(mine["count"])
+                    if "scaler" in extra:
+                        scaler.load_state_dict(extra["scaler"])
+                last = skip + len(loader)
+                bar = P.progress(batches, total=len(loader), desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch",
+                                 enabled=progress)
+                for i, (images, captions, idx) in enumerate(bar, start=skip):
+                    images = images.to(device, non_blocking=True)
+                    captions = captions.to(device, non_blocking=True)
+                    for g in optimizer.param_groups:
+                        g["lr"] = g["base_lr"] * lr_factor(cfg, epoch, global_step)
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        loss, stats = loss_fn(step_model, images, captions, idx)
+                    optimizer.zero_grad(set_to_none=True)
+                    if D.any_across(not math.isfinite(stats["loss"]), info, device):  # every rank skips together
+                        bad_in_a_row += 1
+                        if info.is_main:
+                            P.write(f"epoch {epoch + 1} step {global_step + 1}: non-finite loss ({stats['loss']}); step "
+                                    f"skipped ({bad_in_a_row} in a row, train.max_bad_steps={t.max_bad_steps})")
+                            log.step_row({"skipped_nonfinite": 1.0}, global_step + 1)
+                        if bad_in_a_row >= t.max_bad_steps:
+                            raise NonFiniteLossError(
+                                f"stopped: {bad_in_a_row} non-finite losses in a row (epoch {epoch + 1}, step "
+                                f"{global_step + 1}); the last good checkpoint is {run_dir / 'last.pt'}. Lower train.lr, "
+                                "set train.grad_clip, or check the data")
+                    else:
+                        bad_in_a_row = 0
+                        scaler.scale(loss).backward()
+                        if manual_sync:
+                            D.average_gradients(model, info)
+                        if t.grad_clip > 0:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        for k, v in stats.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        count += 1
+                    global_step += 1
+                    if progress:
+                        bar.set_postfix(loss=f"{stats['loss']:.3f}")
+                    if info.is_main and (global_step % t.log_every == 0 or i + 1 == last):  # and each epoch's end
+                        log.step_row({**stats, "lr": optimizer.param_groups[0]["lr"]}, global_step)
+                    stopping = D.any_across(stop.received is not None, info, device)
+                    if i + 1 < last and (stopping or (t.save_every_steps and global_step % t.save_every_steps == 0)):
+                        save_last(epoch, i + 1, sums, count)
+                    if stopping:
+                        raise TrainingStopped(
+                            f"stopped by {stop.name or 'a signal'} at epoch {epoch + 1}, batch {i + 1} of {last} "
+                            f"(step {global_step}): saved {run_dir / 'last.pt'}; continue with --resume",
+                            130 if stop.received == signal.SIGINT else 143)
+                means = {k: D.mean_across(v / max(1, count), info, device) for k, v in sorted(sums.items())}
+                train_loss = means.pop("loss", 0.0)
+                row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
+                                       "lr": optimizer.param_groups[0]["lr"], **means,
+                                       "train_seconds": round(time.time() - t0, 2)}  # "seconds" adds validation
                 if info.is_main:
-                    print(f"epoch {epoch + 1}: fine-tuning the encoder's last {t.fine_tune_blocks} stage(s) at "
-                          f"lr {t.encoder_lr:g}", flush=True)
-            epoch_set, step_model = (cache.dataset(), cache.model()) if cache.usable(encoder) else (train_set, target)
-            if info.enabled:
-                sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=t.seed)
-                sampler.set_epoch(epoch)
-            else:
-                sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(t.seed + epoch))
-            train_set.set_epoch(epoch)
-            loader = DataLoader(epoch_set, batch_size=t.batch_size, sampler=sampler, collate_fn=collate_groups,
-                                num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                                drop_last=False)
-            model.train()
-            t0, sums, count = time.time(), {}, 0
-            bar = P.progress(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", enabled=progress)
-            last = len(loader)
-            for i, (images, captions, idx) in enumerate(bar):
-                images = images.to(device, non_blocking=True)
-                captions = captions.to(device, non_blocking=True)
-                for g in optimizer.param_groups:
-                    g["lr"] = g["base_lr"] * lr_factor(cfg, epoch, global_step)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss, stats = loss_fn(step_model, images, captions, idx)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if manual_sync:
-                    D.average_gradients(model, info)
-                if t.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                global_step += 1
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                if progress:
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}")
-                if info.is_main and (global_step % t.log_every == 0 or i + 1 == last):  # and each epoch's end
-                    log.step_row({**stats, "lr": optimizer.param_groups[0]["lr"]}, global_step)
-            means = {k: D.mean_across(v / max(1, count), info, device) for k, v in sorted(sums.items())}
-            train_loss = means.pop("loss", 0.0)
-            row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
-                                   "lr": optimizer.param_groups[0]["lr"], **means,
-                                   "train_seconds": round(time.time() - t0, 2)}  # "seconds" adds validation
-            if info.is_main:
-                metrics = validate(captioner, dataset, cfg, progress)
-                row.update(metrics)
-                row["seconds"] = round(time.time() - t0, 2)
-                improved = metrics[t.select_metric] > best["value"]
-                if improved:
-                    best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
-                common = dict(model_state=model.state_dict(), config=cfg.to_dict(), vocab=vocab.to_list(),
-                              epoch=epoch + 1, metrics=metrics, assets=model_assets)
-                extra = {"global_step": global_step, "best": best}
-                if improved:
-                    save_checkpoint(run_dir / "best.pt", **common, extra=extra)
-                save_checkpoint(run_dir / "last.pt", **common, optimizer=optimizer.state_dict(), extra=extra)
-                log.epoch_row(row)
-                summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in ("Bleu_4", "ROUGE_L", "CIDEr"))
-                extra_stats = "".join(f"  {k} {v:.3f}" for k, v in means.items())
-                P.write(f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
-                        f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)")
-            D.barrier(info)
+                    metrics = validate(captioner, dataset, cfg, progress)
+                    row.update(metrics)
+                    row["seconds"] = round(time.time() - t0, 2)
+                    improved = metrics[t.select_metric] > best["value"]
+                    if improved:
+                        best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
+                    common = dict(model_state=model.state_dict(), config=cfg.to_dict(), vocab=vocab.to_list(),
+                                  epoch=epoch + 1, metrics=metrics, assets=model_assets)
+                    state = {"global_step": global_step, "best": best, "bad_in_a_row": bad_in_a_row}
+                    if improved:
+                        save_checkpoint(run_dir / "best.pt", **common, extra=state)
+                    save_checkpoint(run_dir / "last.pt", **common, optimizer=optimizer.state_dict(),
+                                    extra={**state, "scaler": scaler.state_dict()})
+                    log.epoch_row(row)
+                    summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in ("Bleu_4", "ROUGE_L", "CIDEr"))
+                    extra_stats = "".join(f"  {k} {v:.3f}" for k, v in means.items())
+                    P.write(f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
+                            f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)")
+                D.barrier(info)
     except KeyboardInterrupt:
         if info.is_main:
-            print(f"\ninterrupted: the last finished epoch is saved in {run_dir / 'last.pt'}; "
+            print(f"\ninterrupted at once (second Ctrl-C): {run_dir / 'last.pt'} holds the last save; "
                   "continue with --resume")
         raise
     finally:

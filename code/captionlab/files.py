@@ -1,0 +1,56 @@
+"""Atomic file writes: a file is replaced whole or not at all.
+
+Checkpoints, results and metrics files are written to a temporary file beside the target and renamed
+over it. If the disk fills, the directory is read-only, or the process dies mid-write, the previous
+good file is still there, and the error says which path failed and why.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+class OutputWriteError(OSError):
+    """Writing an output file failed; the message names the path, the reason, and that the old file is intact."""
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None], what: str = "file") -> Path:
+    """``write(tmp_path)`` fills a temporary file that then replaces ``path``."""
+    path = Path(path)
+    kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise OutputWriteError(e.errno, f"could not write {what} {path}: {reason}{kept}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, write, what)
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Temporary files a killed write left behind (``.NAME.*.tmp``); returns how many were removed."""
+    n = 0
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file():
+            p.unlink()
+            n += 1
+    return n

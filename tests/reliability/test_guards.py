@@ -1,0 +1,105 @@
+"""Guards: non-finite losses are skipped, counted and stop a run that keeps producing them; a failed
+write (disk full, read-only folder) keeps the previous good file and says which path and why."""
+from __future__ import annotations
+
+import errno
+import json
+import math
+
+import pytest
+import torch
+
+from captionlab.checkpoint import read_checkpoint, save_checkpoint
+from captionlab.cli import main
+from captionlab.files import OutputWriteError
+from captionlab.metrics.coco import write_json
+from captionlab.training.losses import CrossEntropyLoss
+from captionlab.training.runlog import read_log
+from captionlab.training.trainer import NonFiniteLossError, train
+
+
+class PoisonedLoss(CrossEntropyLoss):
+    """Cross-entropy that turns non-finite at the given calls (all of them with ``always``)."""
+
+    def __init__(self, bad: set[int], always: bool = False) -> None:
+        super().__init__()
+        self.bad, self.always, self.calls = bad, always, 0
+
+    def __call__(self, model, images, captions, idx=None):
+        loss, stats = super().__call__(model, images, captions, idx)
+        self.calls += 1
+        if self.always or self.calls in self.bad:
+            loss = loss * math.nan
+            stats["loss"] = math.nan
+        return loss, stats
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, tiny_cfg_factory, capsys):
+    cfg = tiny_cfg_factory(tmp_path, "train.epochs=1", "data.synthetic_n=60", "train.batch_size=8",
+                           f"data.path={tmp_path / 'data'}")
+    result = train(cfg, progress=False, loss_fn=PoisonedLoss({2, 3}))
+    out = capsys.readouterr().out
+    assert out.count("non-finite loss") == 2 and "2 in a row" in out
+    steps = read_log(result.run_dir / "steps.csv")
+    assert sum(r.get("skipped_nonfinite", 0) for r in steps) == 2
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())  # no NaN reached the weights
+    assert math.isfinite(result.history[-1]["train_loss"])  # the epoch mean leaves skipped steps out
+
+
+def test_a_run_of_non_finite_losses_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cfg_factory):
+    cfg = tiny_cfg_factory(tmp_path, "train.epochs=1", "data.synthetic_n=60", "train.batch_size=8",
+                           f"data.path={tmp_path / 'data'}", "train.max_bad_steps=3")
+    first = train(cfg, progress=False)
+    good = read_checkpoint(first.run_dir / "last.pt")["model"]
+    cfg.train.epochs = 2
+    with pytest.raises(NonFiniteLossError, match=r"3 non-finite losses in a row .* last good checkpoint is .*last.pt"):
+        train(cfg, resume=True, progress=False, loss_fn=PoisonedLoss(set(), always=True))
+    kept = read_checkpoint(first.run_dir / "last.pt")
+    assert kept["epoch"] == 1 and all(torch.equal(good[k], kept["model"][k]) for k in good)
+
+
+def fail_midway(monkeypatch, target: str, err: int) -> None:
+    """Patch ``target`` (a writer) to write half its output and then fail like a full disk."""
+    def broken(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"half a file")
+        raise OSError(err, "No space left on device" if err == errno.ENOSPC else "Read-only file system")
+
+    monkeypatch.setattr(target, broken)
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model_state={"w": torch.ones(2)}, config={}, vocab=["<pad>"], epoch=1)
+    fail_midway(monkeypatch, "torch.save", errno.ENOSPC)
+    with pytest.raises(OutputWriteError, match=r"could not write checkpoint .*last.pt: No space left on device; "
+                                               r"the previous last.pt is unchanged"):
+        save_checkpoint(path, model_state={"w": torch.zeros(2)}, config={}, vocab=["<pad>"], epoch=2)
+    assert torch.equal(read_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+def test_read_only_folder_for_results_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    write_json([{"image_id": 1, "caption": "old"}], path)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    with pytest.raises(OutputWriteError, match=r"could not write json file .*results.json: Read-only file system"):
+        write_json([{"image_id": 1, "caption": "new"}], path)
+    assert json.loads(path.read_text())[0]["caption"] == "old"
+
+
+def test_the_cli_reports_a_failed_write_in_one_line(trained, tmp_path, monkeypatch, capsys):
+    cfg, result = trained
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("captionlab.files.os.fsync", disk_full)  # text written, then the disk is full
+    code = main(["evaluate", str(result.run_dir / "best.pt"), "--metrics", "Bleu", "--tokenizer", "simple",
+                 "--out", str(tmp_path / "eval"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "No space left on device" in err[0] and "results.json" in err[0]

@@ -1,0 +1,111 @@
+"""Kill training anywhere, resume, and end where an uninterrupted run ends: same weights, same
+logged losses, no duplicated or missing steps. Real processes and real signals (SIGKILL, SIGTERM)."""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from captionlab.paths import CONFIGS, ROOT
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["data.synthetic_n=60", "train.batch_size=4", "train.seq_per_img=2", "train.epochs=2", "train.log_every=1",
+          "train.save_every_steps=1", "train.seed=3", "--no-progress"]
+
+
+def command(config: Path, out: Path, run: str, data: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "captionlab.cli", "train", str(config), f"train.output_dir={out}",
+            f"train.run_name={run}", f"data.path={data}", *COMMON, *extra]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT / "code")}
+
+
+def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def saves(run_dir: Path) -> int:
+    path = run_dir / "steps.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
+def interrupt(cmd: list[str], run_dir: Path, rng: random.Random, how: str) -> int:
+    """Start ``cmd``, wait for a few more optimizer steps (or for a checkpoint write to begin), then
+    signal it; returns the exit code."""
+    before = saves(run_dir)
+    wait_for = before + rng.randint(1, 5)
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if how == "during-write" and saves(run_dir) > before and any(run_dir.glob(".last.pt.*.tmp")):
+            break  # a checkpoint is being written at this very moment
+        if how != "during-write" and saves(run_dir) >= wait_for:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    if how == "sigterm":
+        assert proc.returncode == 143, err[-2000:]
+        assert "stopped by SIGTERM" in err and "--resume" in err
+    return proc.returncode
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in csv.DictReader(f)]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def check_same_run(reference: Path, resumed: Path) -> None:
+    ref, got = weights(reference / "last.pt"), weights(resumed / "last.pt")
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    assert rows(resumed / "log.csv") == rows(reference / "log.csv")
+    steps = rows(resumed / "steps.csv")
+    assert [int(r["step"]) for r in steps] == list(range(1, len(steps) + 1))  # none twice, none missing
+    assert steps == rows(reference / "steps.csv")
+
+
+def test_cross_entropy_survives_kills_anywhere(tmp_path):
+    data = tmp_path / "data"
+    config = CONFIGS / "tiny" / "cnn_gru.yaml"
+    run_to_end(command(config, tmp_path, "reference", data))
+    rng = random.Random(7)
+    cmd = command(config, tmp_path, "killed", data)
+    run_dir = tmp_path / "killed"
+    for i, how in enumerate(("sigkill", "during-write", "sigterm", "sigkill")):
+        interrupt(cmd + (["--resume"] if i else []), run_dir, rng, how)
+        last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)  # never torn
+        assert last["format"] == 2
+    run_to_end(cmd + ["--resume"])
+    assert not list(run_dir.glob(".*.tmp"))
+    check_same_run(tmp_path / "reference", run_dir)
+
+
+def test_self_critical_survives_kills(tmp_path):
+    data = tmp_path / "data"
+    run_to_end(command(CONFIGS / "tiny" / "cnn_gru.yaml", tmp_path, "xe", data, "train.epochs=1"))
+    config = CONFIGS / "tiny" / "scst.yaml"
+    scst = [f"train.init_from={tmp_path / 'xe' / 'best.pt'}", "train.scst_samples=2"]
+    run_to_end(command(config, tmp_path, "reference", data, *scst))
+    rng = random.Random(11)
+    cmd = command(config, tmp_path, "killed", data, *scst)
+    for i, how in enumerate(("sigkill", "sigterm")):
+        interrupt(cmd + (["--resume"] if i else []), tmp_path / "killed", rng, how)
+    run_to_end(cmd + ["--resume"])
+    check_same_run(tmp_path / "reference", tmp_path / "killed")

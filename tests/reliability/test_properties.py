@@ -1,0 +1,77 @@
+"""Property-based tests (hypothesis): vocabulary round trips, the Karpathy reader on arbitrary JSON,
+and State.select / expand bookkeeping on random shapes."""
+from __future__ import annotations
+
+import json
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from captionlab.config import load_config
+from captionlab.data.adapters import load_karpathy
+from captionlab.data.tokenizers import build_tokenizer
+from captionlab.data.vocab import Vocabulary
+from captionlab.models.base import State
+
+WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FAST
+@given(st.lists(st.lists(WORD, min_size=1, max_size=12), min_size=1, max_size=8), st.integers(1, 12))
+def test_vocabulary_round_trip(sentences, max_len):
+    vocab = Vocabulary.build(sentences)
+    for s in sentences:
+        ids = vocab.encode(s, max_len)
+        assert ids[0] == vocab.start_id and ids[-1] == vocab.end_id
+        assert vocab.decode(ids[1:]) == s[:max_len]
+    assert Vocabulary(vocab.to_list()) == vocab
+
+
+@FAST
+@given(st.lists(WORD, min_size=1, max_size=10))
+def test_tokenize_detokenize_round_trip(words):
+    tok = build_tokenizer("en_word")
+    assert tok.tokenize(tok.detokenize(words)) == words
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["images", "filename", "sentences", "raw", "tokens", "split", "filepath",
+                                         "cocoid", "imgid", "objects"]), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(JSON)
+def test_karpathy_reader_on_any_json_fails_cleanly(tmp_path, data):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    cfg = load_config(overrides=[f"data.path={path}", "data.format=karpathy"]).data
+    try:
+        ds = load_karpathy(cfg)
+    except ValueError as e:  # the one kind of error, naming the file
+        assert str(path) in str(e)
+    else:
+        assert all(r.captions or r.split == "all" for r in ds.records)
+
+
+@FAST
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.data())
+def test_state_select_and_expand_on_random_shapes(images, beams, width, data):
+    rows = images * beams
+    state = State(h=torch.randn(images, width), image_feats=torch.randn(images, 5, width)).expand(beams)
+    assert state.batch_size == rows and state.per_image == beams
+    assert torch.equal(state["h"], state["h"][torch.arange(rows)])
+    # a beam-search reorder: every row picks a row of its own image
+    within = torch.tensor([i // beams * beams + data.draw(st.integers(0, beams - 1)) for i in range(rows)])
+    kept = state.select(within)
+    assert torch.equal(kept["h"], state["h"][within]) and kept["image_feats"] is state["image_feats"]
+    # any other reorder falls back to per-row copies, still correct
+    anywhere = torch.tensor(data.draw(st.lists(st.integers(0, rows - 1), min_size=1, max_size=2 * rows)))
+    moved = state.select(anywhere)
+    assert torch.equal(moved["h"], state["h"][anywhere])
+    assert torch.equal(moved.rows_view("image_feats", moved["h"]).flatten(0, 1), moved["h"])
+    stays = anywhere.numel() == rows and torch.equal(anywhere // beams, torch.arange(rows) // beams)
+    expected = state["image_feats"] if stays else state["image_feats"][anywhere // beams]
+    assert torch.equal(moved["image_feats"], expected)
