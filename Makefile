@@ -1,4 +1,4 @@
-.PHONY: prepare demo test bench
+.PHONY: prepare demo test lint bench
 
 prepare:
 	bash prepare.sh
@@ -8,6 +8,10 @@ demo: prepare
 
 test: prepare
 	.venv/bin/python -m pytest -q
+
+lint: prepare
+	.venv/bin/ruff check code tests benchmarks
+	.venv/bin/ruff format --check code tests benchmarks
 
 bench: prepare
 	.venv/bin/python benchmarks/decoding_speed.py

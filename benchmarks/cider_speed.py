@@ -7,6 +7,7 @@ the embedded dataset's short template captions. Prints both times (best of --rep
 per-image difference.
 Usage: python benchmarks/cider_speed.py [--corpus coco|synthetic] [--images 5000] [--refs 5] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,10 @@ def main() -> None:
     t_ref, (score_ref, each_ref) = best_of(lambda: Cider().compute_score(refs, cands), a.repeat)
     t_ours, (score_ours, each_ours) = best_of(lambda: cider_d(cands, refs), a.repeat)
     diff = float(np.abs(np.asarray(each_ref) - each_ours).max())
-    print(f"{a.corpus} corpus, {a.images} images x {a.refs} references; {platform.processor() or platform.machine()}, "
-          f"numpy {np.__version__}")
+    print(
+        f"{a.corpus} corpus, {a.images} images x {a.refs} references; {platform.processor() or platform.machine()}, "
+        f"numpy {np.__version__}"
+    )
     print("| scorer | seconds | corpus CIDEr-D |")
     print("|---|---|---|")
     print(f"| pycocoevalcap Cider | {t_ref:.3f} | {score_ref:.6f} |")

@@ -9,6 +9,7 @@ directly (no CNN), beam 5, every caption run to 20 words (<end> suppressed), ran
 images/s of the batched decoder.
 Usage: python benchmarks/decoding_speed.py [--model NAME] [--coco-size] [--device cpu|cuda] [--images 64]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,16 +68,25 @@ def coco_size(a: argparse.Namespace) -> None:
         out = decoding.beam_search(model, feats, beam_size=5, max_len=20)
         assert out.tokens.size(1) == 20 and (out.tokens != model.end_id).all()
         seconds = timed(lambda: decoding.beam_search(model, feats, beam_size=5, max_len=20), a.repeat)
-    print(machine(a.device) + f"; {a.model}, COCO size: vocab 9490, 512/512/512, 14x14x2048 features, "
-          f"beam 5, 20 words, {a.images} images")
+    print(
+        machine(a.device) + f"; {a.model}, COCO size: vocab 9490, 512/512/512, 14x14x2048 features, "
+        f"beam 5, 20 words, {a.images} images"
+    )
     print(f"| decoder | images/s |\n|---|---|\n| {a.model} batched beam 5 | {a.images / seconds:.1f} |")
 
 
 def batched_vs_single(a: argparse.Namespace) -> None:
     torch.manual_seed(0)
     if a.model in ATTENTION and not a.decoder_only:
-        cfg = ModelConfig(name=a.model, encoder=EncoderConfig(name="resnet18", pretrained=False), grid_size=3,
-                          embed_dim=128, hidden_dim=256, attention_dim=128, dropout=0.0)
+        cfg = ModelConfig(
+            name=a.model,
+            encoder=EncoderConfig(name="resnet18", pretrained=False),
+            grid_size=3,
+            embed_dim=128,
+            hidden_dim=256,
+            attention_dim=128,
+            dropout=0.0,
+        )
         model = build_model(cfg, vocab_size=60).to(a.device).eval()
         inputs = torch.randn(a.images, 3, 96, 96, device=a.device)
         what = "ResNet-18 on 96x96 images, 3x3 grid + decoder"
@@ -86,8 +96,13 @@ def batched_vs_single(a: argparse.Namespace) -> None:
         inputs = torch.randn(a.images, 49, 512, device=a.device)  # 7x7 grid of ResNet-18 features
         what = "decoder on given 7x7x512 region features"
     else:
-        cfg = ModelConfig(name=a.model, encoder=EncoderConfig(name="resnet18", pretrained=False), embed_dim=128,
-                          hidden_dim=256, dropout=0.0)
+        cfg = ModelConfig(
+            name=a.model,
+            encoder=EncoderConfig(name="resnet18", pretrained=False),
+            embed_dim=128,
+            hidden_dim=256,
+            dropout=0.0,
+        )
         model = build_model(cfg, vocab_size=60).to(a.device).eval()
         inputs = torch.randn(a.images, 3, 64, 64, device=a.device)
         what = "ResNet-18 on 64x64 images + decoder"
@@ -97,10 +112,12 @@ def batched_vs_single(a: argparse.Namespace) -> None:
     for name, k in (("greedy", 1), ("beam 3", 3), ("beam 5", 5)):
         with torch.no_grad():
             together = decoding.decode(model, inputs, k, a.max_len).tokens
-            alone = [decoding.decode(model, inputs[i:i + 1], k, a.max_len).tokens[0] for i in range(a.images)]
-            same = all(torch.equal(together[i, :len(t)], t) for i, t in enumerate(alone))
-            batched = timed(lambda: decoding.decode(model, inputs, k, a.max_len), a.repeat)
-            single = timed(lambda: [decoding.decode(model, inputs[i:i + 1], k, a.max_len) for i in range(a.images)], 1)
+            alone = [decoding.decode(model, inputs[i : i + 1], k, a.max_len).tokens[0] for i in range(a.images)]
+            same = all(torch.equal(together[i, : len(t)], t) for i, t in enumerate(alone))
+            batched = timed(lambda k=k: decoding.decode(model, inputs, k, a.max_len), a.repeat)
+            single = timed(
+                lambda k=k: [decoding.decode(model, inputs[i : i + 1], k, a.max_len) for i in range(a.images)], 1
+            )
         print(f"| {name} | {a.images / batched:.0f} | {a.images / single:.0f} | {single / batched:.1f}x | {same} |")
 
 

@@ -5,6 +5,7 @@ same) under show_attend_tell, on the synthetic set; one epoch each way after the
 printing training images/s. Usage: python benchmarks/feature_cache_speed.py [--encoder resnet50]
 [--image-size 224] [--images 400]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,28 +38,46 @@ def main() -> None:
     torch.manual_seed(0)
     weights = tmp / f"{a.encoder}.pth"
     torch.save(getattr(tvm, a.encoder)().state_dict(), weights)
-    common = [f"train.output_dir={tmp / 'runs'}", f"data.path={tmp / 'data'}", f"data.synthetic_n={a.images}",
-              f"data.image_size={a.image_size}", f"model.encoder.name={a.encoder}", "model.encoder.pretrained=true",
-              f"model.encoder.weights={weights}", "model.grid_size=7", "train.epochs=1", "train.tensorboard=false",
-              "train.val_max_len=2"]
+    common = [
+        f"train.output_dir={tmp / 'runs'}",
+        f"data.path={tmp / 'data'}",
+        f"data.synthetic_n={a.images}",
+        f"data.image_size={a.image_size}",
+        f"model.encoder.name={a.encoder}",
+        "model.encoder.pretrained=true",
+        f"model.encoder.weights={weights}",
+        "model.grid_size=7",
+        "train.epochs=1",
+        "train.tensorboard=false",
+        "train.val_max_len=2",
+    ]
     cfg = load_config(CONFIGS / "tiny" / "attention.yaml", common + ["train.run_name=on_the_fly"])
     t0 = time.time()
     fly = train(cfg, progress=False)
     n_train = int(a.images * 0.8)
-    cached_cfg = load_config(CONFIGS / "tiny" / "attention.yaml",
-                             common + ["train.run_name=cached", "train.feature_cache=true"])
+    cached_cfg = load_config(
+        CONFIGS / "tiny" / "attention.yaml", common + ["train.run_name=cached", "train.feature_cache=true"]
+    )
     t1 = time.time()
     train(cached_cfg, progress=False)  # builds the cache
     build = time.time() - t1
-    again = train(load_config(CONFIGS / "tiny" / "attention.yaml",
-                              common + ["train.run_name=cached2", "train.feature_cache=true"]), progress=False)
+    again = train(
+        load_config(
+            CONFIGS / "tiny" / "attention.yaml", common + ["train.run_name=cached2", "train.feature_cache=true"]
+        ),
+        progress=False,
+    )
     on, off = images_per_second(fly.run_dir, n_train), images_per_second(again.run_dir, n_train)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
-          f"show_attend_tell, frozen {a.encoder} at {a.image_size} px, grid 7, {n_train} training images")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
+        f"show_attend_tell, frozen {a.encoder} at {a.image_size} px, grid 7, {n_train} training images"
+    )
     print("| training | images/s |\n|---|---|")
     print(f"| encoder on the fly | {on:.1f} |\n| feature cache | {off:.1f} |")
-    print(f"speed-up {off / on:.1f}x; building the cache took {build:.0f} s (one epoch's worth of encoding); "
-          f"whole benchmark {time.time() - t0:.0f} s")
+    print(
+        f"speed-up {off / on:.1f}x; building the cache took {build:.0f} s (one epoch's worth of encoding); "
+        f"whole benchmark {time.time() - t0:.0f} s"
+    )
 
 
 if __name__ == "__main__":

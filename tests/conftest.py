@@ -1,4 +1,5 @@
 """Shared fixtures: a small synthetic dataset and tiny trained models, built once per session."""
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,9 @@ def trained_attention(tmp_path_factory, synth_root):
     from captionlab.training.trainer import train
 
     tmp = tmp_path_factory.mktemp("attention")
-    cfg = load_config(CONFIGS / "tiny" / "attention.yaml", [f"train.output_dir={tmp / 'runs'}",
-                                                             f"data.path={synth_root / 'tiny'}"])
+    cfg = load_config(
+        CONFIGS / "tiny" / "attention.yaml", [f"train.output_dir={tmp / 'runs'}", f"data.path={synth_root / 'tiny'}"]
+    )
     return cfg, train(cfg, progress=False)
 
 
@@ -70,14 +72,24 @@ def trained_vit(tmp_path_factory, synth_root):
     from captionlab.training.trainer import train
 
     tmp = tmp_path_factory.mktemp("vit")
-    cfg = load_config(CONFIGS / "tiny" / "vit_transformer.yaml", [f"train.output_dir={tmp / 'runs'}",
-                                                                   f"data.path={synth_root / 'tiny'}"])
+    cfg = load_config(
+        CONFIGS / "tiny" / "vit_transformer.yaml",
+        [f"train.output_dir={tmp / 'runs'}", f"data.path={synth_root / 'tiny'}"],
+    )
     return cfg, train(cfg, progress=False)
 
 
 def clipcap_config(name: str, tmp: Path, hf: Path, synth: Path, *overrides: str) -> RunConfig:
-    return load_config(CONFIGS / "tiny" / name, [f"train.output_dir={tmp / 'runs'}", f"data.path={synth}",
-                                                 f"model.clip={hf / 'clip'}", f"model.lm={hf / 'gpt2'}", *overrides])
+    return load_config(
+        CONFIGS / "tiny" / name,
+        [
+            f"train.output_dir={tmp / 'runs'}",
+            f"data.path={synth}",
+            f"model.clip={hf / 'clip'}",
+            f"model.lm={hf / 'gpt2'}",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """Run by test_ddp under torchrun: trains the tiny config and records this rank's final weights."""
+
 import hashlib
 import os
 import sys

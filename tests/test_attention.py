@@ -1,5 +1,6 @@
 """Attention captioners: one engine, exact bookkeeping, the doubly stochastic term, heat-maps,
 grounding above chance, ensembles."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,16 @@ NAMES = ["show_attend_tell", "adaptive_attention"]
 
 def tiny(name: str, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig(name=name, encoder=EncoderConfig(name="resnet18", pretrained=False), embed_dim=16,
-                      hidden_dim=32, attention_dim=24, grid_size=3, dropout=0.0, **kw)
+    cfg = ModelConfig(
+        name=name,
+        encoder=EncoderConfig(name="resnet18", pretrained=False),
+        embed_dim=16,
+        hidden_dim=32,
+        attention_dim=24,
+        grid_size=3,
+        dropout=0.0,
+        **kw,
+    )
     return build_model(cfg, 30).eval()
 
 
@@ -46,7 +55,7 @@ def test_batched_beam_equals_one_image_at_a_time(name):
     model, images = tiny(name), torch.randn(4, 3, 64, 64)
     batched = decoding.beam_search(model, images, beam_size=3, max_len=8)
     for i in range(4):
-        alone = decoding.beam_search(model, images[i:i + 1], beam_size=3, max_len=8)
+        alone = decoding.beam_search(model, images[i : i + 1], beam_size=3, max_len=8)
         n = alone.tokens.size(1)
         assert torch.equal(batched.tokens[i, :n], alone.tokens[0])
         assert torch.allclose(batched.attention[i, :n], alone.attention[0], atol=1e-5)
@@ -93,8 +102,9 @@ def test_grounding_is_well_above_chance(trained_attention):
 
     cfg, result = trained_attention
     captioner = load_checkpoint(result.run_dir / "best.pt", "cpu")
-    _, m = evaluate_split(captioner, load_dataset(cfg.data), "test", 3, 16, ("CIDEr",), "simple",
-                          progress=False, grounding=True)
+    _, m = evaluate_split(
+        captioner, load_dataset(cfg.data), "test", 3, 16, ("CIDEr",), "simple", progress=False, grounding=True
+    )
     g = m["grounding"]
     assert g["words"] > 50 and g["grounding_rate"] > g["chance_rate"] + 0.3, g
 
@@ -107,7 +117,9 @@ def test_attention_plot_is_written_and_a_model_without_attention_says_so(trained
     cfg, result = trained_attention
     image = str(load_dataset(cfg.data).split("test")[0].path)
     out = tmp_path / "att.png"
-    assert main(["caption", str(result.run_dir / "best.pt"), image, "--attention-plot", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(["caption", str(result.run_dir / "best.pt"), image, "--attention-plot", str(out), "--device", "cpu"]) == 0
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     traces = load_checkpoint(result.run_dir / "best.pt", "cpu").caption([image], with_attention=True)
     assert traces[0].attention.shape == (len(traces[0].words), 3, 3)

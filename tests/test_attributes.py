@@ -1,5 +1,6 @@
 """Per-attribute accuracy on the synthetic set: the parser reads the synthesiser's own captions
 perfectly, a seeing model beats the blind floor, and a blind model does not."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,6 +38,8 @@ def test_seeing_model_beats_the_blind_floor_and_the_blind_model_does_not(trained
 
     seeing, blind = accuracy(*trained), accuracy(*trained_blind)
     assert seeing["accuracy"]["overall"] > seeing["blind_floor"]["overall"] + 0.15, seeing
-    assert seeing["accuracy"]["count"] > seeing["blind_floor"]["count"] + 0.2, seeing  # tiny models learn "how many" first
+    assert seeing["accuracy"]["count"] > seeing["blind_floor"]["count"] + 0.2, (
+        seeing
+    )  # tiny models learn "how many" first
     assert abs(blind["accuracy"]["overall"] - blind["blind_floor"]["overall"]) < 0.08, blind
     assert seeing["accuracy"]["overall"] > blind["accuracy"]["overall"] + 0.15

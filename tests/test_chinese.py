@@ -1,5 +1,6 @@
 """The Chinese path: tokenizers, the TSV adapter, Chinese synthetic captions, and a run from
 synth to caption that prints Chinese."""
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,15 @@ def write_tsv(tmp_path, lines: list[str]):
 def test_tsv_adapter_groups_lines_and_splits_by_seed(tmp_path):
     lines = ["image_id\tcaption"] + [f"img{i}\t第{i}张图的描述{j}" for i in range(6) for j in range(2)]
     path = write_tsv(tmp_path, lines)
-    cfg = load_config(overrides=[f"data.path={path}", "data.format=tsv", "data.tokenizer=zh_char",
-                                 "data.test_fraction=0.34", "data.val_fraction=0.25"])
+    cfg = load_config(
+        overrides=[
+            f"data.path={path}",
+            "data.format=tsv",
+            "data.tokenizer=zh_char",
+            "data.test_fraction=0.34",
+            "data.val_fraction=0.25",
+        ]
+    )
     ds = load_dataset(cfg.data)
     assert len(ds.records) == 6 and all(len(r.captions) == 2 for r in ds.records)
     assert ds.splits() == {"train": 3, "val": 1, "test": 2}

@@ -1,4 +1,5 @@
 """Fast CIDEr-D equals pycocoevalcap's Cider on the same tokenised input, per image and corpus."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,13 +83,39 @@ def test_score_fast_needs_no_java_and_matches_the_reference_scorer(tmp_path, cap
     refs = {1: ["a red circle on the left", "a big red disc"], 2: ["two blue boxes"], 3: ["a star", "one star"]}
     res = {1: "a red circle", 2: "two blue squares", 3: "a yellow star"}
     (tmp_path / "res.json").write_text(json.dumps([{"image_id": k, "caption": v} for k, v in res.items()]))
-    (tmp_path / "ann.json").write_text(json.dumps({"annotations": [{"image_id": k, "caption": c}
-                                                                   for k, v in refs.items() for c in v]}))
-    assert main(["score", str(tmp_path / "res.json"), str(tmp_path / "ann.json"), "--tokenizer", "simple",
-                 "--metrics", "CIDEr", "--out", str(tmp_path / "slow.json")]) == 0
+    (tmp_path / "ann.json").write_text(
+        json.dumps({"annotations": [{"image_id": k, "caption": c} for k, v in refs.items() for c in v]})
+    )
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "res.json"),
+                str(tmp_path / "ann.json"),
+                "--tokenizer",
+                "simple",
+                "--metrics",
+                "CIDEr",
+                "--out",
+                str(tmp_path / "slow.json"),
+            ]
+        )
+        == 0
+    )
     monkeypatch.setenv("PATH", "")  # no java anywhere
-    assert main(["score", str(tmp_path / "res.json"), str(tmp_path / "ann.json"), "--fast",
-                 "--out", str(tmp_path / "fast.json")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "res.json"),
+                str(tmp_path / "ann.json"),
+                "--fast",
+                "--out",
+                str(tmp_path / "fast.json"),
+            ]
+        )
+        == 0
+    )
     slow, fast = (json.loads((tmp_path / f).read_text()) for f in ("slow.json", "fast.json"))
     assert fast["CIDEr"] == pytest.approx(slow["CIDEr"], abs=1e-9) and "Bleu_4" in fast
     capsys.readouterr()

@@ -1,4 +1,5 @@
 """The command line: each subcommand runs, writes what it says, and fails with a clear message."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ pytestmark = pytest.mark.slow
 def test_console_script_synthesises_a_dataset(tmp_path):
     exe = Path(sys.executable).with_name("captionlab")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "captionlab.cli"]
-    out = subprocess.run(cmd + ["synth", "--out", str(tmp_path), "--n", "12", "--seed", "3"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        cmd + ["synth", "--out", str(tmp_path), "--n", "12", "--seed", "3"], capture_output=True, text=True, check=True
+    )
     assert "dataset_synthetic.json" in out.stdout
     assert len(list((tmp_path / "images").glob("*.png"))) == 12
 
@@ -28,26 +30,76 @@ def test_console_script_synthesises_a_dataset(tmp_path):
 def test_train_cli_runs_a_config_with_overrides(tmp_path, synth_root):
     from conftest import TINY
 
-    code = main(["train", str(TINY), f"train.output_dir={tmp_path}", f"data.path={tmp_path / 'data'}",
-                 "data.synthetic_n=30", "train.epochs=1", "train.run_name=cli", "--no-progress"])
+    code = main(
+        [
+            "train",
+            str(TINY),
+            f"train.output_dir={tmp_path}",
+            f"data.path={tmp_path / 'data'}",
+            "data.synthetic_n=30",
+            "train.epochs=1",
+            "train.run_name=cli",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "cli" / "best.pt").is_file() and (tmp_path / "cli" / "curves.png").is_file()
-    assert main(["train", str(TINY), f"train.output_dir={tmp_path}", f"data.path={tmp_path / 'data'}",
-                 "data.synthetic_n=30", "train.epochs=1", "train.run_name=cli", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(TINY),
+                f"train.output_dir={tmp_path}",
+                f"data.path={tmp_path / 'data'}",
+                "data.synthetic_n=30",
+                "train.epochs=1",
+                "train.run_name=cli",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
 
 
 def test_evaluate_writes_results_and_metrics_that_score_reproduces(trained, tmp_path, capsys):
     cfg, result = trained
     out = tmp_path / "eval"
-    assert main(["evaluate", str(result.run_dir / "best.pt"), "--split", "test", "--beam-size", "2",
-                 "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(result.run_dir / "best.pt"),
+                "--split",
+                "test",
+                "--beam-size",
+                "2",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "CIDEr" in printed and "METEOR" in printed
     results = json.loads((out / "results.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(results) == len(load_dataset(cfg.data).split("test")) == metrics["images"]
-    assert main(["score", str(out / "results.json"), str(out / "annotations.json"),
-                 "--metrics", "Bleu,ROUGE_L,CIDEr", "--out", str(tmp_path / "again.json")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(out / "results.json"),
+                str(out / "annotations.json"),
+                "--metrics",
+                "Bleu,ROUGE_L,CIDEr",
+                "--out",
+                str(tmp_path / "again.json"),
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "again.json").read_text())
     for k in ("Bleu_4", "ROUGE_L", "CIDEr"):
         assert again[k] == pytest.approx(metrics["metrics"][k], abs=1e-9)
@@ -72,8 +124,10 @@ def test_caption_reports_a_bad_image_or_skips_it(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "--on-bad-image skip" in err and err.count("\n") == 1
     shutil.copy(load_dataset(cfg.data).split("test")[0].path, tmp_path / "good.png")
-    assert main(["caption", str(result.run_dir / "best.pt"), str(tmp_path), "--on-bad-image", "skip",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["caption", str(result.run_dir / "best.pt"), str(tmp_path), "--on-bad-image", "skip", "--device", "cpu"])
+        == 0
+    )
     out = capsys.readouterr()
     assert "good.png\t" in out.out and "skipped" in out.err
 
@@ -87,8 +141,17 @@ def test_missing_pretrained_weights_say_where_to_put_them(tmp_path, monkeypatch,
     from conftest import TINY
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    code = main(["train", str(TINY), f"train.output_dir={tmp_path}", f"data.path={tmp_path / 'data'}",
-                 "data.synthetic_n=6", "model.encoder.pretrained=true", "--no-progress"])
+    code = main(
+        [
+            "train",
+            str(TINY),
+            f"train.output_dir={tmp_path}",
+            f"data.path={tmp_path / 'data'}",
+            "data.synthetic_n=6",
+            "model.encoder.pretrained=true",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "resnet18-f37072fd.pth" in err and str(tmp_path / "torch_home") in err and "pretrained=false" in err

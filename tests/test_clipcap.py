@@ -1,5 +1,6 @@
 """ClipCap on tiny random CLIP / GPT-2 models of the real classes, saved with save_pretrained and
 loaded back through the path real weights take; its text goes through GPT-2's own tokenizer."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,8 +25,9 @@ CAPTION = "a big red circle at the top left"
 
 def model_for(hf, **kw):
     vocab = LMVocabulary.from_dir(hf / "gpt2", "en_word")
-    cfg = ModelConfig(name="clipcap", clip=str(hf / "clip"), lm=str(hf / "gpt2"), prefix_len=3, num_heads=4,
-                      mapper_layers=2, **kw)
+    cfg = ModelConfig(
+        name="clipcap", clip=str(hf / "clip"), lm=str(hf / "gpt2"), prefix_len=3, num_heads=4, mapper_layers=2, **kw
+    )
     torch.manual_seed(0)
     return build_model(cfg, len(vocab), vocab=vocab).eval(), vocab
 
@@ -78,8 +80,8 @@ def test_batched_beam_equals_one_image_at_a_time(tiny_hf):
     images = torch.randn(3, 3, 96, 96)
     batched = decoding.beam_search(model, images, beam_size=3, max_len=8)
     for i in range(3):
-        one = decoding.beam_search(model, images[i:i + 1], beam_size=3, max_len=8)
-        assert torch.equal(batched.tokens[i, :one.tokens.size(1)], one.tokens[0])
+        one = decoding.beam_search(model, images[i : i + 1], beam_size=3, max_len=8)
+        assert torch.equal(batched.tokens[i, : one.tokens.size(1)], one.tokens[0])
 
 
 def test_missing_directory_is_named(tiny_hf, tmp_path):
@@ -110,12 +112,20 @@ def test_trained_clipcap_captions_from_the_checkpoint_alone(trained_clipcap, tmp
 
 def test_transformer_recipe_trains_from_the_cli(tiny_hf, synth_root, tmp_path, capsys):
     cfg = clipcap_config("clipcap_transformer.yaml", tmp_path, tiny_hf, synth_root / "tiny")
-    overrides = [f"train.output_dir={cfg.train.output_dir}", f"data.path={cfg.data.path}", f"model.clip={cfg.model.clip}",
-                 f"model.lm={cfg.model.lm}", "train.epochs=2", "--no-progress"]
+    overrides = [
+        f"train.output_dir={cfg.train.output_dir}",
+        f"data.path={cfg.data.path}",
+        f"model.clip={cfg.model.clip}",
+        f"model.lm={cfg.model.lm}",
+        "train.epochs=2",
+        "--no-progress",
+    ]
     assert main(["train", "code/configs/tiny/clipcap_transformer.yaml", *overrides]) == 0
     run = tmp_path / "runs" / "tiny_clipcap_transformer"
-    assert main(["evaluate", str(run / "best.pt"), "--metrics", "Bleu,CIDEr", "--tokenizer", "simple",
-                 "--no-progress"]) == 0
+    assert (
+        main(["evaluate", str(run / "best.pt"), "--metrics", "Bleu,CIDEr", "--tokenizer", "simple", "--no-progress"])
+        == 0
+    )
     assert "CIDEr" in capsys.readouterr().out
 
 

@@ -1,4 +1,5 @@
 """Vocabulary, tokenizer, synthetic generator and dataset adapters, including bad input."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,7 @@ import pytest
 from PIL import Image
 
 from captionlab.config import DataConfig
-from captionlab.data import BadImageError, Vocabulary, build_tokenizer, load_dataset, load_image
-from captionlab.data import synthetic
+from captionlab.data import BadImageError, Vocabulary, build_tokenizer, load_dataset, load_image, synthetic
 from captionlab.data.dataset import CaptionGroups
 
 
@@ -35,8 +35,14 @@ def test_vocabulary_rejects_a_list_without_special_tokens():
 
 
 def test_tokenizer_drops_punctuation_and_lowercases():
-    assert build_tokenizer("en_word").tokenize("Two GREEN triangles, left; it's here.") == \
-        ["two", "green", "triangles", "left", "it's", "here"]
+    assert build_tokenizer("en_word").tokenize("Two GREEN triangles, left; it's here.") == [
+        "two",
+        "green",
+        "triangles",
+        "left",
+        "it's",
+        "here",
+    ]
 
 
 # ---------------------------------------------------------------- synthetic dataset
@@ -80,7 +86,7 @@ def test_synthetic_colour_is_where_the_box_says(tmp_path):
         for obj in im["objects"]:
             x, y, w, h = obj["bbox"]
             colour = np.array(synthetic.COLOURS[obj["name"].split()[1]])
-            centre = pixels[y + h // 2 - 1: y + h // 2 + 2, x + w // 2 - 1: x + w // 2 + 2].reshape(-1, 3)
+            centre = pixels[y + h // 2 - 1 : y + h // 2 + 2, x + w // 2 - 1 : x + w // 2 + 2].reshape(-1, 3)
             assert (np.abs(centre.astype(int) - colour).sum(1) < 40).any(), obj
 
 
@@ -93,8 +99,13 @@ def _karpathy(tmp: Path, images: list[dict]) -> Path:
 
 
 def _entry(name: str, split: str, caps: list[str], i: int) -> dict:
-    return {"filepath": "imgs", "filename": name, "imgid": i, "split": split,
-            "sentences": [{"raw": c, "tokens": c.split()} for c in caps]}
+    return {
+        "filepath": "imgs",
+        "filename": name,
+        "imgid": i,
+        "split": split,
+        "sentences": [{"raw": c, "tokens": c.split()} for c in caps],
+    }
 
 
 def _rgb(path: Path, colour=(200, 30, 30), mode: str = "RGB") -> Path:
@@ -110,8 +121,14 @@ def _cfg(path: Path, **kw) -> DataConfig:
 
 
 def test_karpathy_adapter_reads_splits_and_restval(tmp_path):
-    path = _karpathy(tmp_path, [_entry("0.png", "train", ["a red box"], 0), _entry("1.png", "restval", ["a b"], 1),
-                                _entry("2.png", "test", ["x y", "z"], 2)])
+    path = _karpathy(
+        tmp_path,
+        [
+            _entry("0.png", "train", ["a red box"], 0),
+            _entry("1.png", "restval", ["a b"], 1),
+            _entry("2.png", "test", ["x y", "z"], 2),
+        ],
+    )
     for i in range(3):
         _rgb(tmp_path / "imgs" / f"{i}.png")
     ds = load_dataset(_cfg(path))

@@ -1,4 +1,5 @@
 """The trainer runs unchanged under torchrun: two CPU processes (gloo) finish and agree."""
+
 from __future__ import annotations
 
 import os
@@ -16,11 +17,33 @@ pytestmark = pytest.mark.slow
 
 def test_two_process_gloo_training_finishes_and_ranks_agree(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    overrides = [f"train.output_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}", "data.synthetic_n=40",
-                 "train.epochs=2", "train.batch_size=4", "train.device=cpu", "train.run_name=ddp"]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(Path(__file__).with_name("ddp_worker.py")), str(TINY), str(tmp_path), *overrides],
-                          env=env, capture_output=True, text=True, timeout=600)
+    overrides = [
+        f"train.output_dir={tmp_path / 'runs'}",
+        f"data.path={tmp_path / 'data'}",
+        "data.synthetic_n=40",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.device=cpu",
+        "train.run_name=ddp",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(Path(__file__).with_name("ddp_worker.py")),
+            str(TINY),
+            str(tmp_path),
+            *overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     digests = [(tmp_path / f"rank{r}.txt").read_text().split()[0] for r in (0, 1)]
     assert digests[0] == digests[1]  # DDP kept both replicas' parameters identical
@@ -35,14 +58,37 @@ def test_two_process_self_critical_training_keeps_ranks_identical(tmp_path):
     from captionlab.training.trainer import train
 
     data = [f"data.path={tmp_path / 'data'}", "data.synthetic_n=40", "train.device=cpu"]
-    xe = train(load_config(TINY, [f"train.output_dir={tmp_path / 'runs'}", *data, "train.epochs=1",
-                                  "train.run_name=xe"]), progress=False)
+    xe = train(
+        load_config(TINY, [f"train.output_dir={tmp_path / 'runs'}", *data, "train.epochs=1", "train.run_name=xe"]),
+        progress=False,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    overrides = [f"train.output_dir={tmp_path / 'runs'}", *data, "train.epochs=1", "train.batch_size=4",
-                 f"train.init_from={xe.run_dir / 'best.pt'}", "train.run_name=scst_ddp"]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(Path(__file__).with_name("ddp_worker.py")), str(TINY.with_name("scst.yaml")),
-                           str(tmp_path), *overrides], env=env, capture_output=True, text=True, timeout=600)
+    overrides = [
+        f"train.output_dir={tmp_path / 'runs'}",
+        *data,
+        "train.epochs=1",
+        "train.batch_size=4",
+        f"train.init_from={xe.run_dir / 'best.pt'}",
+        "train.run_name=scst_ddp",
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(Path(__file__).with_name("ddp_worker.py")),
+            str(TINY.with_name("scst.yaml")),
+            str(tmp_path),
+            *overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     digests = [(tmp_path / f"rank{r}.txt").read_text().split()[0] for r in (0, 1)]
     assert digests[0] == digests[1]  # gradients averaged by hand: replicas stay identical

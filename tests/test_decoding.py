@@ -1,11 +1,12 @@
 """The shared decoding engine, checked against brute force on a toy model and on real captioners."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from captionlab import decoding
-from captionlab.config import ModelConfig, EncoderConfig
+from captionlab.config import EncoderConfig, ModelConfig
 from captionlab.models import build_model
 from toy import MarkovCaptioner, best_by_enumeration
 
@@ -58,7 +59,7 @@ def test_nothing_follows_end_and_lengths_count_it():
             ids = row.tolist()
             if 2 in ids:
                 end = ids.index(2)
-                assert all(t == 0 for t in ids[end + 1:])
+                assert all(t == 0 for t in ids[end + 1 :])
                 assert n == end + 1
 
 
@@ -97,8 +98,14 @@ def test_top_p_keeps_only_the_nucleus():
 
 def _tiny_model(name: str, seed: int = 0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(name=name, encoder=EncoderConfig(name="resnet18", pretrained=False), embed_dim=16,
-                      hidden_dim=24, num_layers=2, dropout=0.0)
+    cfg = ModelConfig(
+        name=name,
+        encoder=EncoderConfig(name="resnet18", pretrained=False),
+        embed_dim=16,
+        hidden_dim=24,
+        num_layers=2,
+        dropout=0.0,
+    )
     return build_model(cfg, vocab_size=12).eval()
 
 
@@ -132,7 +139,7 @@ def test_batched_beam_search_matches_decoding_each_image_alone(name):
     images = torch.randn(5, 3, 32, 32)
     batched = decoding.beam_search(model, images, beam_size=3, max_len=8)
     for i in range(5):
-        alone = decoding.beam_search(model, images[i:i + 1], beam_size=3, max_len=8)
+        alone = decoding.beam_search(model, images[i : i + 1], beam_size=3, max_len=8)
         assert _trim(batched.tokens[i]) == _trim(alone.tokens[0])
         assert batched.scores[i].item() == pytest.approx(alone.scores[0].item(), abs=1e-4)
 
@@ -161,4 +168,6 @@ def test_beam_search_keeps_the_greedy_caption_as_a_candidate():
     plain = decoding.beam_search(model, kind, beam_size=2, max_len=4, keep_greedy=False)
     kept = decoding.beam_search(model, kind, beam_size=2, max_len=4)
     assert plain.scores.item() < g.scores.item()  # plain beam search lost the greedy path
-    assert torch.equal(kept.tokens[:, :g.tokens.size(1)], g.tokens) and kept.scores.item() == pytest.approx(g.scores.item())
+    assert torch.equal(kept.tokens[:, : g.tokens.size(1)], g.tokens) and kept.scores.item() == pytest.approx(
+        g.scores.item()
+    )

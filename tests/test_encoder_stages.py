@@ -1,5 +1,6 @@
 """A frozen pretrained encoder: train the decoder from cached features (same loss, never stale),
 then fine-tune the last ResNet stages from a given epoch, resumable."""
+
 from __future__ import annotations
 
 import csv
@@ -8,7 +9,6 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from captionlab.config import ModelConfig
 from captionlab.data.images import build_transform
 from captionlab.models import build_model
 from captionlab.training.feature_cache import cache_key
@@ -26,9 +26,16 @@ def weights(tmp_path_factory):
 
 
 def frozen(tiny_cfg_factory, tmp, weights, *extra):
-    return tiny_cfg_factory(tmp, "data.synthetic_n=120", f"data.path={tmp.parent / 'data'}", "train.epochs=1",
-                            "model.encoder.pretrained=true", f"model.encoder.weights={weights}", "model.dropout=0.0",
-                            *extra)
+    return tiny_cfg_factory(
+        tmp,
+        "data.synthetic_n=120",
+        f"data.path={tmp.parent / 'data'}",
+        "train.epochs=1",
+        "model.encoder.pretrained=true",
+        f"model.encoder.weights={weights}",
+        "model.dropout=0.0",
+        *extra,
+    )
 
 
 def first_loss(run_dir) -> float:
@@ -41,8 +48,17 @@ def test_cached_features_give_the_on_the_fly_loss_and_a_changed_transform_rebuil
     assert first_loss(cached.run_dir) == pytest.approx(first_loss(plain.run_dir), rel=2e-3)
     cache_dir = tmp_path / "b" / "cache"
     assert len(list(cache_dir.glob("*.npy"))) == 1
-    train(frozen(tiny_cfg_factory, tmp_path / "b", weights, "train.feature_cache=true", "data.image_size=56",
-                 "train.run_name=smaller"), progress=False)
+    train(
+        frozen(
+            tiny_cfg_factory,
+            tmp_path / "b",
+            weights,
+            "train.feature_cache=true",
+            "data.image_size=56",
+            "train.run_name=smaller",
+        ),
+        progress=False,
+    )
     assert len(list(cache_dir.glob("*.npy"))) == 2  # another transform, another cache: never a stale one
     cfg = frozen(tiny_cfg_factory, tmp_path / "c", weights).model
     model = build_model(cfg, 20)
@@ -50,17 +66,20 @@ def test_cached_features_give_the_on_the_fly_loss_and_a_changed_transform_rebuil
 
     records = load_dataset(frozen(tiny_cfg_factory, tmp_path / "c", weights).data).split("train")
     assert cache_key(model, cfg, records, build_transform(64)) != cache_key(model, cfg, records, build_transform(56))
-    assert cache_key(model, cfg, records, build_transform(64)) != cache_key(model, cfg, records[:-1], build_transform(64))
+    assert cache_key(model, cfg, records, build_transform(64)) != cache_key(
+        model, cfg, records[:-1], build_transform(64)
+    )
 
 
-def test_fine_tuning_opens_the_last_stages_from_the_given_epoch_and_resumes_exactly(tmp_path, tiny_cfg_factory, weights):
+def test_fine_tuning_opens_the_last_stages_from_the_given_epoch_and_resumes_exactly(
+    tmp_path, tiny_cfg_factory, weights
+):
     args = ("train.fine_tune_from_epoch=2", "train.fine_tune_blocks=1", "train.feature_cache=true")
     ref = torch.load(weights, weights_only=True)
     one = train(frozen(tiny_cfg_factory, tmp_path / "a", weights, *args), progress=False)
     enc = one.model.encoder.body
     assert torch.equal(enc[7][0].conv1.weight, ref["layer4.0.conv1.weight"])  # epoch 1: frozen
-    two = train(frozen(tiny_cfg_factory, tmp_path / "a", weights, *args, "train.epochs=2"), resume=True,
-                progress=False)
+    two = train(frozen(tiny_cfg_factory, tmp_path / "a", weights, *args, "train.epochs=2"), resume=True, progress=False)
     enc = two.model.encoder.body
     assert not torch.equal(enc[7][0].conv1.weight, ref["layer4.0.conv1.weight"])  # epoch 2: layer4 trains
     assert torch.equal(enc[6][0].conv1.weight, ref["layer3.0.conv1.weight"])  # layer3 stays frozen
@@ -73,5 +92,9 @@ def test_fine_tuning_opens_the_last_stages_from_the_given_epoch_and_resumes_exac
 
 def test_fine_tuning_a_trainable_encoder_is_refused(tmp_path, tiny_cfg_factory):
     with pytest.raises(ValueError, match="needs a frozen pretrained encoder"):
-        train(tiny_cfg_factory(tmp_path, "data.synthetic_n=30", f"data.path={tmp_path / 'data'}",
-                               "train.fine_tune_from_epoch=2"), progress=False)
+        train(
+            tiny_cfg_factory(
+                tmp_path, "data.synthetic_n=30", f"data.path={tmp_path / 'data'}", "train.fine_tune_from_epoch=2"
+            ),
+            progress=False,
+        )

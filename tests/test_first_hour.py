@@ -1,5 +1,6 @@
 """What a new user meets first: typed config errors, no debris from a failed start, one-line messages
 from the CLI, readable figures, honest progress output."""
+
 from __future__ import annotations
 
 import io
@@ -17,19 +18,22 @@ from conftest import TINY
 matplotlib.use("Agg")
 
 
-@pytest.mark.parametrize("override, words", [
-    ("train.epochs=abc", ["train.epochs", "'abc'", "an integer >= 1"]),
-    ("train.lr=fast", ["train.lr", "'fast'", "a number > 0"]),
-    ("train.epochs=-1", ["train.epochs", "-1", ">= 1"]),
-    ("decode.beam_size=-2", ["decode.beam_size", ">= 1"]),
-    ("model.dropout=1.5", ["model.dropout", "< 1"]),
-    ("train.amp=maybe", ["train.amp", "true or false"]),
-    ("data.on_bad_image=skp", ["data.on_bad_image", "error, skip", "did you mean 'skip'"]),
-    ("model.name=cnn_gr", ["model.name", "did you mean 'cnn_gru'"]),
-    ("train.device=gpu", ["train.device", "cuda:N"]),
-    ("model.encoder=resnet18", ["model.encoder", "mapping"]),
-    ("train.epoch=3", ["unknown config key 'train.epoch'", "did you mean 'train.epochs'"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.epochs=abc", ["train.epochs", "'abc'", "an integer >= 1"]),
+        ("train.lr=fast", ["train.lr", "'fast'", "a number > 0"]),
+        ("train.epochs=-1", ["train.epochs", "-1", ">= 1"]),
+        ("decode.beam_size=-2", ["decode.beam_size", ">= 1"]),
+        ("model.dropout=1.5", ["model.dropout", "< 1"]),
+        ("train.amp=maybe", ["train.amp", "true or false"]),
+        ("data.on_bad_image=skp", ["data.on_bad_image", "error, skip", "did you mean 'skip'"]),
+        ("model.name=cnn_gr", ["model.name", "did you mean 'cnn_gru'"]),
+        ("train.device=gpu", ["train.device", "cuda:N"]),
+        ("model.encoder=resnet18", ["model.encoder", "mapping"]),
+        ("train.epoch=3", ["unknown config key 'train.epoch'", "did you mean 'train.epochs'"]),
+    ],
+)
 def test_a_bad_value_is_named_with_what_is_expected(override, words):
     with pytest.raises(ConfigError) as e:
         load_config(TINY, [override])
@@ -79,8 +83,10 @@ def _score(tmp_path, results, annotations, capsys):
     return code, capsys.readouterr().err
 
 
-ANN = {"images": [{"id": 1}, {"id": 2}], "annotations": [{"image_id": 1, "caption": "a red circle"},
-                                                           {"image_id": 2, "caption": "a blue box"}]}
+ANN = {
+    "images": [{"id": 1}, {"id": 2}],
+    "annotations": [{"image_id": 1, "caption": "a red circle"}, {"image_id": 2, "caption": "a blue box"}],
+}
 
 
 def test_score_names_the_right_file_once_and_plainly(tmp_path, capsys):
@@ -88,18 +94,22 @@ def test_score_names_the_right_file_once_and_plainly(tmp_path, capsys):
     assert code == 2 and "results file not found" in err and "res.json" in err
     code, err = _score(tmp_path, '[{"image_id": 1, ', ANN, capsys)
     assert code == 2 and "results file" in err and "is not valid JSON: line 1" in err and "at at" not in err
-    code, err = _score(tmp_path, [{"image_id": 1, "caption": "a red circle"}, {"image_id": 7, "caption": "x"}],
-                       ANN, capsys)
+    code, err = _score(
+        tmp_path, [{"image_id": 1, "caption": "a red circle"}, {"image_id": 7, "caption": "x"}], ANN, capsys
+    )
     assert code == 2 and err.count("\n") == 1 and "7" in err and "res.json" in err and "ann.json" in err
     code, err = _score(tmp_path, [{"image_id": 1, "caption": "a red circle"}], ANN, capsys)
     assert code == 0 and err == "captionlab: warning: 1 annotated image(s) have no result and are not scored\n"
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"train:\n  epochs: 3\n", "not a PyTorch checkpoint"),
-    (b"hello, I am text", "not a PyTorch checkpoint"),
-    (b"", "empty (0 bytes)"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"train:\n  epochs: 3\n", "not a PyTorch checkpoint"),
+        (b"hello, I am text", "not a PyTorch checkpoint"),
+        (b"", "empty (0 bytes)"),
+    ],
+)
 def test_a_file_that_is_not_a_checkpoint_gets_one_line(tmp_path, capsys, content, words):
     path = tmp_path / "model.pt"
     path.write_bytes(content)
@@ -125,8 +135,9 @@ def test_checkpoint_other_tools_newer_formats_and_missing_keys(tmp_path):
 
 
 def test_format_1_checkpoints_read_with_one_based_epochs(tmp_path):
-    path = save_checkpoint(tmp_path / "old.pt", model_state={}, config={}, vocab=[], epoch=0,
-                           extra={"best": {"epoch": 0}})
+    path = save_checkpoint(
+        tmp_path / "old.pt", model_state={}, config={}, vocab=[], epoch=0, extra={"best": {"epoch": 0}}
+    )
     raw = torch.load(path, weights_only=True)
     raw["format"], raw["epoch"] = 1, 3  # format 1 counted from 0
     torch.save(raw, path)
@@ -155,7 +166,9 @@ def test_line_progress_prints_a_few_lines_not_carriage_returns():
         bar.set_postfix(loss="1.0")
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and "\r" not in out.getvalue()
-    assert lines[0].startswith("work:  25% (25/100 it)") and lines[-1].startswith("work: 100%") and "loss=1.0" in lines[-1]
+    assert (
+        lines[0].startswith("work:  25% (25/100 it)") and lines[-1].startswith("work: 100%") and "loss=1.0" in lines[-1]
+    )
     quiet = io.StringIO()
     list(LineProgress(range(100), "short", None, "it", stream=quiet))  # a loop under quiet_s stays silent
     assert quiet.getvalue() == ""
@@ -191,4 +204,3 @@ def test_curves_have_whole_epoch_ticks(tmp_path):
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks)
-

@@ -1,4 +1,5 @@
 """Reference metrics against hand-computed values, and run configuration."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,13 @@ def test_punctuation_and_case_do_not_change_scores():
 
 def test_meteor_ranks_exact_above_partial_above_unrelated():
     refs = {1: ["a red circle on the left"], 2: ["a blue square at the top"], 3: ["two green stars"]}
-    s = score({1: "a red circle on the left", 2: "a blue box", 3: "an elephant eating"}, refs,
-              ("METEOR",), "ptb", per_image=True)
+    s = score(
+        {1: "a red circle on the left", 2: "a blue box", 3: "an elephant eating"},
+        refs,
+        ("METEOR",),
+        "ptb",
+        per_image=True,
+    )
     per = s["per_image"]
     assert per[1]["METEOR"] > per[2]["METEOR"] > per[3]["METEOR"] == 0.0
     assert 0 < s["METEOR"] < 1
@@ -54,9 +60,11 @@ def test_results_without_references_are_an_error():
 
 def test_score_files_reads_coco_formats(tmp_path):
     (tmp_path / "res.json").write_text(json.dumps([{"image_id": k, "caption": v} for k, v in RESULTS.items()]))
-    ann = {"images": [{"id": 1}, {"id": 2}, {"id": 3}],
-           "annotations": [{"image_id": k, "caption": c} for k, v in REFS.items() for c in v]
-           + [{"image_id": 3, "caption": "not scored"}]}
+    ann = {
+        "images": [{"id": 1}, {"id": 2}, {"id": 3}],
+        "annotations": [{"image_id": k, "caption": c} for k, v in REFS.items() for c in v]
+        + [{"image_id": 3, "caption": "not scored"}],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(ann))
     with pytest.warns(UserWarning, match="1 annotated image"):
         s = score_files(tmp_path / "res.json", tmp_path / "ann.json", ("Bleu", "ROUGE_L", "CIDEr"), "simple")
@@ -71,8 +79,10 @@ def test_duplicate_result_ids_are_rejected(tmp_path):
 
 
 def test_config_overrides_and_round_trip():
-    cfg = load_config(CONFIGS / "tiny" / "cnn_gru.yaml", ["train.epochs=2", "model.encoder.name=resnet50",
-                                                          "decode.length_penalty=0.7"])
+    cfg = load_config(
+        CONFIGS / "tiny" / "cnn_gru.yaml",
+        ["train.epochs=2", "model.encoder.name=resnet50", "decode.length_penalty=0.7"],
+    )
     assert (cfg.train.epochs, cfg.model.encoder.name, cfg.decode.length_penalty) == (2, "resnet50", 0.7)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 

@@ -1,4 +1,5 @@
 """The notebooks run top to bottom, headless, with the tiny config, and touch only their own runs."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path, monkeyp
     cli_run = tmp_path / "runs" / "tiny_cnn_gru"  # what `captionlab train` of the same config would use
     cli_run.mkdir(parents=True)
     (cli_run / "last.pt").write_bytes(b"a user's checkpoint")
-    nb = run_notebook("01_cnn_gru.ipynb", tmp_path, monkeypatch,
-                      f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1")
+    nb = run_notebook(
+        "01_cnn_gru.ipynb", tmp_path, monkeypatch, f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1"
+    )
     text = outputs_text(nb)
     assert "CIDEr" in text and "METEOR" in text and "attribute accuracy" in text and "blind floor" in text
     assert "IProgress" not in text and "\r" not in text
@@ -44,8 +46,12 @@ def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path, monkeyp
 
 def test_self_critical_notebook_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPTIONLAB_SCST_CONFIG", str(TINY.with_name("scst.yaml")))
-    nb = run_notebook("03_self_critical.ipynb", tmp_path, monkeypatch,
-                      f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1")
+    nb = run_notebook(
+        "03_self_critical.ipynb",
+        tmp_path,
+        monkeypatch,
+        f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1",
+    )
     text = outputs_text(nb)
     assert "SCST, greedy baseline beam 3" in text and "SCST, mean baseline beam 1" in text and "METEOR" in text
     for run in ("nb03_xe", "nb03_scst_greedy", "nb03_scst_mean"):
@@ -57,8 +63,12 @@ def test_self_critical_notebook_executes(tmp_path, monkeypatch):
 
 def test_grid_attention_notebook_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPTIONLAB_CONFIG_DIR", str(TINY.parent))
-    nb = run_notebook("02_grid_attention.ipynb", tmp_path, monkeypatch,
-                      f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1")
+    nb = run_notebook(
+        "02_grid_attention.ipynb",
+        tmp_path,
+        monkeypatch,
+        f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1",
+    )
     text = outputs_text(nb)
     assert text.count("grounding rate") == 2 and "METEOR" in text  # a 1-epoch model may ground nothing yet
     for name in ("cnn_gru", "show_tell", "show_attend_tell", "adaptive_attention"):
@@ -69,9 +79,13 @@ def test_grid_attention_notebook_executes(tmp_path, monkeypatch):
 
 def test_transformer_notebook_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPTIONLAB_CONFIG_DIR", str(TINY.parent))
-    nb = run_notebook("04_transformer_and_clipcap.ipynb", tmp_path, monkeypatch,
-                      f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1 "
-                      f"model.clip={tmp_path / 'hf' / 'clip'} model.lm={tmp_path / 'hf' / 'gpt2'}")
+    nb = run_notebook(
+        "04_transformer_and_clipcap.ipynb",
+        tmp_path,
+        monkeypatch,
+        f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1 "
+        f"model.clip={tmp_path / 'hf' / 'clip'} model.lm={tmp_path / 'hf' / 'gpt2'}",
+    )
     text = outputs_text(nb)
     for name in ("vit_transformer", "clipcap_mlp", "clipcap_transformer"):
         assert f"| {name} beam 3 |" in text

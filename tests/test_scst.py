@@ -1,5 +1,6 @@
 """Self-critical training: the loss points the right way, the new baseline is centred, and a few
 steps from a cross-entropy checkpoint raise the reward of the model's own samples."""
+
 from __future__ import annotations
 
 import pytest
@@ -55,9 +56,18 @@ def _mean_sample_reward(run_dir, records, seed=0):
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
 def test_a_few_scst_steps_raise_the_mean_sample_reward(trained, tmp_path, synth_root, baseline):
     cfg, result = trained
-    scst = load_config(CONFIGS / "tiny" / "scst.yaml", [
-        f"train.output_dir={tmp_path}", f"data.path={cfg.data.path}", f"train.init_from={result.run_dir / 'best.pt'}",
-        f"train.scst_baseline={baseline}", "train.lr=5e-4", "train.epochs=2", f"train.run_name=scst_{baseline}"])
+    scst = load_config(
+        CONFIGS / "tiny" / "scst.yaml",
+        [
+            f"train.output_dir={tmp_path}",
+            f"data.path={cfg.data.path}",
+            f"train.init_from={result.run_dir / 'best.pt'}",
+            f"train.scst_baseline={baseline}",
+            "train.lr=5e-4",
+            "train.epochs=2",
+            f"train.run_name=scst_{baseline}",
+        ],
+    )
     records = load_dataset(scst.data).split("train")
     before = _mean_sample_reward(result.run_dir / "best.pt", records[:64])
     out = train(scst, progress=False)
@@ -74,9 +84,17 @@ def test_self_critical_training_resumes_exactly(trained, tmp_path):
     cfg, result = trained
 
     def scst(where, epochs):
-        return load_config(CONFIGS / "tiny" / "scst.yaml", [
-            f"train.output_dir={where}", f"data.path={tmp_path / 'data'}", "data.synthetic_n=40",
-            "train.batch_size=8", f"train.init_from={result.run_dir / 'best.pt'}", f"train.epochs={epochs}"])
+        return load_config(
+            CONFIGS / "tiny" / "scst.yaml",
+            [
+                f"train.output_dir={where}",
+                f"data.path={tmp_path / 'data'}",
+                "data.synthetic_n=40",
+                "train.batch_size=8",
+                f"train.init_from={result.run_dir / 'best.pt'}",
+                f"train.epochs={epochs}",
+            ],
+        )
 
     # the tiny checkpoint's vocabulary is used as it is, whatever words this smaller set has
     straight = train(scst(tmp_path / "a", 2), progress=False)

@@ -1,4 +1,5 @@
 """End to end on the tiny synthetic set: learning, checkpoints, resume, beam vs greedy."""
+
 from __future__ import annotations
 
 import csv
@@ -78,8 +79,14 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
 
 
 def test_amp_request_on_cpu_warns_and_trains_in_float32(tmp_path, tiny_cfg_factory):
-    cfg = tiny_cfg_factory(tmp_path, "data.synthetic_n=30", f"data.path={tmp_path / 'data'}", "train.epochs=1",
-                           "train.amp=true", "train.device=cpu")
+    cfg = tiny_cfg_factory(
+        tmp_path,
+        "data.synthetic_n=30",
+        f"data.path={tmp_path / 'data'}",
+        "train.epochs=1",
+        "train.amp=true",
+        "train.device=cpu",
+    )
     with pytest.warns(UserWarning, match="CUDA only"):
         result = train(cfg, progress=False)
     assert all(p.dtype == torch.float32 for p in result.model.parameters())

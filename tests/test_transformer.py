@@ -1,5 +1,6 @@
 """vit_transformer: the key/value cache gives what the teacher-forced pass gives, beams reorder it
 with State.select, and a tiny trained model attends where the objects are."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,16 +9,25 @@ import torch
 from captionlab import decoding
 from captionlab.captioner import load_checkpoint
 from captionlab.config import EncoderConfig, ModelConfig
-from captionlab.evaluation import evaluate_split
 from captionlab.data.adapters import load_dataset
+from captionlab.evaluation import evaluate_split
 from captionlab.models import build_model
 
 
 def tiny(**kw) -> torch.nn.Module:
     torch.manual_seed(0)
     enc = kw.pop("encoder", EncoderConfig(name="vit_tiny", pretrained=False, image_size=64))
-    cfg = ModelConfig(name="vit_transformer", encoder=enc, hidden_dim=32, num_heads=4, ff_dim=64, num_layers=2,
-                      dropout=0.0, max_positions=24, **kw)
+    cfg = ModelConfig(
+        name="vit_transformer",
+        encoder=enc,
+        hidden_dim=32,
+        num_heads=4,
+        ff_dim=64,
+        num_layers=2,
+        dropout=0.0,
+        max_positions=24,
+        **kw,
+    )
     return build_model(cfg, 25).eval()
 
 
@@ -37,11 +47,14 @@ def stepped(model, images, caps) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-@pytest.mark.parametrize("kw", [
-    {},
-    {"positions": "sinusoidal", "tie_embeddings": True},
-    {"encoder": EncoderConfig(name="resnet18", pretrained=False), "grid_size": 2},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"positions": "sinusoidal", "tie_embeddings": True},
+        {"encoder": EncoderConfig(name="resnet18", pretrained=False), "grid_size": 2},
+    ],
+)
 def test_cached_steps_equal_teacher_forcing(kw):
     model = tiny(**kw)
     images = torch.randn(3, 3, 64, 64)
@@ -68,7 +81,7 @@ def test_batched_beam_equals_one_image_at_a_time():
     images = torch.randn(4, 3, 64, 64)
     batched = decoding.beam_search(model, images, beam_size=4, max_len=12)
     for i in range(4):
-        one = decoding.beam_search(model, images[i:i + 1], beam_size=4, max_len=12)
+        one = decoding.beam_search(model, images[i : i + 1], beam_size=4, max_len=12)
         n = one.tokens.size(1)
         assert torch.equal(batched.tokens[i, :n], one.tokens[0])
         assert torch.allclose(batched.attention[i, :n], one.attention[0], atol=1e-5)
@@ -85,8 +98,17 @@ def test_tiny_vit_transformer_learns_and_looks_at_the_objects(trained_vit):
     cfg, result = trained_vit
     captioner = load_checkpoint(result.run_dir / "best.pt", "cpu")
     dataset = load_dataset(cfg.data)
-    _, metrics = evaluate_split(captioner, dataset, "test", beam_size=3, max_len=16, metrics=("Bleu", "CIDEr"),
-                                tokenizer="simple", progress=False, grounding=True)
+    _, metrics = evaluate_split(
+        captioner,
+        dataset,
+        "test",
+        beam_size=3,
+        max_len=16,
+        metrics=("Bleu", "CIDEr"),
+        tokenizer="simple",
+        progress=False,
+        grounding=True,
+    )
     assert metrics["CIDEr"] > 0.6
     g = metrics["grounding"]
     assert g["grounding_rate"] > 2 * g["chance_rate"]
@@ -104,15 +126,17 @@ def test_pretrained_vit_weights_load_from_a_local_file_at_another_size(tmp_path)
     torch.manual_seed(0)
     reference = vit_b_32(weights=None).eval()
     torch.save(reference.state_dict(), tmp_path / "vit_b_32.pth")
-    enc = ViTEncoder(EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "vit_b_32.pth"),
-                                   image_size=224)).eval()
+    enc = ViTEncoder(
+        EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "vit_b_32.pth"), image_size=224)
+    ).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         ours = enc(x)  # (1, 49, 768) patch tokens
         theirs = reference.encoder(torch.cat([reference.class_token, reference._process_input(x)], 1))[:, 1:]
     assert torch.allclose(ours, theirs, atol=1e-5) and not enc.trainable
-    small = ViTEncoder(EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "vit_b_32.pth"),
-                                     image_size=64))
+    small = ViTEncoder(
+        EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "vit_b_32.pth"), image_size=64)
+    )
     assert small(torch.randn(1, 3, 64, 64)).shape == (1, 4, 768)
     with pytest.raises(MissingWeightsError, match="file not found: .*missing.pth"):
         ViTEncoder(EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "missing.pth")))

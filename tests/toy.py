@@ -1,5 +1,6 @@
 """A tiny hand-made captioner whose next-token distribution depends only on the last token and the
 image: exact sequence probabilities are easy to enumerate, so decoders can be checked by brute force."""
+
 from __future__ import annotations
 
 import itertools

@@ -3,6 +3,7 @@
 ``load_checkpoint(path).caption(images)`` captions images with a trained model; ``captionlab.training.trainer.train``
 trains one from a ``RunConfig``; ``captionlab.decoding`` is the decoding engine every model shares.
 """
+
 from .captioner import Captioner, load_checkpoint
 from .config import RunConfig, load_config
 

@@ -1,24 +1,25 @@
 """A trained captioner rebuilt from one checkpoint file: the object users caption images with."""
+
 from __future__ import annotations
 
 import copy
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from PIL import Image
 
 from . import decoding
+from .checkpoint import read_checkpoint
 from .config import RunConfig
 from .data.images import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image, to_rgb
 from .data.lm_vocab import load_vocab
 from .data.tokenizers import build_tokenizer
 from .data.vocab import Vocabulary
 from .models import CaptionModel, build_model
-from .checkpoint import read_checkpoint
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -38,8 +39,9 @@ class CaptionTrace:
 
 
 class Captioner:
-    def __init__(self, model: CaptionModel, vocab: Vocabulary, config: RunConfig,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, model: CaptionModel, vocab: Vocabulary, config: RunConfig, device: torch.device | str = "cpu"
+    ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab = vocab
@@ -57,14 +59,20 @@ class Captioner:
         return (beam_size or d.beam_size, max_len or d.max_len, d.length_penalty)
 
     @torch.no_grad()
-    def caption_tensor(self, images: torch.Tensor, beam_size: int | None = None,
-                       max_len: int | None = None) -> decoding.DecodeOutput:
+    def caption_tensor(
+        self, images: torch.Tensor, beam_size: int | None = None, max_len: int | None = None
+    ) -> decoding.DecodeOutput:
         k, n, alpha = self._beam(beam_size, max_len)
         return decoding.decode(self.model, images.to(self.device), k, n, alpha)
 
-    def caption(self, images: Iterable[Image.Image | str | os.PathLike] | Image.Image | str | os.PathLike,
-                beam_size: int | None = None, max_len: int | None = None, batch_size: int = 32,
-                with_attention: bool = False) -> list[str] | list[CaptionTrace]:
+    def caption(
+        self,
+        images: Iterable[Image.Image | str | os.PathLike] | Image.Image | str | os.PathLike,
+        beam_size: int | None = None,
+        max_len: int | None = None,
+        batch_size: int = 32,
+        with_attention: bool = False,
+    ) -> list[str] | list[CaptionTrace]:
         """Captions for PIL images and/or image paths, in order; with ``with_attention``, a
         ``CaptionTrace`` per image (the model must attend: show_attend_tell, adaptive_attention)."""
         if isinstance(images, (Image.Image, str, os.PathLike)):
@@ -72,7 +80,7 @@ class Captioner:
         items: Sequence = list(images)
         out: list = []
         for i in range(0, len(items), batch_size):
-            pil = [to_rgb(x) if isinstance(x, Image.Image) else load_image(x) for x in items[i:i + batch_size]]
+            pil = [to_rgb(x) if isinstance(x, Image.Image) else load_image(x) for x in items[i : i + batch_size]]
             batch = torch.stack([self.transform(im) for im in pil])  # (batch, 3, H, W)
             decoded = self.caption_tensor(batch, beam_size, max_len)
             out.extend(self.traces(decoded) if with_attention else self.words(decoded.tokens))
@@ -80,14 +88,16 @@ class Captioner:
 
     def traces(self, decoded: decoding.DecodeOutput) -> list[CaptionTrace]:
         if decoded.attention is None:
-            raise ValueError(f"model {self.config.model.name} has no attention to show; attention maps come from "
-                             "show_attend_tell and adaptive_attention")
+            raise ValueError(
+                f"model {self.config.model.name} has no attention to show; attention maps come from "
+                "show_attend_tell and adaptive_attention"
+            )
         out = []
         for i, row in enumerate(decoded.tokens):
             words = self.vocab.decode(row.tolist())
-            att = decoded.attention[i, :len(words)].float().cpu()  # (words, regions)
+            att = decoded.attention[i, : len(words)].float().cpu()  # (words, regions)
             grid = math.isqrt(att.size(1))
-            sentinel = decoded.sentinel[i, :len(words)].float().cpu() if decoded.sentinel is not None else None
+            sentinel = decoded.sentinel[i, : len(words)].float().cpu() if decoded.sentinel is not None else None
             out.append(CaptionTrace(self.tokenizer.detokenize(words), words, att.view(-1, grid, grid), sentinel))
         return out
 
@@ -121,12 +131,15 @@ def load_checkpoint(path: str | Path | Sequence[str | Path], device: str | torch
     _, vocab, cfg = loaded[0]
     for p, (_, v, c) in zip(paths[1:], loaded[1:]):
         if v != vocab:
-            raise ValueError(f"cannot ensemble {paths[0]} and {p}: their vocabularies differ "
-                             f"({len(vocab)} vs {len(v)} tokens{'' if len(v) != len(vocab) else ', same size, other words'}); "
-                             "ensemble checkpoints trained on the same data and tokenizer")
+            raise ValueError(
+                f"cannot ensemble {paths[0]} and {p}: their vocabularies differ "
+                f"({len(vocab)} vs {len(v)} tokens{'' if len(v) != len(vocab) else ', same size, other words'}); "
+                "ensemble checkpoints trained on the same data and tokenizer"
+            )
         if (c.data.image_size, c.data.resize) != (cfg.data.image_size, cfg.data.resize):
-            raise ValueError(f"cannot ensemble {paths[0]} and {p}: input sizes differ "
-                             f"({cfg.data.image_size} vs {c.data.image_size})")
+            raise ValueError(
+                f"cannot ensemble {paths[0]} and {p}: input sizes differ ({cfg.data.image_size} vs {c.data.image_size})"
+            )
     names = "+".join(c.model.name for _, _, c in loaded)
     cfg = copy.deepcopy(cfg)
     cfg.model.name = names  # shown in reports; the ensemble is never rebuilt from this config

@@ -3,20 +3,23 @@
 Each command is one call into the package (the notebooks and the Python API run the same code).
 Run `captionlab COMMAND --help` for a command's options.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .paths import resolve
 
 METRICS_HELP = "comma-separated metrics: Bleu, METEOR, ROUGE_L, CIDEr (SPICE where its jars are installed)"
-TOKENIZER_HELP = ("how captions are tokenised before scoring: 'ptb' is the Stanford PTB tokenizer (Java), as the "
-                  "COCO server uses; 'simple' lower-cases and drops punctuation in-process")
+TOKENIZER_HELP = (
+    "how captions are tokenised before scoring: 'ptb' is the Stanford PTB tokenizer (Java), as the "
+    "COCO server uses; 'simple' lower-cases and drops punctuation in-process"
+)
 ALL = "Bleu,METEOR,ROUGE_L,CIDEr"
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 EPILOG = """examples:
@@ -93,8 +96,7 @@ def _dataset_for(a: argparse.Namespace, cfg):
 
     data = cfg.data
     if a.data:
-        data = dataclasses.replace(data, path=a.data, format=a.format or data.format,
-                                   image_root=a.image_root or None)
+        data = dataclasses.replace(data, path=a.data, format=a.format or data.format, image_root=a.image_root or None)
     if a.on_bad_image:
         data = dataclasses.replace(data, on_bad_image=a.on_bad_image)
     return load_dataset(data)
@@ -109,10 +111,24 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     beam = a.beam_size or captioner.config.decode.beam_size
     tag = f"ensemble{len(a.checkpoint)}_" if len(a.checkpoint) > 1 else ""
     out = Path(a.out) if a.out else Path(a.checkpoint[0]).parent / f"eval_{tag}{a.split}_beam{beam}"
-    _, metrics = evaluate_split(captioner, dataset, a.split, beam, a.max_len or captioner.config.decode.max_len,
-                                _metrics(a.metrics), a.tokenizer, a.batch_size, out_dir=out,
-                                progress=not a.no_progress, grounding=a.grounding)
-    name = " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in a.checkpoint) if len(a.checkpoint) < 4 else f"{len(a.checkpoint)} checkpoints"
+    _, metrics = evaluate_split(
+        captioner,
+        dataset,
+        a.split,
+        beam,
+        a.max_len or captioner.config.decode.max_len,
+        _metrics(a.metrics),
+        a.tokenizer,
+        a.batch_size,
+        out_dir=out,
+        progress=not a.no_progress,
+        grounding=a.grounding,
+    )
+    name = (
+        " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in a.checkpoint)
+        if len(a.checkpoint) < 4
+        else f"{len(a.checkpoint)} checkpoints"
+    )
     print(format_report(f"{name} {a.split} beam {beam}", metrics))
     print(f"wrote {out / 'results.json'}, {out / 'metrics.json'}")
 
@@ -138,14 +154,16 @@ def cmd_caption(a: argparse.Namespace) -> None:
             kept.append(p)
         except BadImageError as e:
             if a.on_bad_image == "error":
-                raise BadImageError(f"{e} (to caption the other images and skip unreadable ones, pass "
-                                    "--on-bad-image skip)") from None
+                raise BadImageError(
+                    f"{e} (to caption the other images and skip unreadable ones, pass --on-bad-image skip)"
+                ) from None
             skipped += 1
             print(f"skipped: {e}", file=sys.stderr)
     if a.attention_plot and not kept:
         raise BadImageError("no readable image to caption")
-    results = captioner.caption(images, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size,
-                                with_attention=bool(a.attention_plot))
+    results = captioner.caption(
+        images, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size, with_attention=bool(a.attention_plot)
+    )
     for i, (p, r) in enumerate(zip(kept, results)):
         print(f"{p}\t{r.caption if a.attention_plot else r}")
         if a.attention_plot:
@@ -166,8 +184,13 @@ def cmd_score(a: argparse.Namespace) -> None:
 
     if a.fast and "METEOR" in _metrics(a.metrics or ""):
         raise ValueError("--fast scores without Java, and METEOR needs it: drop METEOR from --metrics or --fast")
-    metrics = score_files(a.results, a.annotations, _metrics(a.metrics or ("Bleu,ROUGE_L,CIDEr" if a.fast else ALL)),
-                          a.tokenizer or ("simple" if a.fast else "ptb"), fast_cider=a.fast)
+    metrics = score_files(
+        a.results,
+        a.annotations,
+        _metrics(a.metrics or ("Bleu,ROUGE_L,CIDEr" if a.fast else ALL)),
+        a.tokenizer or ("simple" if a.fast else "ptb"),
+        fast_cider=a.fast,
+    )
     print(json.dumps(metrics, indent=2))
     if a.out:
         write_json(metrics, a.out)
@@ -187,29 +210,50 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
 
     def no_progress(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--no-progress", action="store_true",
-                       help="no progress bars or progress lines (epoch summaries are still printed)")
+        s.add_argument(
+            "--no-progress",
+            action="store_true",
+            help="no progress bars or progress lines (epoch summaries are still printed)",
+        )
 
     def overrides(s: argparse.ArgumentParser) -> None:
-        s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                       help="config overrides, e.g. train.epochs=3 model.encoder.name=resnet18")
-        s.add_argument("--on-bad-image", choices=["error", "skip"],
-                       help="what to do with an unreadable image in the dataset (sets data.on_bad_image; "
-                            "the config's value when not given)")
+        s.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="KEY=VALUE",
+            help="config overrides, e.g. train.epochs=3 model.encoder.name=resnet18",
+        )
+        s.add_argument(
+            "--on-bad-image",
+            choices=["error", "skip"],
+            help="what to do with an unreadable image in the dataset (sets data.on_bad_image; "
+            "the config's value when not given)",
+        )
 
     s = command("synth", "generate the synthetic captioning dataset (deterministic: same seed, same bytes)")
-    s.add_argument("--out", default="dataset/synthetic", type=resolve,
-                   help="output folder (relative paths are relative to the repository root)")
+    s.add_argument(
+        "--out",
+        default="dataset/synthetic",
+        type=resolve,
+        help="output folder (relative paths are relative to the repository root)",
+    )
     s.add_argument("--n", type=positive_int, default=5000, help="number of images (10%% val, 10%% test)")
     s.add_argument("--seed", type=int, default=0, help="random seed of the scenes and captions")
     s.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
-    s.add_argument("--lang", choices=["en", "zh"], default="en",
-                   help="caption language: zh writes Chinese captions for the same scenes (train them with "
-                        "data.tokenizer=zh_char or zh_jieba and data.synthetic_lang=zh)")
+    s.add_argument(
+        "--lang",
+        choices=["en", "zh"],
+        default="en",
+        help="caption language: zh writes Chinese captions for the same scenes (train them with "
+        "data.tokenizer=zh_char or zh_jieba and data.synthetic_lang=zh)",
+    )
     s.set_defaults(func=cmd_synth)
 
-    s = command("tiny-hf", "write tiny random CLIP and GPT-2 models (real classes, save_pretrained layout) to a "
-                           "ClipCap config's model.clip / model.lm: ClipCap offline, without real weights")
+    s = command(
+        "tiny-hf",
+        "write tiny random CLIP and GPT-2 models (real classes, save_pretrained layout) to a "
+        "ClipCap config's model.clip / model.lm: ClipCap offline, without real weights",
+    )
     s.add_argument("config", help="a ClipCap config, e.g. code/configs/tiny/clipcap_mlp.yaml")
     s.add_argument("--overwrite", action="store_true", help="replace existing directories")
     overrides(s)
@@ -218,31 +262,54 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("train", "train a captioner from a YAML config")
     s.add_argument("config", help="YAML run config, e.g. code/configs/cnn_gru.yaml")
     overrides(s)
-    s.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
-                   help="continue the run from its last.pt (or from the checkpoint given)")
+    s.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue the run from its last.pt (or from the checkpoint given)",
+    )
     s.add_argument("--overwrite", action="store_true", help="start the run again, deleting its checkpoints")
     no_progress(s)
     s.set_defaults(func=cmd_train)
 
     def data_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("--data", help="dataset path (default: the one in the checkpoint's config)")
-        s.add_argument("--format", choices=["synthetic", "karpathy", "deepfashion", "tsv", "folder"],
-                       help="format of --data (default: the checkpoint's data.format)")
-        s.add_argument("--image-root", help="folder the dataset's image paths are relative to "
-                                            "(default: the annotation file's folder)")
-        s.add_argument("--on-bad-image", choices=["error", "skip"],
-                       help="stop at an unreadable image, or skip it with a warning (default: the checkpoint's "
-                            "data.on_bad_image)")
+        s.add_argument(
+            "--format",
+            choices=["synthetic", "karpathy", "deepfashion", "tsv", "folder"],
+            help="format of --data (default: the checkpoint's data.format)",
+        )
+        s.add_argument(
+            "--image-root",
+            help="folder the dataset's image paths are relative to (default: the annotation file's folder)",
+        )
+        s.add_argument(
+            "--on-bad-image",
+            choices=["error", "skip"],
+            help="stop at an unreadable image, or skip it with a warning (default: the checkpoint's data.on_bad_image)",
+        )
 
     def checkpoint_args(s: argparse.ArgumentParser, positional: bool = True) -> None:
         if positional:
-            s.add_argument("checkpoint", nargs="+", metavar="CHECKPOINT",
-                           help="a best.pt / last.pt written by 'captionlab train'; several are decoded as one "
-                                "ensemble (averaged word probabilities; same vocabulary)")
-        s.add_argument("--beam-size", type=positive_int,
-                       help="beam width; 1 is greedy (default: decode.beam_size of the checkpoint's config)")
-        s.add_argument("--max-len", type=positive_int,
-                       help="longest caption in words (default: decode.max_len of the checkpoint's config)")
+            s.add_argument(
+                "checkpoint",
+                nargs="+",
+                metavar="CHECKPOINT",
+                help="a best.pt / last.pt written by 'captionlab train'; several are decoded as one "
+                "ensemble (averaged word probabilities; same vocabulary)",
+            )
+        s.add_argument(
+            "--beam-size",
+            type=positive_int,
+            help="beam width; 1 is greedy (default: decode.beam_size of the checkpoint's config)",
+        )
+        s.add_argument(
+            "--max-len",
+            type=positive_int,
+            help="longest caption in words (default: decode.max_len of the checkpoint's config)",
+        )
         s.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     s = command("evaluate", "caption a split and score it (writes results.json, annotations.json, metrics.json)")
@@ -252,34 +319,53 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", default="Bleu,METEOR,ROUGE_L,CIDEr", help=METRICS_HELP)
     s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"], help=TOKENIZER_HELP)
     s.add_argument("--batch-size", type=positive_int, default=64, help="images decoded together")
-    s.add_argument("--grounding", action="store_true",
-                   help="attention models on the synthetic set: add the grounding rate (is the attention peak "
-                        "inside the box of the object a word names?) and its chance rate to metrics.json")
+    s.add_argument(
+        "--grounding",
+        action="store_true",
+        help="attention models on the synthetic set: add the grounding rate (is the attention peak "
+        "inside the box of the object a word names?) and its chance rate to metrics.json",
+    )
     data_args(s)
     no_progress(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = command("caption", "caption image files or folders; prints path<TAB>caption per image")
-    s.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="one checkpoint (several: an ensemble), then image files and/or folders (searched "
-                        "recursively); the leading .pt/.pth files are the checkpoints")
+    s.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="one checkpoint (several: an ensemble), then image files and/or folders (searched "
+        "recursively); the leading .pt/.pth files are the checkpoints",
+    )
     s.usage = "captionlab caption [options] CHECKPOINT.pt [CHECKPOINT.pt ...] IMAGE [IMAGE ...]"
     checkpoint_args(s, positional=False)
-    s.add_argument("--on-bad-image", choices=["error", "skip"], default="error",
-                   help="stop at the first unreadable image, or skip it and caption the rest")
+    s.add_argument(
+        "--on-bad-image",
+        choices=["error", "skip"],
+        default="error",
+        help="stop at the first unreadable image, or skip it and caption the rest",
+    )
     s.add_argument("--batch-size", type=positive_int, default=32, help="images decoded together")
-    s.add_argument("--attention-plot", metavar="OUT.png",
-                   help="also draw where the model looked for each word (attention models); with several "
-                        "images, one file each: OUT-<n>-<name>.png")
+    s.add_argument(
+        "--attention-plot",
+        metavar="OUT.png",
+        help="also draw where the model looked for each word (attention models); with several "
+        "images, one file each: OUT-<n>-<name>.png",
+    )
     s.set_defaults(func=cmd_caption)
 
     s = command("score", "score a COCO results file against COCO caption annotations (any model's output)")
     s.add_argument("results", help='COCO results JSON: [{"image_id": ..., "caption": ...}, ...]')
     s.add_argument("annotations", help='COCO caption annotations JSON: {"annotations": [{"image_id", "caption"}]}')
     s.add_argument("--metrics", help=METRICS_HELP + f" (default: {ALL}; with --fast: Bleu,ROUGE_L,CIDEr)")
-    s.add_argument("--tokenizer", choices=["ptb", "simple"], help=TOKENIZER_HELP + " (default: ptb; with --fast: simple)")
-    s.add_argument("--fast", action="store_true",
-                   help="no Java: in-process tokenizer and the vectorised CIDEr-D (same CIDEr to 1e-6), for big files")
+    s.add_argument(
+        "--tokenizer", choices=["ptb", "simple"], help=TOKENIZER_HELP + " (default: ptb; with --fast: simple)"
+    )
+    s.add_argument(
+        "--fast",
+        action="store_true",
+        help="no Java: in-process tokenizer and the vectorised CIDEr-D (same CIDEr to 1e-6), for big files",
+    )
     s.add_argument("--out", help="also write the metrics JSON to this file")
     s.set_defaults(func=cmd_score)
 
@@ -327,8 +413,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingStopped as e:
         print(f"captionlab {args.command}: {e}", file=sys.stderr)
         return e.code
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, BadImageError, MissingWeightsError,
-            JavaMissingError, OSError, NonFiniteLossError) as e:
+    except (
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        KeyError,
+        BadImageError,
+        MissingWeightsError,
+        JavaMissingError,
+        OSError,
+        NonFiniteLossError,
+    ) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"captionlab {args.command}: error: {msg}", file=sys.stderr)
         return 2

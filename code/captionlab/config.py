@@ -4,6 +4,7 @@ Every value is checked against its declared type and range when the config is bu
 data is loaded or any file written, so ``train.epochs=abc`` fails at once with one line that names
 the key, the value and what is expected (``ConfigError``), never deep inside training.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,9 +13,10 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 
@@ -26,14 +28,31 @@ class ConfigError(ValueError):
     """A config key or value that cannot be used; the message is one line naming the key."""
 
 
-def opt(default: Any, *, min: float | None = None, max: float | None = None, below: float | None = None,
-        above: float | None = None, choices: Sequence[str] | None = None, registry: str | None = None,
-        pattern: str | None = None, help: str = "") -> Any:
+def opt(
+    default: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    below: float | None = None,
+    above: float | None = None,
+    choices: Sequence[str] | None = None,
+    registry: str | None = None,
+    pattern: str | None = None,
+    help: str = "",
+) -> Any:
     """A config field with its constraints: inclusive ``min``/``max``, exclusive ``above``/``below``,
     fixed ``choices``, names from a ``registry`` (looked up when the config is checked, so models
     and formats registered later are accepted), or a regular expression ``pattern``."""
-    meta = {"min": min, "max": max, "below": below, "above": above, "choices": choices, "registry": registry,
-            "pattern": pattern, "help": help}
+    meta = {
+        "min": min,
+        "max": max,
+        "below": below,
+        "above": above,
+        "choices": choices,
+        "registry": registry,
+        "pattern": pattern,
+        "help": help,
+    }
     return field(default=default, metadata={k: v for k, v in meta.items() if v not in (None, "")})
 
 
@@ -67,8 +86,9 @@ class EncoderConfig:
     pretrained: bool = True
     weights: str | None = None  # local state_dict file; else torchvision's cache
     fine_tune: bool = False  # train the CNN too (always true when pretrained is false)
-    image_size: int = opt(224, min=16, help="ViT encoders: the side their position grid is built for "
-                                           "(other input sizes are interpolated)")
+    image_size: int = opt(
+        224, min=16, help="ViT encoders: the side their position grid is built for (other input sizes are interpolated)"
+    )
 
 
 @dataclass
@@ -128,22 +148,34 @@ class TrainConfig:
     device: str = opt("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps", help="auto | cpu | cuda | cuda:N")
     tensorboard: bool = True
     log_every: int = opt(50, min=1)
-    save_every_steps: int = opt(0, min=0, help="also write last.pt every N optimizer steps, for an exact "
-                                              "mid-epoch resume (0: at epoch ends only)")
+    save_every_steps: int = opt(
+        0,
+        min=0,
+        help="also write last.pt every N optimizer steps, for an exact mid-epoch resume (0: at epoch ends only)",
+    )
     max_bad_steps: int = opt(5, min=1, help="stop after this many non-finite losses in a row (each is skipped)")
-    fine_tune_from_epoch: int | None = opt(None, min=1, help="from this epoch on, train the encoder's last "
-                                             "fine_tune_blocks stages at encoder_lr (frozen before)")
+    fine_tune_from_epoch: int | None = opt(
+        None,
+        min=1,
+        help="from this epoch on, train the encoder's last fine_tune_blocks stages at encoder_lr (frozen before)",
+    )
     fine_tune_blocks: int = opt(2, min=1, max=4)
     feature_cache: bool = False  # while the encoder is frozen, train from cached features (output/cache/)
     attention_reg: float = opt(1.0, min=0.0, help="doubly stochastic attention term (Xu et al.): weight")
     loss: str = opt("xe", choices=("xe", "scst"), help="xe: cross-entropy; scst: self-critical on the metric")
     init_from: str | None = None  # start from this checkpoint: its weights, model config and vocabulary
     scst_samples: int = opt(5, min=1, help="captions sampled per image")
-    scst_baseline: str = opt("greedy", choices=("greedy", "mean"),
-                             help="greedy: the greedy caption's reward (Rennie et al.); mean: the other samples'")
+    scst_baseline: str = opt(
+        "greedy",
+        choices=("greedy", "mean"),
+        help="greedy: the greedy caption's reward (Rennie et al.); mean: the other samples'",
+    )
     scst_temperature: float = opt(1.0, above=0.0)
-    scst_reward: str = opt("CIDEr", pattern=REWARD_PATTERN,
-                           help="CIDEr, Bleu_4, METEOR (slow: Java) or a weighted mix such as CIDEr:1,Bleu_4:0.5")
+    scst_reward: str = opt(
+        "CIDEr",
+        pattern=REWARD_PATTERN,
+        help="CIDEr, Bleu_4, METEOR (slow: Java) or a weighted mix such as CIDEr:1,Bleu_4:0.5",
+    )
     scst_max_len: int = opt(16, min=1, help="longest sampled caption")
 
 
@@ -165,7 +197,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return _build(cls, d, "")
 
 
@@ -174,8 +206,10 @@ class RunConfig:
 
 def _build(cls: type, d: Any, prefix: str) -> Any:
     if not isinstance(d, dict):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping of keys to values, "
-                          f"got {type(d).__name__} {d!r}")
+        raise ConfigError(
+            f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping of keys to values, "
+            f"got {type(d).__name__} {d!r}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -183,8 +217,10 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {prefix + str(key)!r}{hint} (keys of "
-                              f"{prefix.rstrip('.') or 'the config'}: {', '.join(fields)})")
+            raise ConfigError(
+                f"unknown config key {prefix + str(key)!r}{hint} (keys of "
+                f"{prefix.rstrip('.') or 'the config'}: {', '.join(fields)})"
+            )
         ftype = hints[key]
         if dataclasses.is_dataclass(ftype):
             kwargs[key] = _build(ftype, value, f"{prefix}{key}.")
@@ -201,8 +237,9 @@ def _describe(ftype: Any, meta: typing.Mapping[str, Any]) -> str:
         what = f"a list of {names.get(typing.get_args(base)[0], 'values')[2:]}s" if typing.get_args(base) else "a list"
     else:
         what = names.get(base, getattr(base, "__name__", str(base)))
-    bounds = [f"{op} {meta[k]:g}" for k, op in (("min", ">="), ("above", ">"), ("max", "<="), ("below", "<"))
-              if k in meta]
+    bounds = [
+        f"{op} {meta[k]:g}" for k, op in (("min", ">="), ("above", ">"), ("max", "<="), ("below", "<")) if k in meta
+    ]
     if bounds:
         what += " " + " and ".join(bounds)
     choices = _choices(meta)
@@ -246,8 +283,12 @@ def _check(key: str, value: Any, ftype: Any, meta: typing.Mapping[str, Any]) -> 
         return [v if inner is Any else _check(f"{key}[{i}]", v, inner, {}) for i, v in enumerate(value)]
     value = _coerce(value, base, bad)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for k, ok in (("min", lambda v, b: v >= b), ("max", lambda v, b: v <= b),
-                      ("above", lambda v, b: v > b), ("below", lambda v, b: v < b)):
+        for k, ok in (
+            ("min", lambda v, b: v >= b),
+            ("max", lambda v, b: v <= b),
+            ("above", lambda v, b: v > b),
+            ("below", lambda v, b: v < b),
+        ):
             if k in meta and not ok(value, meta[k]):
                 raise bad()
     if isinstance(value, str):

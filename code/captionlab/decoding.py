@@ -3,10 +3,11 @@
 Written only against ``CaptionModel.init_state`` / ``step`` and ``State.select``. All images (and
 all beams of all images) advance together in one tensor; there is no Python loop over images.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -46,8 +47,9 @@ def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int) 
     return logprobs
 
 
-def _sequential(model: CaptionModel, state: State, max_len: int,
-                pick: Callable[[torch.Tensor], torch.Tensor]) -> DecodeOutput:
+def _sequential(
+    model: CaptionModel, state: State, max_len: int, pick: Callable[[torch.Tensor], torch.Tensor]
+) -> DecodeOutput:
     batch = state.batch_size
     device = next(iter(state.values())).device
     tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
@@ -66,8 +68,9 @@ def _sequential(model: CaptionModel, state: State, max_len: int,
         if finished.all():
             break
     lp = torch.stack(out_lp, 1)
-    return DecodeOutput(torch.stack(out_tokens, 1), lp, lp.sum(1),
-                        **{k: torch.stack(v, 1) for k, v in trace.items() if v})
+    return DecodeOutput(
+        torch.stack(out_tokens, 1), lp, lp.sum(1), **{k: torch.stack(v, 1) for k, v in trace.items() if v}
+    )
 
 
 def _argmax(logprobs: torch.Tensor) -> torch.Tensor:
@@ -79,9 +82,17 @@ def greedy(model: CaptionModel, images: torch.Tensor, max_len: int = 20, state: 
     return _sequential(model, state if state is not None else model.init_state(images), max_len, _argmax)
 
 
-def sample(model: CaptionModel, images: torch.Tensor, max_len: int = 20, temperature: float = 1.0,
-           top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None, n: int = 1,
-           state: State | None = None) -> DecodeOutput:
+def sample(
+    model: CaptionModel,
+    images: torch.Tensor,
+    max_len: int = 20,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    n: int = 1,
+    state: State | None = None,
+) -> DecodeOutput:
     """Draw ``n`` captions per image (rows image-major: (a, a, b, b) for n = 2), encoding each image once;
     ``state`` reuses an encoding already made. ``logprobs`` are the model's own (before temperature /
     top-k / top-p), and gradients flow through them, as self-critical training needs."""
@@ -102,8 +113,14 @@ def sample(model: CaptionModel, images: torch.Tensor, max_len: int = 20, tempera
 
 
 @torch.no_grad()
-def beam_search(model: CaptionModel, images: torch.Tensor, beam_size: int = 3, max_len: int = 20,
-                alpha: float = 0.0, keep_greedy: bool = True) -> DecodeOutput:
+def beam_search(
+    model: CaptionModel,
+    images: torch.Tensor,
+    beam_size: int = 3,
+    max_len: int = 20,
+    alpha: float = 0.0,
+    keep_greedy: bool = True,
+) -> DecodeOutput:
     """Batched beam search; returns the best of ``beam_size`` beams for every image.
 
     Finished beams stay in the beam and extend with <pad> at no cost, so they compete with live
@@ -168,12 +185,17 @@ def _better(a: DecodeOutput, b: DecodeOutput, alpha: float, pad_id: int) -> Deco
 
     bt = b.traced()
     traced = {k: pick(v, bt[k], 0.0) if k in bt else v for k, v in a.traced().items()}
-    return DecodeOutput(pick(a.tokens, b.tokens, pad_id), pick(a.logprobs, b.logprobs, 0.0),
-                        torch.where(take_b, b_rank, a.scores), **traced)
+    return DecodeOutput(
+        pick(a.tokens, b.tokens, pad_id),
+        pick(a.logprobs, b.logprobs, 0.0),
+        torch.where(take_b, b_rank, a.scores),
+        **traced,
+    )
 
 
-def decode(model: CaptionModel, images: torch.Tensor, beam_size: int = 1, max_len: int = 20,
-           alpha: float = 0.0) -> DecodeOutput:
+def decode(
+    model: CaptionModel, images: torch.Tensor, beam_size: int = 1, max_len: int = 20, alpha: float = 0.0
+) -> DecodeOutput:
     """Greedy for ``beam_size == 1``, beam search otherwise."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")

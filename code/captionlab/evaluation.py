@@ -1,8 +1,10 @@
 """Caption a dataset split and score it: shared by per-epoch validation and ``captionlab evaluate``."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from torch.utils.data import DataLoader
 
@@ -12,18 +14,31 @@ from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_image
 from .data.tokenizers import Tokenizer, metric_text
 from .metrics import ALL_METRICS, score
 from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
+from .metrics.coco import write_json
 from .metrics.grounding import grounding_rate
 from .metrics.tables import markdown_table
-from .metrics.coco import write_json
 
 
-def caption_records(captioner: Captioner, records: Sequence[ImageRecord], beam_size: int, max_len: int,
-                    batch_size: int = 64, num_workers: int = 0, progress: bool = True,
-                    desc: str = "captioning", with_attention: bool = False) -> dict[int, Any]:
+def caption_records(
+    captioner: Captioner,
+    records: Sequence[ImageRecord],
+    beam_size: int,
+    max_len: int,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "captioning",
+    with_attention: bool = False,
+) -> dict[int, Any]:
     """image_id -> caption for every record, decoded in batches (a ``CaptionTrace`` with attention
     for attention models, when ``with_attention``)."""
-    loader = DataLoader(ImageItems(records, captioner.transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=collate_images)
+    loader = DataLoader(
+        ImageItems(records, captioner.transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+    )
     out: dict[int, str] = {}
     was_training = captioner.model.training
     captioner.model.eval()
@@ -37,21 +52,35 @@ def caption_records(captioner: Captioner, records: Sequence[ImageRecord], beam_s
     return out
 
 
-def scoring_inputs(tokenizer: Tokenizer, captions: dict[Any, str], references: dict[Any, list[str]],
-                   metric_tokenizer: str) -> tuple[dict[Any, str], dict[Any, list[str]], str]:
+def scoring_inputs(
+    tokenizer: Tokenizer, captions: dict[Any, str], references: dict[Any, list[str]], metric_tokenizer: str
+) -> tuple[dict[Any, str], dict[Any, list[str]], str]:
     """Chinese (a tokenizer that the PTB tokenizer would mangle) is scored on its own tokens joined
     by spaces, as Chinese captioning benchmarks do; English passes through unchanged."""
     join = metric_text(tokenizer)
     if join is None:
         return captions, references, metric_tokenizer
-    return ({k: join(c) for k, c in captions.items()}, {k: [join(r) for r in v] for k, v in references.items()},
-            "simple")
+    return (
+        {k: join(c) for k, c in captions.items()},
+        {k: [join(r) for r in v] for k, v in references.items()},
+        "simple",
+    )
 
 
-def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "test", beam_size: int = 3,
-                   max_len: int = 20, metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb",
-                   batch_size: int = 64, num_workers: int = 0, out_dir: str | Path | None = None,
-                   progress: bool = True, grounding: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def evaluate_split(
+    captioner: Captioner,
+    dataset: CaptionDataset,
+    split: str = "test",
+    beam_size: int = 3,
+    max_len: int = 20,
+    metrics: Sequence[str] = ALL_METRICS,
+    tokenizer: str = "ptb",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    grounding: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """COCO-format results and corpus metrics; with ``out_dir``, also writes ``results.json``,
     ``annotations.json`` (the references, so ``captionlab score`` can re-check) and ``metrics.json``.
     On the synthetic set the metrics also hold ``attribute_accuracy`` (see metrics/attributes.py) and,
@@ -60,10 +89,20 @@ def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "
     if grounding and not is_synthetic(records):
         raise ValueError("the grounding rate needs object boxes: the synthetic dataset has them")
     if grounding and not captioner.tokenizer.ptb_scoring:
-        raise ValueError("the grounding rate reads English object words; this model writes "
-                         f"{captioner.config.data.tokenizer} tokens")
-    captions = caption_records(captioner, records, beam_size, max_len, batch_size, num_workers, progress,
-                               desc=f"captioning {split}", with_attention=grounding)
+        raise ValueError(
+            f"the grounding rate reads English object words; this model writes {captioner.config.data.tokenizer} tokens"
+        )
+    captions = caption_records(
+        captioner,
+        records,
+        beam_size,
+        max_len,
+        batch_size,
+        num_workers,
+        progress,
+        desc=f"captioning {split}",
+        with_attention=grounding,
+    )
     traces = captions if grounding else None
     if traces is not None:
         captions = {k: t.caption for k, t in traces.items()}
@@ -80,23 +119,39 @@ def evaluate_split(captioner: Captioner, dataset: CaptionDataset, split: str = "
         out.mkdir(parents=True, exist_ok=True)
         write_json(results, out / "results.json")
         write_json(dataset.coco_annotations(split), out / "annotations.json")
-        write_json({"split": split, "beam_size": beam_size, "max_len": max_len, "tokenizer": tokenizer,
-                    "images": len(results), "metrics": scores}, out / "metrics.json")
+        write_json(
+            {
+                "split": split,
+                "beam_size": beam_size,
+                "max_len": max_len,
+                "tokenizer": tokenizer,
+                "images": len(results),
+                "metrics": scores,
+            },
+            out / "metrics.json",
+        )
     return results, scores
 
 
-def compare_checkpoints(checkpoints: dict[str, str | Path], dataset: CaptionDataset, split: str = "test",
-                        beams: Sequence[int] = (3,), metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb",
-                        device: str = "auto", progress: bool = True) -> dict[str, dict[str, Any]]:
+def compare_checkpoints(
+    checkpoints: dict[str, str | Path],
+    dataset: CaptionDataset,
+    split: str = "test",
+    beams: Sequence[int] = (3,),
+    metrics: Sequence[str] = ALL_METRICS,
+    tokenizer: str = "ptb",
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Every checkpoint at every beam size on the same split with the same metrics: rows for
     ``format_table``, named "<name> beam <k>"."""
     rows: dict[str, dict[str, Any]] = {}
     for name, path in checkpoints.items():
         captioner = load_checkpoint(path, device)
         for beam in beams:
-            _, rows[f"{name} beam {beam}"] = evaluate_split(captioner, dataset, split, beam,
-                                                            captioner.config.decode.max_len, metrics, tokenizer,
-                                                            progress=progress)
+            _, rows[f"{name} beam {beam}"] = evaluate_split(
+                captioner, dataset, split, beam, captioner.config.decode.max_len, metrics, tokenizer, progress=progress
+            )
     return rows
 
 
@@ -133,5 +188,7 @@ def format_report(name: str, metrics: dict[str, Any]) -> str:
 def format_grounding(g: dict[str, Any]) -> str:
     if not g["words"]:
         return "grounding rate: no generated word names an object of its scene"
-    return (f"grounding rate {g['grounding_rate']:.3f} (chance {g['chance_rate']:.3f}) over {g['words']} words "
-            "that name an object of the scene")
+    return (
+        f"grounding rate {g['grounding_rate']:.3f} (chance {g['chance_rate']:.3f}) over {g['words']} words "
+        "that name an object of the scene"
+    )

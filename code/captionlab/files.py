@@ -4,12 +4,13 @@ Checkpoints, results and metrics files are written to a temporary file beside th
 over it. If the disk fills, the directory is read-only, or the process dies mid-write, the previous
 good file is still there, and the error says which path failed and why.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 class OutputWriteError(OSError):

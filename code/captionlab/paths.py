@@ -1,4 +1,5 @@
 """Where the repository keeps data and outputs, so every entry point agrees."""
+
 from __future__ import annotations
 
 import os

@@ -4,11 +4,13 @@ On a terminal: a tqdm bar. Anywhere else (a file under ``nohup``, CI, a notebook
 plain lines (at 25 %, 50 %, 75 %, done) instead of thousands of carriage-return updates, so logs and
 executed notebooks stay small and readable.
 """
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -29,8 +31,15 @@ class LineProgress:
 
     quiet_s = 5.0
 
-    def __init__(self, iterable: Iterable[T] | None, desc: str, total: int | None, unit: str,
-                 every: float = 0.25, stream: Any = None) -> None:
+    def __init__(
+        self,
+        iterable: Iterable[T] | None,
+        desc: str,
+        total: int | None,
+        unit: str,
+        every: float = 0.25,
+        stream: Any = None,
+    ) -> None:
         self.iterable = iterable
         self.desc, self.unit, self.every = desc, unit, every
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
@@ -69,16 +78,24 @@ class LineProgress:
 
     def _print(self) -> None:
         dt = max(time.time() - self.t0, 1e-9)
-        pct = f"{100 * self.n / self.total:3.0f}% ({self.n}/{self.total} {self.unit})" if self.total else \
-            f"{self.n} {self.unit}"
+        pct = (
+            f"{100 * self.n / self.total:3.0f}% ({self.n}/{self.total} {self.unit})"
+            if self.total
+            else f"{self.n} {self.unit}"
+        )
         extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
         self.printed = True
-        print(f"{self.desc}: {pct} {self.n / dt:.1f} {self.unit}/s{extra}", file=self.stream or sys.stderr,
-              flush=True)
+        print(f"{self.desc}: {pct} {self.n / dt:.1f} {self.unit}/s{extra}", file=self.stream or sys.stderr, flush=True)
 
 
-def progress(iterable: Iterable[T] | None = None, desc: str = "", total: int | None = None, unit: str = "it",
-             enabled: bool = True, leave: bool = False) -> Any:
+def progress(
+    iterable: Iterable[T] | None = None,
+    desc: str = "",
+    total: int | None = None,
+    unit: str = "it",
+    enabled: bool = True,
+    leave: bool = False,
+) -> Any:
     """A bar on a terminal, a few lines elsewhere, nothing when ``enabled`` is false."""
     if not enabled:
         return tqdm(iterable, total=total, disable=True)

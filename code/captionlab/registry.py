@@ -1,7 +1,9 @@
 """Name -> class registries, so a config file or CLI flag can name any model or tokenizer."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -1,9 +1,10 @@
 """Figures: training curves from a run's log.csv, and images with their captions."""
+
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
@@ -13,8 +14,9 @@ from .data.images import load_image
 from .training.runlog import read_log
 
 
-def plot_training_curves(log_csv: str | Path, out: str | Path | None = None,
-                         metrics: Sequence[str] = ("Bleu_4", "ROUGE_L", "CIDEr")):
+def plot_training_curves(
+    log_csv: str | Path, out: str | Path | None = None, metrics: Sequence[str] = ("Bleu_4", "ROUGE_L", "CIDEr")
+):
     rows = read_log(log_csv)
     if not rows:
         raise ValueError(f"{log_csv}: no epochs logged yet")
@@ -44,9 +46,14 @@ def plot_rewards(runs: dict[str, str | Path], out: str | Path | None = None, met
         steps = read_log(Path(run_dir) / "steps.csv")
         if not steps or "reward" not in steps[0]:
             raise ValueError(f"{run_dir}: no reward logged (is it a train.loss=scst run?)")
-        line, = ax1.plot([r["step"] for r in steps], [r["reward"] for r in steps], label=f"{name}: sample reward")
-        ax1.plot([r["step"] for r in steps], [r["baseline"] for r in steps], ls="--", color=line.get_color(),
-                 label=f"{name}: baseline")
+        (line,) = ax1.plot([r["step"] for r in steps], [r["reward"] for r in steps], label=f"{name}: sample reward")
+        ax1.plot(
+            [r["step"] for r in steps],
+            [r["baseline"] for r in steps],
+            ls="--",
+            color=line.get_color(),
+            label=f"{name}: baseline",
+        )
         epochs = read_log(Path(run_dir) / "log.csv")
         ax2.plot([int(r["epoch"]) for r in epochs], [r[metric] for r in epochs], marker="o", label=name)
     ax1.set(title="reward during training", xlabel="step", ylabel="reward")
@@ -61,8 +68,15 @@ def plot_rewards(runs: dict[str, str | Path], out: str | Path | None = None, met
     return fig
 
 
-def attention_plot(image: str | Path | Image.Image, words: Sequence[str], attention, image_size: int,
-                   sentinel=None, out: str | Path | None = None, cols: int = 5):
+def attention_plot(
+    image: str | Path | Image.Image,
+    words: Sequence[str],
+    attention,
+    image_size: int,
+    sentinel=None,
+    out: str | Path | None = None,
+    cols: int = 5,
+):
     """The image, then one panel per generated word with where the model looked: the attention grid
     (words, grid, grid) upsampled to the image and smoothed. For adaptive attention, the sentinel
     weight (how much the word came from the language model rather than the image) under each word."""
@@ -91,8 +105,16 @@ def attention_plot(image: str | Path | Image.Image, words: Sequence[str], attent
         ax.imshow(np.asarray(heat), cmap="jet", alpha=0.45, vmin=0, vmax=255)
         ax.set_title(word, fontsize=10)
         if sentinel is not None:
-            ax.text(0.5, -0.06, f"sentinel {float(sentinel[i]):.2f}", transform=ax.transAxes, ha="center",
-                    va="top", fontsize=8, color="#444444")
+            ax.text(
+                0.5,
+                -0.06,
+                f"sentinel {float(sentinel[i]):.2f}",
+                transform=ax.transAxes,
+                ha="center",
+                va="top",
+                fontsize=8,
+                color="#444444",
+            )
     fig.tight_layout()
     if out is not None:
         fig.savefig(out, dpi=100)
@@ -100,9 +122,16 @@ def attention_plot(image: str | Path | Image.Image, words: Sequence[str], attent
     return fig
 
 
-def caption_grid(images: Sequence[str | Path | Image.Image], captions: Sequence[str], out: str | Path | None = None,
-                 references: Sequence[str] | None = None, cols: int = 4, label: str = "model",
-                 ref_label: str = "reference", wrap: int = 36):
+def caption_grid(
+    images: Sequence[str | Path | Image.Image],
+    captions: Sequence[str],
+    out: str | Path | None = None,
+    references: Sequence[str] | None = None,
+    cols: int = 4,
+    label: str = "model",
+    ref_label: str = "reference",
+    wrap: int = 36,
+):
     """Each image with its generated caption (and one reference, where given) in a text band beneath.
 
     Every row reserves the height its longest wrapped text needs, so no caption is clipped or runs
@@ -119,11 +148,12 @@ def caption_grid(images: Sequence[str | Path | Image.Image], captions: Sequence[
         ref = textwrap.wrap(f"{ref_label}: {references[i]}", wrap) if references is not None else []
         texts.append((pred, ref))
     img_h, line_h, pad = 2.5, 0.165, 0.12  # inches
-    lines = [max(len(p) + len(r) for p, r in texts[r * cols:(r + 1) * cols]) for r in range(rows)]
+    lines = [max(len(p) + len(r) for p, r in texts[r * cols : (r + 1) * cols]) for r in range(rows)]
     heights = [h for k in lines for h in (img_h, k * line_h + pad)]
     fig = plt.figure(figsize=(2.75 * cols, sum(heights) + 0.1))
-    grid = fig.add_gridspec(2 * rows, cols, height_ratios=heights, hspace=0.0, wspace=0.06,
-                            left=0.01, right=0.99, top=0.995, bottom=0.005)
+    grid = fig.add_gridspec(
+        2 * rows, cols, height_ratios=heights, hspace=0.0, wspace=0.06, left=0.01, right=0.99, top=0.995, bottom=0.005
+    )
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
         ax = fig.add_subplot(grid[2 * r, c])
@@ -134,11 +164,20 @@ def caption_grid(images: Sequence[str | Path | Image.Image], captions: Sequence[
         pred, ref = texts[i]
         step = line_h / heights[2 * r + 1]  # one line as a fraction of the text band
         y = 1.0 - pad / 2 / heights[2 * r + 1]
-        tx.text(0.0, y, "\n".join(pred), va="top", ha="left", fontsize=8.5, transform=tx.transAxes,
-                linespacing=1.15)
+        tx.text(0.0, y, "\n".join(pred), va="top", ha="left", fontsize=8.5, transform=tx.transAxes, linespacing=1.15)
         if ref:
-            tx.text(0.0, y - step * len(pred), "\n".join(ref), va="top", ha="left", fontsize=8.5, color="#555555",
-                    style="italic", transform=tx.transAxes, linespacing=1.15)
+            tx.text(
+                0.0,
+                y - step * len(pred),
+                "\n".join(ref),
+                va="top",
+                ha="left",
+                fontsize=8.5,
+                color="#555555",
+                style="italic",
+                transform=tx.transAxes,
+                linespacing=1.15,
+            )
     if out is not None:
         fig.savefig(out, dpi=110)
         plt.close(fig)

@@ -1,5 +1,6 @@
 """The bad-input sweep: every broken file gets one clear line naming it (and the entry or line), or
 under ``--on-bad-image skip`` a counted skip; never a traceback, never a silent wrong answer."""
+
 from __future__ import annotations
 
 import builtins
@@ -30,8 +31,13 @@ def broken_images(tmp: Path) -> dict[str, Path]:
     (tmp / "empty.jpg").write_bytes(b"")
     (tmp / "text.jpg").write_text("this is not an image\n")
     (tmp / "folder.jpg").mkdir()
-    return {"truncated": tmp / "truncated.png", "zero-byte": tmp / "empty.jpg", "text named .jpg": tmp / "text.jpg",
-            "directory named .jpg": tmp / "folder.jpg", "missing": tmp / "missing.png"}
+    return {
+        "truncated": tmp / "truncated.png",
+        "zero-byte": tmp / "empty.jpg",
+        "text named .jpg": tmp / "text.jpg",
+        "directory named .jpg": tmp / "folder.jpg",
+        "missing": tmp / "missing.png",
+    }
 
 
 def odd_but_valid_images(tmp: Path) -> dict[str, Path]:
@@ -43,8 +49,12 @@ def odd_but_valid_images(tmp: Path) -> dict[str, Path]:
     pal.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
     pal.info["transparency"] = 0
     pal.save(tmp / "palette.png", transparency=0)
-    return {"CMYK": tmp / "cmyk.jpg", "16-bit PNG": tmp / "deep.png", "palette + transparency": tmp / "palette.png",
-            "1x1 pixel": png(tmp / "dot.png", Image.new("RGB", (1, 1), (9, 9, 9)))}
+    return {
+        "CMYK": tmp / "cmyk.jpg",
+        "16-bit PNG": tmp / "deep.png",
+        "palette + transparency": tmp / "palette.png",
+        "1x1 pixel": png(tmp / "dot.png", Image.new("RGB", (1, 1), (9, 9, 9))),
+    }
 
 
 @pytest.mark.parametrize("case", ["truncated", "zero-byte", "text named .jpg", "directory named .jpg", "missing"])
@@ -116,8 +126,11 @@ def karpathy(tmp: Path, images: list | None = None, raw: str | None = None) -> P
         path.write_bytes(raw.encode("latin-1") if raw.startswith("\xff") else raw.encode())
         return path
     png(tmp / "a.png", Image.new("RGB", (32, 32)))
-    images = images if images is not None else [
-        {"filename": "a.png", "split": "train", "sentences": [{"raw": "a red circle"}]}]
+    images = (
+        images
+        if images is not None
+        else [{"filename": "a.png", "split": "train", "sentences": [{"raw": "a red circle"}]}]
+    )
     path.write_text(json.dumps({"images": images}))
     return path
 
@@ -126,14 +139,22 @@ BAD_DATA = {
     "truncated JSON": (dict(raw='{"images": [{"filename": "a.png", "sen'), r"not valid JSON: line 1, column \d+"),
     "malformed JSON": (dict(raw='{"images": [,]}'), r"not valid JSON: line 1"),
     "a list, not an object": (dict(raw='[{"filename": "a.png"}]'), r"expected an object with an 'images' list"),
-    "unknown split": (dict(images=[{"filename": "a.png", "split": "tset", "sentences": [{"raw": "x"}]}]),
-                      r"images\[0\] \(a.png\): unknown split 'tset'"),
-    "empty caption": (dict(images=[{"filename": "a.png", "split": "train", "sentences": [{"raw": ""}]}]),
-                      r"images\[0\] \(a.png\) sentences\[0\]: empty caption"),
-    "whitespace caption": (dict(images=[{"filename": "a.png", "split": "train", "sentences": [{"raw": " \t "}]}]),
-                           r"sentences\[0\]: empty caption"),
-    "sentences not a list": (dict(images=[{"filename": "a.png", "sentences": "a red circle"}]),
-                             r"images\[0\]: 'filename' must be a string and 'sentences' a list"),
+    "unknown split": (
+        dict(images=[{"filename": "a.png", "split": "tset", "sentences": [{"raw": "x"}]}]),
+        r"images\[0\] \(a.png\): unknown split 'tset'",
+    ),
+    "empty caption": (
+        dict(images=[{"filename": "a.png", "split": "train", "sentences": [{"raw": ""}]}]),
+        r"images\[0\] \(a.png\) sentences\[0\]: empty caption",
+    ),
+    "whitespace caption": (
+        dict(images=[{"filename": "a.png", "split": "train", "sentences": [{"raw": " \t "}]}]),
+        r"sentences\[0\]: empty caption",
+    ),
+    "sentences not a list": (
+        dict(images=[{"filename": "a.png", "sentences": "a red circle"}]),
+        r"images\[0\]: 'filename' must be a string and 'sentences' a list",
+    ),
     "not UTF-8": (dict(raw="\xff\xfe{}"), r"not UTF-8 text"),
 }
 
@@ -166,8 +187,17 @@ def test_a_dataset_of_only_bad_images_says_so(tmp_path, capsys):
     cfg = load_config(overrides=[f"data.path={path}", "data.format=karpathy", "data.on_bad_image=skip"])
     with pytest.warns(UserWarning, match="skipped 1 unreadable"), pytest.raises(ValueError, match="no usable images"):
         load_dataset(cfg.data)
-    code = main(["train", str(Path("code/configs/tiny/cnn_gru.yaml").resolve()), f"data.path={path}",
-                 "data.format=karpathy", f"train.output_dir={tmp_path / 'runs'}", "--on-bad-image", "skip"])
+    code = main(
+        [
+            "train",
+            str(Path("code/configs/tiny/cnn_gru.yaml").resolve()),
+            f"data.path={path}",
+            "data.format=karpathy",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "--on-bad-image",
+            "skip",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "no usable images" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
@@ -175,8 +205,15 @@ def test_a_dataset_of_only_bad_images_says_so(tmp_path, capsys):
 
 def test_a_broken_file_through_the_cli_is_one_line(tmp_path, capsys):
     path = karpathy(tmp_path, raw='{"images": [')
-    code = main(["train", str(Path("code/configs/tiny/cnn_gru.yaml").resolve()), f"data.path={path}",
-                 "data.format=karpathy", f"train.output_dir={tmp_path / 'runs'}"])
+    code = main(
+        [
+            "train",
+            str(Path("code/configs/tiny/cnn_gru.yaml").resolve()),
+            f"data.path={path}",
+            "data.format=karpathy",
+            f"train.output_dir={tmp_path / 'runs'}",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(path) in err[0] and "not valid JSON" in err[0]
 
@@ -184,12 +221,15 @@ def test_a_broken_file_through_the_cli_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------- configs, results, checkpoints
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.epoch=3", "unknown config key 'train.epoch'; did you mean 'train.epochs'?"),
-    ("train.epochs=abc", "train.epochs = 'abc': expected an integer >= 1"),
-    ("model.name=vit_transfomer", "did you mean 'vit_transformer'?"),
-    ("data.tokenizer=zh_chars", "did you mean 'zh_char'?"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.epoch=3", "unknown config key 'train.epoch'; did you mean 'train.epochs'?"),
+        ("train.epochs=abc", "train.epochs = 'abc': expected an integer >= 1"),
+        ("model.name=vit_transfomer", "did you mean 'vit_transformer'?"),
+        ("data.tokenizer=zh_chars", "did you mean 'zh_char'?"),
+    ],
+)
 def test_config_mistakes_are_one_line(tmp_path, capsys, override, expected):
     code = main(["train", "code/configs/tiny/cnn_gru.yaml", override, f"train.output_dir={tmp_path}"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -197,19 +237,24 @@ def test_config_mistakes_are_one_line(tmp_path, capsys, override, expected):
 
 
 def test_results_with_unknown_ids_are_listed(tmp_path, capsys):
-    (tmp_path / "ann.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": [
-        {"image_id": 1, "id": 1, "caption": "a red circle"}]}))
-    (tmp_path / "res.json").write_text(json.dumps([{"image_id": 1, "caption": "a red circle"},
-                                                   {"image_id": 77, "caption": "x"}]))
+    (tmp_path / "ann.json").write_text(
+        json.dumps({"images": [{"id": 1}], "annotations": [{"image_id": 1, "id": 1, "caption": "a red circle"}]})
+    )
+    (tmp_path / "res.json").write_text(
+        json.dumps([{"image_id": 1, "caption": "a red circle"}, {"image_id": 77, "caption": "x"}])
+    )
     assert main(["score", str(tmp_path / "res.json"), str(tmp_path / "ann.json"), "--fast"]) == 2
     err = capsys.readouterr().err
     assert "77" in err and "res.json" in err and "ann.json" in err
 
 
-@pytest.mark.parametrize("payload, expected", [
-    ({"format": 99, "model": {}, "config": {}, "vocab": [], "epoch": 1}, "format 99"),
-    ({"state_dict": {"w": torch.zeros(1)}}, "not a captionlab checkpoint"),
-])
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        ({"format": 99, "model": {}, "config": {}, "vocab": [], "epoch": 1}, "format 99"),
+        ({"state_dict": {"w": torch.zeros(1)}}, "not a captionlab checkpoint"),
+    ],
+)
 def test_foreign_or_future_checkpoints_are_one_line(tmp_path, capsys, payload, expected):
     buf = io.BytesIO()
     torch.save(payload, buf)

@@ -1,5 +1,6 @@
 """Guards: non-finite losses are skipped, counted and stop a run that keeps producing them; a failed
 write (disk full, read-only folder) keeps the previous good file and says which path and why."""
+
 from __future__ import annotations
 
 import errno
@@ -35,8 +36,9 @@ class PoisonedLoss(CrossEntropyLoss):
 
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path, tiny_cfg_factory, capsys):
-    cfg = tiny_cfg_factory(tmp_path, "train.epochs=1", "data.synthetic_n=60", "train.batch_size=8",
-                           f"data.path={tmp_path / 'data'}")
+    cfg = tiny_cfg_factory(
+        tmp_path, "train.epochs=1", "data.synthetic_n=60", "train.batch_size=8", f"data.path={tmp_path / 'data'}"
+    )
     result = train(cfg, progress=False, loss_fn=PoisonedLoss({2, 3}))
     out = capsys.readouterr().out
     assert out.count("non-finite loss") == 2 and "2 in a row" in out
@@ -47,8 +49,14 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, tiny_cfg_factory, ca
 
 
 def test_a_run_of_non_finite_losses_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cfg_factory):
-    cfg = tiny_cfg_factory(tmp_path, "train.epochs=1", "data.synthetic_n=60", "train.batch_size=8",
-                           f"data.path={tmp_path / 'data'}", "train.max_bad_steps=3")
+    cfg = tiny_cfg_factory(
+        tmp_path,
+        "train.epochs=1",
+        "data.synthetic_n=60",
+        "train.batch_size=8",
+        f"data.path={tmp_path / 'data'}",
+        "train.max_bad_steps=3",
+    )
     first = train(cfg, progress=False)
     good = read_checkpoint(first.run_dir / "last.pt")["model"]
     cfg.train.epochs = 2
@@ -60,6 +68,7 @@ def test_a_run_of_non_finite_losses_stops_and_keeps_the_last_good_checkpoint(tmp
 
 def fail_midway(monkeypatch, target: str, err: int) -> None:
     """Patch ``target`` (a writer) to write half its output and then fail like a full disk."""
+
     def broken(obj, f, *args, **kwargs):
         with open(f, "wb") as fh:
             fh.write(b"half a file")
@@ -72,8 +81,11 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
     path = tmp_path / "last.pt"
     save_checkpoint(path, model_state={"w": torch.ones(2)}, config={}, vocab=["<pad>"], epoch=1)
     fail_midway(monkeypatch, "torch.save", errno.ENOSPC)
-    with pytest.raises(OutputWriteError, match=r"could not write checkpoint .*last.pt: No space left on device; "
-                                               r"the previous last.pt is unchanged"):
+    with pytest.raises(
+        OutputWriteError,
+        match=r"could not write checkpoint .*last.pt: No space left on device; "
+        r"the previous last.pt is unchanged",
+    ):
         save_checkpoint(path, model_state={"w": torch.zeros(2)}, config={}, vocab=["<pad>"], epoch=2)
     assert torch.equal(read_checkpoint(path)["model"]["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
@@ -99,7 +111,18 @@ def test_the_cli_reports_a_failed_write_in_one_line(trained, tmp_path, monkeypat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("captionlab.files.os.fsync", disk_full)  # text written, then the disk is full
-    code = main(["evaluate", str(result.run_dir / "best.pt"), "--metrics", "Bleu", "--tokenizer", "simple",
-                 "--out", str(tmp_path / "eval"), "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(result.run_dir / "best.pt"),
+            "--metrics",
+            "Bleu",
+            "--tokenizer",
+            "simple",
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "No space left on device" in err[0] and "results.json" in err[0]

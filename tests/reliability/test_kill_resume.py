@@ -1,5 +1,6 @@
 """Kill training anywhere, resume, and end where an uninterrupted run ends: same weights, same
 logged losses, no duplicated or missing steps. Real processes and real signals (SIGKILL, SIGTERM)."""
+
 from __future__ import annotations
 
 import csv
@@ -18,13 +19,31 @@ from captionlab.paths import CONFIGS, ROOT
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["data.synthetic_n=60", "train.batch_size=4", "train.seq_per_img=2", "train.epochs=2", "train.log_every=1",
-          "train.save_every_steps=1", "train.seed=3", "--no-progress"]
+COMMON = [
+    "data.synthetic_n=60",
+    "train.batch_size=4",
+    "train.seq_per_img=2",
+    "train.epochs=2",
+    "train.log_every=1",
+    "train.save_every_steps=1",
+    "train.seed=3",
+    "--no-progress",
+]
 
 
 def command(config: Path, out: Path, run: str, data: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "captionlab.cli", "train", str(config), f"train.output_dir={out}",
-            f"train.run_name={run}", f"data.path={data}", *COMMON, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "captionlab.cli",
+        "train",
+        str(config),
+        f"train.output_dir={out}",
+        f"train.run_name={run}",
+        f"data.path={data}",
+        *COMMON,
+        *extra,
+    ]
 
 
 def env() -> dict[str, str]:

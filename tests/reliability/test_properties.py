@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis): vocabulary round trips, the Karpathy reader on arbitrary JSON,
 and State.select / expand bookkeeping on random shapes."""
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,20 @@ def test_tokenize_detokenize_round_trip(words):
     assert tok.tokenize(tok.detokenize(words)) == words
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-                        st.sampled_from(["images", "filename", "sentences", "raw", "tokens", "split", "filepath",
-                                         "cocoid", "imgid", "objects"]), inner, max_size=4), max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["images", "filename", "sentences", "raw", "tokens", "split", "filepath", "cocoid", "imgid", "objects"]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

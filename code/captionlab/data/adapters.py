@@ -1,11 +1,13 @@
 """Readers that turn dataset files on disk into one ``CaptionDataset``; chosen by ``data.format``."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import DataConfig
 from ..paths import resolve
@@ -80,8 +82,9 @@ def load_karpathy(cfg: DataConfig) -> CaptionDataset:
         objects = img.get("objects", [])
         if not isinstance(objects, list):
             raise ValueError(f"{where}: 'objects' must be a list")
-        records.append(ImageRecord(int(image_id), root / img.get("filepath", "") / img["filename"], split, caps,
-                                   objects))
+        records.append(
+            ImageRecord(int(image_id), root / img.get("filepath", "") / img["filename"], split, caps, objects)
+        )
     return CaptionDataset(str(data.get("dataset", path.stem)), records, path)
 
 
@@ -90,8 +93,9 @@ def load_synthetic(cfg: DataConfig) -> CaptionDataset:
     """The embedded default: generated into ``path`` on first use (deterministic), then read as Karpathy JSON."""
     from . import synthetic
 
-    ann = synthetic.ensure(resolve(cfg.path), cfg.synthetic_n, cfg.synthetic_seed, cfg.synthetic_size,
-                           cfg.synthetic_lang)
+    ann = synthetic.ensure(
+        resolve(cfg.path), cfg.synthetic_n, cfg.synthetic_seed, cfg.synthetic_size, cfg.synthetic_lang
+    )
     return load_karpathy(dataclasses.replace(cfg, format="karpathy", path=str(ann), image_root=None))
 
 
@@ -141,8 +145,11 @@ def load_tsv(cfg: DataConfig) -> CaptionDataset:
     path = resolve(cfg.path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
-    root = resolve(cfg.image_root) if cfg.image_root else (
-        path.parent / "images" if (path.parent / "images").is_dir() else path.parent)
+    root = (
+        resolve(cfg.image_root)
+        if cfg.image_root
+        else (path.parent / "images" if (path.parent / "images").is_dir() else path.parent)
+    )
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
@@ -163,8 +170,9 @@ def load_tsv(cfg: DataConfig) -> CaptionDataset:
     n_test = round(len(names) * cfg.test_fraction)
     n_val = round((len(names) - n_test) * cfg.val_fraction)
     split = {name: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, name in enumerate(names)}
-    records = [ImageRecord(i, _image_file(root, name), split[name], captions[name])
-               for i, name in enumerate(sorted(captions))]
+    records = [
+        ImageRecord(i, _image_file(root, name), split[name], captions[name]) for i, name in enumerate(sorted(captions))
+    ]
     return CaptionDataset(path.stem, records, path)
 
 

@@ -1,11 +1,13 @@
 """The one in-memory dataset type every adapter produces, and the torch datasets built on it."""
+
 from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -51,8 +53,10 @@ class CaptionDataset:
         """COCO caption format, the one ``captionlab score`` reads."""
         recs = self.split(split)
         images = [{"id": r.image_id, "file_name": r.path.name} for r in recs]
-        anns = [{"id": i, "image_id": r.image_id, "caption": c}
-                for i, (r, c) in enumerate((r, c) for r in recs for c in r.captions)]
+        anns = [
+            {"id": i, "image_id": r.image_id, "caption": c}
+            for i, (r, c) in enumerate((r, c) for r in recs for c in r.captions)
+        ]
         return {"images": images, "annotations": anns}
 
 
@@ -67,8 +71,10 @@ def check_images(records: list[ImageRecord], policy: str, source: Path) -> list[
             good.append(r)
         except BadImageError as e:
             if policy == "error":
-                raise BadImageError(f"{source}: image {r.image_id}: {e} "
-                                    "(use data.on_bad_image=skip / --on-bad-image skip to skip such images)") from None
+                raise BadImageError(
+                    f"{source}: image {r.image_id}: {e} "
+                    "(use data.on_bad_image=skip / --on-bad-image skip to skip such images)"
+                ) from None
             bad.append(r.path)
     if bad:
         shown = ", ".join(str(p) for p in bad[:5]) + (" ..." if len(bad) > 5 else "")
@@ -81,8 +87,16 @@ class CaptionGroups(Dataset):
     image rather than once per caption. Which captions (when an image has more, or fewer and some
     repeat) is drawn from (seed, epoch, index): the same run gives the same batches, resumed or not."""
 
-    def __init__(self, records: Sequence[ImageRecord], vocab: Vocabulary, tokenizer: Tokenizer,
-                 transform, max_len: int, seq_per_img: int = 5, seed: int = 0) -> None:
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        vocab: Vocabulary,
+        tokenizer: Tokenizer,
+        transform,
+        max_len: int,
+        seq_per_img: int = 5,
+        seed: int = 0,
+    ) -> None:
         self.records = [r for r in records if r.captions]
         if not self.records:
             raise ValueError("no training captions")
@@ -91,7 +105,8 @@ class CaptionGroups(Dataset):
         self.seed = seed
         self.epoch = 0
         self.captions: list[list[list[int]]] = [
-            [vocab.encode(tokenizer.tokenize(c), max_len) for c in r.captions] for r in self.records]
+            [vocab.encode(tokenizer.tokenize(c), max_len) for c in r.captions] for r in self.records
+        ]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -125,13 +140,13 @@ class ImageItems(Dataset):
         return self.transform(load_image(self.records[idx].path)), idx
 
 
-def collate_groups(batch: list[tuple[torch.Tensor, list[torch.Tensor], int]], pad_id: int = Vocabulary.pad_id
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_groups(
+    batch: list[tuple[torch.Tensor, list[torch.Tensor], int]], pad_id: int = Vocabulary.pad_id
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> images (batch, 3, H, W), captions (batch * seq_per_img, T), record indices (batch,); the indices
     let a loss such as self-critical training look up each image's full reference set."""
     images = torch.stack([b[0] for b in batch])
-    captions = torch.nn.utils.rnn.pad_sequence([c for b in batch for c in b[1]], batch_first=True,
-                                               padding_value=pad_id)
+    captions = torch.nn.utils.rnn.pad_sequence([c for b in batch for c in b[1]], batch_first=True, padding_value=pad_id)
     return images, captions, torch.tensor([b[2] for b in batch])
 
 

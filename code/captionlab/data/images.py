@@ -1,11 +1,12 @@
 """Image loading and the encoder's input transform."""
+
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -78,14 +79,20 @@ def check_image(path: str | os.PathLike) -> None:
         img.load()
 
 
-def build_transform(image_size: int, resize: int | None = None, mean: tuple[float, ...] = IMAGENET_MEAN,
-                    std: tuple[float, ...] = IMAGENET_STD) -> transforms.Compose:
-    return transforms.Compose([
-        transforms.Resize(resize or image_size),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+def build_transform(
+    image_size: int,
+    resize: int | None = None,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> transforms.Compose:
+    return transforms.Compose(
+        [
+            transforms.Resize(resize or image_size),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
 
 
 def images_to_tensor(images: list[Image.Image], transform: transforms.Compose) -> torch.Tensor:

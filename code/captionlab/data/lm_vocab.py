@@ -8,11 +8,13 @@ The tokenizer's files travel inside the checkpoint (``to_list``), so a checkpoin
 other file. Text reaches the LM as the data tokenizer's detokenised words (lower case, no
 punctuation), and comes back as words through the same tokenizer: metrics still count words.
 """
+
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -27,7 +29,7 @@ def _is_lm_saved(saved: Any) -> bool:
     return isinstance(saved, dict) and saved.get("kind") == KIND
 
 
-def load_vocab(saved: Any) -> "Vocabulary | LMVocabulary":
+def load_vocab(saved: Any) -> Vocabulary | LMVocabulary:
     """What a checkpoint's ``vocab`` entry holds: a word list, or a language model's tokenizer files."""
     return LMVocabulary.from_saved(saved) if _is_lm_saved(saved) else Vocabulary(saved)
 
@@ -43,15 +45,16 @@ class LMVocabulary:
         bos = hf_tokenizer.bos_token_id if hf_tokenizer.bos_token_id is not None else hf_tokenizer.cls_token_id
         eos = hf_tokenizer.eos_token_id if hf_tokenizer.eos_token_id is not None else hf_tokenizer.sep_token_id
         if bos is None or eos is None:
-            raise ValueError("the language model's tokenizer has neither bos/eos nor cls/sep tokens to start and "
-                             "end a caption with")
+            raise ValueError(
+                "the language model's tokenizer has neither bos/eos nor cls/sep tokens to start and end a caption with"
+            )
         self.lm_bos, self.lm_eos = int(bos), int(eos)
         self.lm_size = len(hf_tokenizer)
         # special tokens other than <end> are never emitted (GPT-2 has one; BERT-style ones have [PAD], [CLS]...)
         self.banned = sorted({int(i) for i in hf_tokenizer.all_special_ids} | {self.lm_eos})
 
     @classmethod
-    def from_dir(cls, path: str | Path, words: str) -> "LMVocabulary":
+    def from_dir(cls, path: str | Path, words: str) -> LMVocabulary:
         from transformers import AutoTokenizer
 
         from ..models.hf import quiet, require_dir
@@ -64,7 +67,7 @@ class LMVocabulary:
         return cls(tok, words, files)
 
     @classmethod
-    def from_saved(cls, saved: dict[str, Any]) -> "LMVocabulary":
+    def from_saved(cls, saved: dict[str, Any]) -> LMVocabulary:
         from transformers import AutoTokenizer
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -5,6 +5,7 @@ ignores the image can learn the templates but not the words that matter; the gap
 and a blind model shows that the whole pipeline works. Every mentioned object's box is stored in the
 JSON ("objects": [{"name", "bbox": [x, y, w, h]}]) for attention checks.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,21 @@ from .tokenizers import ChineseCharTokenizer, EnglishWordTokenizer
 _TOKENIZERS = {"en": EnglishWordTokenizer(), "zh": ChineseCharTokenizer()}
 
 COLOURS = {
-    "red": (215, 40, 40), "green": (40, 160, 60), "blue": (45, 75, 215), "yellow": (235, 205, 35),
-    "purple": (135, 55, 175), "orange": (245, 135, 25), "black": (25, 25, 25),
+    "red": (215, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (45, 75, 215),
+    "yellow": (235, 205, 35),
+    "purple": (135, 55, 175),
+    "orange": (245, 135, 25),
+    "black": (25, 25, 25),
 }
-SHAPES = {"circle": ["circle", "disc"], "square": ["square", "box"], "triangle": ["triangle"],
-          "diamond": ["diamond"], "star": ["star"]}
+SHAPES = {
+    "circle": ["circle", "disc"],
+    "square": ["square", "box"],
+    "triangle": ["triangle"],
+    "diamond": ["diamond"],
+    "star": ["star"],
+}
 SIZES = {"small": ["small", "little"], "large": ["large", "big"]}
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "centre", "right")
@@ -116,8 +127,13 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
     elif shape == "diamond":
         draw.polygon([(cx, cy - r), (cx + r * 0.8, cy), (cx, cy + r), (cx - r * 0.8, cy)], fill=fill)
     elif shape == "star":
-        pts = [(cx + (r if i % 2 == 0 else r * 0.45) * math.sin(i * math.pi / 5),
-                cy - (r if i % 2 == 0 else r * 0.45) * math.cos(i * math.pi / 5)) for i in range(10)]
+        pts = [
+            (
+                cx + (r if i % 2 == 0 else r * 0.45) * math.sin(i * math.pi / 5),
+                cy - (r if i % 2 == 0 else r * 0.45) * math.cos(i * math.pi / 5),
+            )
+            for i in range(10)
+        ]
         draw.polygon(pts, fill=fill)
 
 
@@ -145,8 +161,16 @@ def render_scene(rng: random.Random, size: int, max_objects: int = 3) -> tuple[I
     return img, objs
 
 
-def generate(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128, val_fraction: float = 0.1,
-             test_fraction: float = 0.1, max_objects: int = 3, lang: str = "en") -> Path:
+def generate(
+    out: str | Path,
+    n: int = 5000,
+    seed: int = 0,
+    size: int = 128,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_objects: int = 3,
+    lang: str = "en",
+) -> Path:
     """Write ``images/*.png`` and ``dataset_synthetic.json`` (Karpathy format). Same arguments, same bytes.
     ``lang="zh"``: the same scenes with Chinese captions (``tokens`` are characters)."""
     if lang not in _TOKENIZERS:
@@ -165,14 +189,28 @@ def generate(out: str | Path, n: int = 5000, seed: int = 0, size: int = 128, val
         img.save(out / "images" / name, optimize=False)
         split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
         caps = captions_for(objs, rng) if lang == "en" else captions_zh(objs, rng)
-        images.append({
-            "filepath": "images", "filename": name, "imgid": i, "split": split,
-            "sentences": [{"tokens": _TOKENIZERS[lang].tokenize(c), "raw": c, "imgid": i, "sentid": i * 10 + j}
-                          for j, c in enumerate(caps)],
-            "objects": [{"name": f"{o.size} {o.colour} {o.shape}", "bbox": list(o.bbox)} for o in objs],
-        })
-    meta = {"generator": "captionlab.synthetic", "version": VERSION, "n": n, "seed": seed, "size": size, "max_objects": max_objects,
-            "lang": lang}
+        images.append(
+            {
+                "filepath": "images",
+                "filename": name,
+                "imgid": i,
+                "split": split,
+                "sentences": [
+                    {"tokens": _TOKENIZERS[lang].tokenize(c), "raw": c, "imgid": i, "sentid": i * 10 + j}
+                    for j, c in enumerate(caps)
+                ],
+                "objects": [{"name": f"{o.size} {o.colour} {o.shape}", "bbox": list(o.bbox)} for o in objs],
+            }
+        )
+    meta = {
+        "generator": "captionlab.synthetic",
+        "version": VERSION,
+        "n": n,
+        "seed": seed,
+        "size": size,
+        "max_objects": max_objects,
+        "lang": lang,
+    }
     ann = out / "dataset_synthetic.json"
     ann.write_text(json.dumps({"dataset": "synthetic", "meta": meta, "images": images}, indent=1))
     return ann

@@ -1,5 +1,6 @@
 """Chinese captions for the synthetic scenes (``captionlab synth --lang zh``): the same objects,
 sizes and positions as the English templates, written as a Chinese annotator would."""
+
 from __future__ import annotations
 
 import random
@@ -14,15 +15,33 @@ class _Object(Protocol):
     col: int
 
 
-COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色",
-           "black": "黑色"}
-SHAPES = {"circle": ["圆形", "圆盘"], "square": ["正方形", "方块"], "triangle": ["三角形"], "diamond": ["菱形"],
-          "star": ["星形", "五角星"]}
+COLOURS = {
+    "red": "红色",
+    "green": "绿色",
+    "blue": "蓝色",
+    "yellow": "黄色",
+    "purple": "紫色",
+    "orange": "橙色",
+    "black": "黑色",
+}
+SHAPES = {
+    "circle": ["圆形", "圆盘"],
+    "square": ["正方形", "方块"],
+    "triangle": ["三角形"],
+    "diamond": ["菱形"],
+    "star": ["星形", "五角星"],
+}
 SIZES = {"small": ["小", "较小"], "large": ["大", "较大"]}
 POSITIONS = {  # (row, col) -> ways to say where
-    (0, 0): ["左上角"], (0, 1): ["上方", "正上方"], (0, 2): ["右上角"],
-    (1, 0): ["左侧", "左边"], (1, 1): ["中间", "中央"], (1, 2): ["右侧", "右边"],
-    (2, 0): ["左下角"], (2, 1): ["下方", "正下方"], (2, 2): ["右下角"],
+    (0, 0): ["左上角"],
+    (0, 1): ["上方", "正上方"],
+    (0, 2): ["右上角"],
+    (1, 0): ["左侧", "左边"],
+    (1, 1): ["中间", "中央"],
+    (1, 2): ["右侧", "右边"],
+    (2, 0): ["左下角"],
+    (2, 1): ["下方", "正下方"],
+    (2, 2): ["右下角"],
 }
 NUMBERS = {2: "两", 3: "三"}
 

@@ -4,10 +4,12 @@ A tokenizer turns a caption into the units the vocabulary and the metrics count:
 for Chinese single characters (``zh_char``) or jieba words (``zh_jieba``). Chinese captioning
 benchmarks score space-joined tokens; ``detokenize`` gives the text a reader sees (no spaces).
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ..registry import Registry
 

@@ -1,8 +1,9 @@
 """Word <-> id mapping built from training captions; saved as a plain list inside checkpoints."""
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -20,11 +21,12 @@ class Vocabulary:
         self.stoi: dict[str, int] = {t: i for i, t in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, tokenized: Iterable[Sequence[str]], min_freq: int = 1) -> "Vocabulary":
+    def build(cls, tokenized: Iterable[Sequence[str]], min_freq: int = 1) -> Vocabulary:
         """Words seen at least ``min_freq`` times, most frequent first (ties alphabetical: deterministic)."""
         counts = Counter(w for sent in tokenized for w in sent)
-        words = sorted((w for w, c in counts.items() if c >= min_freq and w not in SPECIALS),
-                       key=lambda w: (-counts[w], w))
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_freq and w not in SPECIALS), key=lambda w: (-counts[w], w)
+        )
         return cls([*SPECIALS, *words])
 
     def __len__(self) -> int:

@@ -13,11 +13,13 @@ scene's attributes and checked against the truth the synthesiser stored (object 
 ``blind_floor`` scores the same captions against other images' scenes (a fixed derangement): what
 a captioner that ignores the image would get with the same caption distribution.
 """
+
 from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -73,8 +75,13 @@ def parse_caption(caption: str) -> dict[str, Any]:
         colours += [colour] * many if colour else []
         sizes += [size] * many if size else []
     positions = _positions(words)
-    return {"colour": colours, "shape": shapes, "size": sizes, "position": positions,
-            "count": stated_count if stated_count is not None else n_objects}
+    return {
+        "colour": colours,
+        "shape": shapes,
+        "size": sizes,
+        "position": positions,
+        "count": stated_count if stated_count is not None else n_objects,
+    }
 
 
 def _positions(words: list[str]) -> list[tuple[int, int]]:
@@ -119,8 +126,7 @@ def _accumulate(captions: Sequence[str], scenes: Sequence[Scene]) -> dict[str, f
     return acc
 
 
-def attribute_accuracy(captions: Mapping[int, str], records: Sequence[ImageRecord], seed: int = 0
-                       ) -> dict[str, Any]:
+def attribute_accuracy(captions: Mapping[int, str], records: Sequence[ImageRecord], seed: int = 0) -> dict[str, Any]:
     """Per-attribute accuracy of ``captions`` (image id -> caption) on synthetic ``records``, with the
     blind floor and how often each attribute is mentioned per caption."""
     recs = [r for r in records if r.image_id in captions and r.objects]
@@ -138,15 +144,19 @@ def attribute_accuracy(captions: Mapping[int, str], records: Sequence[ImageRecor
         other[a] = scenes[b]
     parsed = [parse_caption(c) for c in caps]
     mentions = {a: sum(len(p[a]) for p in parsed) / len(parsed) for a in ATTRIBUTES[:4]}
-    return {"images": len(recs), "accuracy": _accumulate(caps, scenes),
-            "blind_floor": _accumulate(caps, other) if len(recs) > 1 else None,
-            "mentions_per_caption": mentions}
+    return {
+        "images": len(recs),
+        "accuracy": _accumulate(caps, scenes),
+        "blind_floor": _accumulate(caps, other) if len(recs) > 1 else None,
+        "mentions_per_caption": mentions,
+    }
 
 
 def is_synthetic(records: Sequence[ImageRecord]) -> bool:
     """Records whose objects carry the synthesiser's 'size colour shape' names."""
     return bool(records) and all(
-        r.objects and all(len(o.get("name", "").split()) == 3 and "bbox" in o for o in r.objects) for r in records)
+        r.objects and all(len(o.get("name", "").split()) == 3 and "bbox" in o for o in r.objects) for r in records
+    )
 
 
 def format_attribute_table(rows: Mapping[str, Mapping[str, float]]) -> str:

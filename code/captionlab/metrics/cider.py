@@ -9,11 +9,13 @@ Quirks kept for exactness: the length in the Gaussian penalty is the number of b
 counts ``len(ngram) - 1 == 1``), and a reference or candidate whose tf-idf vector is all zeros
 contributes 0.
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,10 +48,10 @@ def _ngram_keys(flat: np.ndarray, n: int, base: int) -> tuple[np.ndarray, np.nda
         return np.empty(0, np.int64), np.empty(0, np.int64)
     key = flat[:width].copy()
     for k in range(1, n):  # base ** n stays below 2 ** 63 (checked by the caller)
-        key = key * base + flat[k:k + width]
+        key = key * base + flat[k : k + width]
     is_sep = flat == 0
     seps = np.concatenate([[0], np.cumsum(is_sep)])  # separators before each position
-    valid = seps[n:n + width] == seps[:width]  # no separator inside the window
+    valid = seps[n : n + width] == seps[:width]  # no separator inside the window
     return seps[:width][valid], key[valid]
 
 
@@ -64,7 +66,7 @@ class DocumentFrequency:
     _hashed: dict = field(default_factory=dict, repr=False)  # (n, base) -> sorted keys, counts
 
     @classmethod
-    def from_references(cls, references: Mapping[Any, Sequence[str]]) -> "DocumentFrequency":
+    def from_references(cls, references: Mapping[Any, Sequence[str]]) -> DocumentFrequency:
         vocab: dict[str, int] = {}
         refs = [r for rs in references.values() for r in rs]
         image = np.repeat(np.arange(len(references)), [len(rs) for rs in references.values()])
@@ -98,7 +100,7 @@ class DocumentFrequency:
 
 def _base(vocab: dict[str, int]) -> int:
     base = len(vocab) + 1
-    if base ** N >= 2 ** 62:
+    if base**N >= 2**62:
         raise ValueError(f"vocabulary of {len(vocab)} words is too large for 64-bit 4-gram keys")
     return base
 
@@ -111,8 +113,12 @@ def _unhash(key: np.ndarray, n: int, base: int) -> np.ndarray:
     return np.stack(cols[::-1], 1) if cols else np.empty((0, n), np.int64)
 
 
-def cider_d(candidates: Mapping[Any, Sequence[str]], references: Mapping[Any, Sequence[str]],
-            df: DocumentFrequency | None = None, sigma: float = SIGMA) -> tuple[float, np.ndarray]:
+def cider_d(
+    candidates: Mapping[Any, Sequence[str]],
+    references: Mapping[Any, Sequence[str]],
+    df: DocumentFrequency | None = None,
+    sigma: float = SIGMA,
+) -> tuple[float, np.ndarray]:
     """pycocoevalcap ``Cider().compute_score(references, candidates)``, vectorised.
 
     ``candidates``: image id -> ``[tokenised caption]``; ``references``: image id -> tokenised
@@ -137,7 +143,7 @@ def cider_d(candidates: Mapping[Any, Sequence[str]], references: Mapping[Any, Se
     log_n = np.log(float(df.n_images if df is not None else n_img))
     bigrams = np.maximum(lengths - 1, 0)
     bigrams_c, bigrams_r = bigrams[:n_img], bigrams[n_img:]
-    penalty = np.exp(-((bigrams_c[ref_image] - bigrams_r) ** 2) / (2 * sigma ** 2))  # (R,)
+    penalty = np.exp(-((bigrams_c[ref_image] - bigrams_r) ** 2) / (2 * sigma**2))  # (R,)
     total = np.zeros(len(ref_image))  # (R,) summed over n
     n_refs_total = len(ref_image)
     rows = n_img + n_refs_total
@@ -145,7 +151,7 @@ def cider_d(candidates: Mapping[Any, Sequence[str]], references: Mapping[Any, Se
         row, key = _ngram_keys(ids, n, base)
         if key.size == 0:
             continue
-        if base ** n * rows < 2 ** 62:  # the n-gram key itself can carry the row index
+        if base**n * rows < 2**62:  # the n-gram key itself can carry the row index
             code, raw = key, None
         else:  # 4-grams of a large vocabulary: renumber the distinct n-grams first
             raw, code, _ = _unique(key)
@@ -173,8 +179,8 @@ def cider_d(candidates: Mapping[Any, Sequence[str]], references: Mapping[Any, Se
         w = tf * (log_n - np.log(np.maximum(1.0, doc_freq)))[gi]  # tf-idf weight of each entry
         c_rows, r_rows = row[~is_ref], row[is_ref] - n_img
         c_w, r_w = w[~is_ref], w[is_ref]
-        c_norm = np.sqrt(np.bincount(c_rows, c_w ** 2, minlength=n_img))  # (images,)
-        r_norm = np.sqrt(np.bincount(r_rows, r_w ** 2, minlength=n_refs_total))  # (R,)
+        c_norm = np.sqrt(np.bincount(c_rows, c_w**2, minlength=n_img))  # (images,)
+        r_norm = np.sqrt(np.bincount(r_rows, r_w**2, minlength=n_refs_total))  # (R,)
         # each reference n-gram meets the candidate's weight for the same (n-gram, image): sorted keys
         matched_w = _find(gi[~is_ref] * n_img + c_rows, c_w, gi[is_ref] * n_img + ref_image[r_rows])
         val = np.bincount(r_rows, np.minimum(matched_w, r_w) * r_w, minlength=n_refs_total).astype(np.float64)

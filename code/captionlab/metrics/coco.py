@@ -4,14 +4,16 @@
 numbers you report. ``tokenizer="simple"`` lower-cases and drops punctuation in-process: the same
 result on plain captions, no Java, for validation inside training loops.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import shutil
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..files import atomic_write_text
 
@@ -27,9 +29,11 @@ class JavaMissingError(RuntimeError):
 
 def _need_java(what: str) -> None:
     if shutil.which("java") is None:
-        raise JavaMissingError(f"{what} needs Java 8+ ('java' is not on PATH). Install it, e.g. "
-                               "'apt-get install default-jre-headless', or score with tokenizer='simple' "
-                               "and without METEOR.")
+        raise JavaMissingError(
+            f"{what} needs Java 8+ ('java' is not on PATH). Install it, e.g. "
+            "'apt-get install default-jre-headless', or score with tokenizer='simple' "
+            "and without METEOR."
+        )
 
 
 def simple_tokenize(text: str) -> str:
@@ -61,29 +65,39 @@ def _scorers(metrics: Iterable[str], fast_cider: bool = False):
     for name in metrics:
         if name == "Bleu":
             from pycocoevalcap.bleu.bleu import Bleu
+
             yield name, Bleu(4)
         elif name == "METEOR":
             _need_java("METEOR")
             from pycocoevalcap.meteor.meteor import Meteor
+
             yield name, Meteor()
         elif name == "ROUGE_L":
             from pycocoevalcap.rouge.rouge import Rouge
+
             yield name, Rouge()
         elif name == "CIDEr" and fast_cider:
             yield name, _FastCider()
         elif name == "CIDEr":
             from pycocoevalcap.cider.cider import Cider
+
             yield name, Cider()
         elif name == "SPICE":
             from pycocoevalcap.spice.spice import Spice
+
             yield name, Spice()
         else:
             raise ValueError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS + ('SPICE',))}")
 
 
-def score(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
-          metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb",
-          per_image: bool = False, fast_cider: bool = False) -> dict[str, Any]:
+def score(
+    results: Mapping[Any, str],
+    references: Mapping[Any, Sequence[str]],
+    metrics: Sequence[str] = ALL_METRICS,
+    tokenizer: str = "ptb",
+    per_image: bool = False,
+    fast_cider: bool = False,
+) -> dict[str, Any]:
     """Corpus scores of ``results`` (image id -> caption) against ``references`` (image id -> captions).
 
     Only images in ``results`` are scored (as the COCO evaluation does). CIDEr here is CIDEr-D
@@ -161,16 +175,22 @@ def load_annotations(path: str | Path) -> dict[Any, list[str]]:
     return refs
 
 
-def score_files(results_path: str | Path, annotations_path: str | Path,
-                metrics: Sequence[str] = ALL_METRICS, tokenizer: str = "ptb", fast_cider: bool = False
-                ) -> dict[str, Any]:
+def score_files(
+    results_path: str | Path,
+    annotations_path: str | Path,
+    metrics: Sequence[str] = ALL_METRICS,
+    tokenizer: str = "ptb",
+    fast_cider: bool = False,
+) -> dict[str, Any]:
     results = load_results(results_path)
     refs = load_annotations(annotations_path)
     unknown = [k for k in results if k not in refs]
     if unknown:
         shown = ", ".join(map(repr, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
-        raise ValueError(f"{len(unknown)} image id(s) in results file {results_path} are not in annotation file "
-                         f"{annotations_path}: {shown}")
+        raise ValueError(
+            f"{len(unknown)} image id(s) in results file {results_path} are not in annotation file "
+            f"{annotations_path}: {shown}"
+        )
     unscored = len([k for k in refs if k not in results])
     if unscored:
         warnings.warn(f"{unscored} annotated image(s) have no result and are not scored", stacklevel=2)

@@ -9,9 +9,11 @@ attribute errors (see attributes.py), not grounding failures, and are left out.
 Synthetic images are square, so the model's resized, centre-cropped input covers the whole image
 and region (r, c) of a g x g grid is centred at ((c + 0.5) / g, (r + 0.5) / g) of the image side.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -52,14 +54,17 @@ def grounding_rate(traces: dict[Any, Any], records: Sequence[ImageRecord]) -> di
             with Image.open(record.path) as im:
                 side = im.size[0]
         grid = trace.attention.shape[-1]
-        centres = (np.stack(np.meshgrid(np.arange(grid), np.arange(grid), indexing="xy"), -1).reshape(-1, 2)
-                   + 0.5) * side / grid  # (regions, 2) as (x, y), row-major like the flattened grid
+        centres = (
+            (np.stack(np.meshgrid(np.arange(grid), np.arange(grid), indexing="xy"), -1).reshape(-1, 2) + 0.5)
+            * side
+            / grid
+        )  # (regions, 2) as (x, y), row-major like the flattened grid
         for t, word in enumerate(trace.words):
             boxes = _matching_boxes(word, record)
             if not boxes:
                 continue
             peak = int(np.asarray(trace.attention[t]).reshape(-1).argmax())
-            hits += bool(_inside(centres[peak:peak + 1], boxes)[0])
+            hits += bool(_inside(centres[peak : peak + 1], boxes)[0])
             chance += float(_inside(centres, boxes).mean())
             n += 1
     if n == 0:  # an untrained model may name nothing that is there

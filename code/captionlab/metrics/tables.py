@@ -1,7 +1,9 @@
 """Score tables as markdown: the one format the CLI, the demo, the notebooks and the README print."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, Any]], title: str, keys: Sequence[str]) -> str:

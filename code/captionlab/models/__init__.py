@@ -1,4 +1,5 @@
 """Captioning models. Importing this package registers every model family."""
+
 from . import attention, clipcap, show_tell, transformer  # noqa: F401  (registers every model family by name)
 from .base import CaptionModel, State
 from .registry import MODELS, build_model

@@ -8,6 +8,7 @@ Each step stores its attention weights under ``"attention"`` (rows, regions) and
 model, the sentinel weight under ``"sentinel"`` (rows,), so the one decoding engine returns them
 with every word.
 """
+
 from __future__ import annotations
 
 import torch
@@ -136,8 +137,9 @@ class ShowAttendTell(GridAttentionCaptioner):
 
     def init_state_from_features(self, feats: torch.Tensor) -> State:
         mean = feats.mean(1)  # (B, C)
-        state = State(h=torch.tanh(self.init_h(mean)), image_feats=feats,
-                      image_keys=self.enc_att(feats))  # keys projected once per image: (B, regions, A)
+        state = State(
+            h=torch.tanh(self.init_h(mean)), image_feats=feats, image_keys=self.enc_att(feats)
+        )  # keys projected once per image: (B, regions, A)
         if self.init_c is not None:
             state["c"] = torch.tanh(self.init_c(mean))
         return state
@@ -183,8 +185,13 @@ class AdaptiveAttention(GridAttentionCaptioner):
     def init_state_from_features(self, feats: torch.Tensor) -> State:
         regions = self.region_proj(feats)  # (B, regions, H)
         zeros = regions.new_zeros(regions.size(0), self.hidden_dim)
-        return State(h=zeros, c=zeros, v_g=self.global_proj(feats.mean(1)), image_feats=regions,
-                     image_keys=self.key_proj(regions))
+        return State(
+            h=zeros,
+            c=zeros,
+            v_g=self.global_proj(feats.mean(1)),
+            image_feats=regions,
+            image_keys=self.key_proj(regions),
+        )
 
     def _step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         x = torch.cat([self.embed(tokens), state["v_g"]], -1)  # (rows, 2E)

@@ -4,6 +4,7 @@ A model gives teacher-forced logits (``forward``) and a single decoding step (``
 ``step``). The decoding engine, trainers and evaluation are written once against this interface and
 never look inside a model's state.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,7 @@ class State(dict):
         inherited = args[0].per_image if args and isinstance(args[0], State) else 1
         self.per_image: int = per_image if per_image is not None else inherited
 
-    def select(self, index: torch.Tensor) -> "State":
+    def select(self, index: torch.Tensor) -> State:
         k = self.per_image
         rows = {n: v.index_select(0, index) for n, v in self.items() if not n.startswith("image_")}
         if k == 1:
@@ -41,14 +42,13 @@ class State(dict):
         images = {n: v.index_select(0, index // k) for n, v in self.items() if n.startswith("image_")}
         return State(rows, **images, per_image=1)  # rows left their image: per-row copies
 
-    def expand(self, n: int) -> "State":
+    def expand(self, n: int) -> State:
         """Repeat each row ``n`` times in place order: (a, b) -> (a, a, b, b) for n = 2."""
         if n == 1:
             return self
         index = torch.arange(self.batch_size, device=self._device).repeat_interleave(n)
         rows = {k: v.index_select(0, index) for k, v in self.items() if not k.startswith("image_")}
-        return State(rows, **{k: v for k, v in self.items() if k.startswith("image_")},
-                     per_image=self.per_image * n)
+        return State(rows, **{k: v for k, v in self.items() if k.startswith("image_")}, per_image=self.per_image * n)
 
     def rows_view(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """A per-row tensor (rows, ...) as (images, per_image, ...), to meet ``self[name]`` (images, ...)."""
@@ -87,8 +87,10 @@ class CaptionModel(nn.Module):
     def expand_for(state: State, captions: torch.Tensor) -> State:
         n, rem = divmod(captions.size(0), state.batch_size)
         if rem or n < 1:
-            raise ValueError(f"{captions.size(0)} captions for {state.batch_size} images: "
-                             "need the same number of captions for every image")
+            raise ValueError(
+                f"{captions.size(0)} captions for {state.batch_size} images: "
+                "need the same number of captions for every image"
+            )
         return state.expand(n)
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -97,8 +99,9 @@ class CaptionModel(nn.Module):
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: captions (batch, T) starting with <start> -> scores (batch, T-1, vocab)
-        predicting captions[:, 1:]: logits or log-probabilities (cross-entropy normalises either). This generic version runs ``step``; models override it with a
-        faster whole-sequence pass that must agree with it.
+        predicting captions[:, 1:]: logits or log-probabilities (cross-entropy normalises either). This
+        generic version runs ``step``; models override it with a faster whole-sequence pass that must
+        agree with it.
 
         ``captions`` may hold ``n`` captions per image (batch*n rows, each image's captions adjacent):
         the image is then encoded once and its state shared, as ``expand_for`` does."""

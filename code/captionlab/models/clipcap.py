@@ -8,6 +8,7 @@ through the shared engine with the LM's key/value cache held in ``State`` as pla
 (``hf.cache_to_state``). The first step feeds the LM's begin token after the prefix, in training
 and decoding alike.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,7 +51,7 @@ class CLIPEncoder(nn.Module):
             for p in stage.parameters():
                 p.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> "CLIPEncoder":
+    def train(self, mode: bool = True) -> CLIPEncoder:
         super().train(mode and self.trainable)
         return self
 
@@ -86,7 +87,7 @@ class TransformerMapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x).view(x.size(0), self.prefix_len, self.lm_dim)  # (B, P, D)
         x = torch.cat([x, self.const.expand(x.size(0), -1, -1)], 1)  # (B, 2P, D)
-        return self.transformer(x)[:, self.prefix_len:]  # (B, P, D)
+        return self.transformer(x)[:, self.prefix_len :]  # (B, P, D)
 
 
 @MODELS.register("clipcap")
@@ -94,8 +95,9 @@ class ClipCap(CaptionModel):
     uses_lm_vocab = True  # its vocabulary is the language model's tokenizer (trainer.build_vocab)
     image_norm = (CLIP_MEAN, CLIP_STD)
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, vocab: LMVocabulary | None = None,
-                 assets: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, vocab_size: int, vocab: LMVocabulary | None = None, assets: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(vocab_size)
         from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel
 
@@ -108,16 +110,21 @@ class ClipCap(CaptionModel):
             clip = load_pretrained(CLIPVisionModel, cfg.clip, "model.clip")
             lm = load_pretrained(GPT2LMHeadModel, cfg.lm, "model.lm")
         if lm.get_input_embeddings().num_embeddings < vocab.lm_size:
-            raise ValueError(f"model.lm: its tokenizer has {vocab.lm_size} tokens but the model embeds only "
-                             f"{lm.get_input_embeddings().num_embeddings}")
+            raise ValueError(
+                f"model.lm: its tokenizer has {vocab.lm_size} tokens but the model embeds only "
+                f"{lm.get_input_embeddings().num_embeddings}"
+            )
         self.encoder = CLIPEncoder(clip)
         self.lm = lm
         self.lm_layers: int = lm.config.n_layer
         self.lm_eos, self.lm_bos, self.banned = vocab.lm_eos, vocab.lm_bos, vocab.banned
         self.text = vocab
         d, c = lm.config.n_embd, self.encoder.out_dim
-        self.mapper = (MLPMapper(c, d, cfg.prefix_len) if cfg.mapper == "mlp" else
-                       TransformerMapper(c, d, cfg.prefix_len, cfg.mapper_layers, cfg.num_heads))
+        self.mapper = (
+            MLPMapper(c, d, cfg.prefix_len)
+            if cfg.mapper == "mlp"
+            else TransformerMapper(c, d, cfg.prefix_len, cfg.mapper_layers, cfg.num_heads)
+        )
         if cfg.lm_frozen:
             for p in lm.parameters():
                 p.requires_grad_(False)
@@ -154,4 +161,4 @@ class ClipCap(CaptionModel):
         prefix = prefix.repeat_interleave(captions.size(0) // feats.size(0), 0)  # (B*n, P, D)
         words = self.lm.get_input_embeddings()(self.text.lm_ids(captions[:, :-1]))  # (B*n, T-1, D)
         logits = self.lm(inputs_embeds=torch.cat([prefix, words], 1)).logits  # (B*n, P+T-1, V_lm)
-        return self._vocab_logits(logits[:, prefix.size(1):])  # (B*n, T-1, vocab)
+        return self._vocab_logits(logits[:, prefix.size(1) :])  # (B*n, T-1, vocab)

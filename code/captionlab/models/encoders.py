@@ -1,5 +1,6 @@
 """Image encoders. A CNN gives a feature map (global models pool it, attention models keep a grid of
 regions); a ViT gives patch tokens. Pretrained weights come from a local file or torchvision's cache."""
+
 from __future__ import annotations
 
 import os
@@ -54,7 +55,8 @@ def load_pretrained_state(cfg: EncoderConfig) -> dict[str, torch.Tensor]:
                 f"pretrained {cfg.name} weights are not on this machine. Download {url} and either "
                 f"place it at {path} (torchvision's cache; $TORCH_HOME moves it) or set "
                 f"model.encoder.weights=/path/to/{path.name}. To train from random weights instead, "
-                f"set model.encoder.pretrained=false.")
+                f"set model.encoder.pretrained=false."
+            )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -72,8 +74,10 @@ class ResNetEncoder(nn.Module):
         if cfg.pretrained:
             missing, unexpected = net.load_state_dict(load_pretrained_state(cfg), strict=False)
             if [k for k in missing if not k.startswith("fc.")] or unexpected:
-                raise ValueError(f"{cfg.name} weights do not match the architecture: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}")
+                raise ValueError(
+                    f"{cfg.name} weights do not match the architecture: missing {missing[:5]}, "
+                    f"unexpected {unexpected[:5]}"
+                )
         self.out_dim: int = net.fc.in_features
         self.body = nn.Sequential(*list(net.children())[:-2])
         # Randomly initialised weights must be trained; pretrained ones only when asked.
@@ -98,7 +102,7 @@ class ResNetEncoder(nn.Module):
             for p in stage.parameters():
                 p.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> "ResNetEncoder":
+    def train(self, mode: bool = True) -> ResNetEncoder:
         # A frozen CNN keeps its BatchNorm statistics: stay in eval mode.
         super().train(mode and self.trainable)
         if self.frozen_bn:
@@ -125,17 +129,21 @@ class ViTEncoder(nn.Module):
         if builder is None:
             if cfg.pretrained:
                 raise ValueError(f"{cfg.name} has no pretrained weights: set model.encoder.pretrained=false")
-            net = tvm.VisionTransformer(cfg.image_size, patch_size=16, num_layers=4, num_heads=3, hidden_dim=192,
-                                        mlp_dim=768)
+            net = tvm.VisionTransformer(
+                cfg.image_size, patch_size=16, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=768
+            )
         else:
             net = builder(weights=None)  # built at 224 px, as the weights are
             if cfg.pretrained:
                 state = load_pretrained_state(cfg)
                 missing, unexpected = net.load_state_dict(
-                    {k: v for k, v in state.items() if not k.startswith("heads.")}, strict=False)
+                    {k: v for k, v in state.items() if not k.startswith("heads.")}, strict=False
+                )
                 if [k for k in missing if not k.startswith("heads.")] or unexpected:
-                    raise ValueError(f"{cfg.name} weights do not match the architecture: missing {missing[:5]}, "
-                                     f"unexpected {unexpected[:5]}")
+                    raise ValueError(
+                        f"{cfg.name} weights do not match the architecture: missing {missing[:5]}, "
+                        f"unexpected {unexpected[:5]}"
+                    )
             if cfg.image_size != net.image_size:
                 pos = _resize_positions(net.encoder.pos_embedding.data, cfg.image_size // net.patch_size)
                 net.encoder.pos_embedding = nn.Parameter(pos)
@@ -162,7 +170,7 @@ class ViTEncoder(nn.Module):
             for p in stage.parameters():
                 p.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> "ViTEncoder":
+    def train(self, mode: bool = True) -> ViTEncoder:
         super().train(mode and self.trainable)  # a frozen ViT runs without dropout
         return self
 

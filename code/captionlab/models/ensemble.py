@@ -5,10 +5,11 @@ The ensemble is itself a ``CaptionModel``: its State holds each member's entries
 ``<name>@<member>``, so ``State.select``/``expand`` reorder all members at once and the engine needs
 no change. Members must share one vocabulary.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

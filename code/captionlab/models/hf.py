@@ -5,10 +5,12 @@ Real weights load with ``from_pretrained(local_files_only=True)`` from a directo
 naming the config key and what to put there. Tests build tiny random models of the same classes
 (``save_tiny_clip``, ``save_tiny_gpt2``) and load them back through this same path.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -21,26 +23,30 @@ CACHE_PREFIX = "lm_"
 def require_dir(path: str | Path | None, key: str) -> Path:
     """The local model directory behind config ``key``, or a message saying what belongs there."""
     if not path:
-        raise MissingWeightsError(f"{key} is not set: give the local directory of a Hugging Face model "
-                                  f"(the files save_pretrained writes: config.json, model.safetensors, ...), "
-                                  f"e.g. {key}=/models/clip-vit-base-patch32")
+        raise MissingWeightsError(
+            f"{key} is not set: give the local directory of a Hugging Face model "
+            f"(the files save_pretrained writes: config.json, model.safetensors, ...), "
+            f"e.g. {key}=/models/clip-vit-base-patch32"
+        )
     p = resolve(path)
     if not p.is_dir():
         raise MissingWeightsError(
             f"{key}: directory not found: {p}. captionlab never downloads weights: put a Hugging Face model "
             f"there (e.g. `huggingface-cli download openai/clip-vit-base-patch32 --local-dir {p}` or "
-            f"`gpt2` on a machine with access, then copy it), or point {key} at one")
+            f"`gpt2` on a machine with access, then copy it), or point {key} at one"
+        )
     if not (p / "config.json").is_file():
-        raise MissingWeightsError(f"{key}: {p} has no config.json: not a Hugging Face model directory "
-                                  "(save_pretrained writes config.json and the weights)")
+        raise MissingWeightsError(
+            f"{key}: {p} has no config.json: not a Hugging Face model directory "
+            "(save_pretrained writes config.json and the weights)"
+        )
     return p
 
 
 def quiet() -> None:
     """transformers' per-load progress bars and notices would flood training logs."""
-    from transformers.utils import logging as hf_logging
-
     from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -68,28 +74,38 @@ def cache_to_state(cache: Any) -> dict[str, torch.Tensor]:
 def state_to_cache(state: dict[str, torch.Tensor], layers: int) -> Any:
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=[(state[f"{CACHE_PREFIX}k{i}"], state[f"{CACHE_PREFIX}v{i}"])
-                                        for i in range(layers)])
+    return DynamicCache(
+        ddp_cache_data=[(state[f"{CACHE_PREFIX}k{i}"], state[f"{CACHE_PREFIX}v{i}"]) for i in range(layers)]
+    )
 
 
 # ---------------------------------------------------------------- tiny random stand-ins (offline)
 
 
-def save_tiny_clip(out: str | Path, image_size: int = 96, patch_size: int = 16, hidden: int = 64,
-                   layers: int = 2, seed: int = 0) -> Path:
+def save_tiny_clip(
+    out: str | Path, image_size: int = 96, patch_size: int = 16, hidden: int = 64, layers: int = 2, seed: int = 0
+) -> Path:
     """A random CLIPVisionModel of the real class, written with save_pretrained."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     quiet()
     torch.manual_seed(seed)
-    cfg = CLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                           num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=hidden)
+    cfg = CLIPVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=hidden,
+    )
     CLIPVisionModel(cfg).save_pretrained(out)
     return Path(out)
 
 
-def save_tiny_gpt2(out: str | Path, texts: Iterable[str], chinese: bool = False, hidden: int = 64,
-                   layers: int = 2, seed: int = 0) -> Path:
+def save_tiny_gpt2(
+    out: str | Path, texts: Iterable[str], chinese: bool = False, hidden: int = 64, layers: int = 2, seed: int = 0
+) -> Path:
     """A random GPT2LMHeadModel with a tokenizer trained on ``texts``: byte-level BPE (GPT-2's kind),
     or for ``chinese`` a character vocabulary with a BERT-style tokenizer, as common Chinese GPT-2
     checkpoints have. Both written with save_pretrained, as a real model directory is."""
@@ -101,8 +117,15 @@ def save_tiny_gpt2(out: str | Path, texts: Iterable[str], chinese: bool = False,
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=hidden, n_layer=layers, n_head=4,
-                     bos_token_id=bos, eos_token_id=eos)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=128,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=4,
+        bos_token_id=bos,
+        eos_token_id=eos,
+    )
     GPT2LMHeadModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return Path(out)
@@ -114,8 +137,9 @@ def _byte_bpe_tokenizer(texts: list[str]) -> Any:
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
-    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
-                             eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    return GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
 
 
 def _bert_char_tokenizer(texts: list[str], out: Path) -> Any:

@@ -1,4 +1,5 @@
 """Models are built by name: ``model.name`` in a config picks the class."""
+
 from __future__ import annotations
 
 from typing import Any

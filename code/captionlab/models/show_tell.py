@@ -3,6 +3,7 @@
 The pooled CNN feature initialises the hidden state and is also concatenated to every word
 embedding (S0's design), so the decoder sees the image at each step, not only at the start.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,13 @@ class GlobalRNNCaptioner(CaptionModel):
         self.init_hidden = nn.Linear(feat, n_init)
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
         rnn = nn.LSTM if self.cell == "lstm" else nn.GRU
-        self.rnn = rnn(2 * cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, batch_first=True,
-                       dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.rnn = rnn(
+            2 * cfg.embed_dim,
+            cfg.hidden_dim,
+            cfg.num_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.hidden_dim, vocab_size)
 

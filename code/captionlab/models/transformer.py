@@ -9,6 +9,7 @@ in ``init_state`` and never copied across beams: a row's query meets its own ima
 (images, heads, rows_per_image * T, head_dim) view. The last layer's cross-attention (mean over
 heads) is the model's ``attention``, for heat-maps and the grounding rate.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,9 @@ class DecoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, state: State, new: State, i: int, cached: bool,
-                need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, state: State, new: State, i: int, cached: bool, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (rows, T, dim). ``cached``: x continues the keys/values in ``state`` (T = 1 when stepping)."""
         sa, p = self.self_attn, self.dropout_p
         q = sa.split(sa.q(self.norm1(x)))  # (rows, heads, T, head_dim)
@@ -79,8 +81,9 @@ class DecoderLayer(nn.Module):
         return self.self_attn.dropout if self.training else 0.0
 
 
-def cross_attend(att: MultiHeadAttention, x: torch.Tensor, state: State, i: int, p: float,
-                 need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def cross_attend(
+    att: MultiHeadAttention, x: torch.Tensor, state: State, i: int, p: float, need_weights: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rows' queries x (rows, T, dim) against their image's keys (images, heads, N, head_dim).
     -> output (rows, T, dim) and, if asked, weights averaged over heads (rows, T, N)."""
     keys, values = state[f"image_k{i}"], state[f"image_v{i}"]
@@ -126,8 +129,9 @@ class ViTTransformer(CaptionModel):
         else:
             self.register_buffer("sinusoid", sinusoid(cfg.max_positions, d), persistent=False)
             self.positions = None
-        self.layers = nn.ModuleList(DecoderLayer(d, cfg.num_heads, cfg.ff_dim, cfg.dropout)
-                                    for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(d, cfg.num_heads, cfg.ff_dim, cfg.dropout) for _ in range(cfg.num_layers)
+        )
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(d, vocab_size)
@@ -156,13 +160,16 @@ class ViTTransformer(CaptionModel):
 
     def _position(self, start: int, length: int, device: torch.device) -> torch.Tensor:
         if start + length > self.max_positions:
-            raise ValueError(f"a caption of {start + length} tokens is longer than model.max_positions "
-                             f"({self.max_positions}): decode with a smaller max_len")
+            raise ValueError(
+                f"a caption of {start + length} tokens is longer than model.max_positions "
+                f"({self.max_positions}): decode with a smaller max_len"
+            )
         idx = torch.arange(start, start + length, device=device)
         return self.positions(idx) if self.positions is not None else self.sinusoid[idx]  # (T, d)
 
-    def _decode(self, tokens: torch.Tensor, state: State, cached: bool,
-                need_weights: bool = False) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+    def _decode(
+        self, tokens: torch.Tensor, state: State, cached: bool, need_weights: bool = False
+    ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
         """tokens (rows, T) after what ``state`` holds -> logits (rows, T, vocab), new state, last
         layer's cross-attention (rows, T, N) when asked."""
         start = state["k0"].size(2) if cached else 0

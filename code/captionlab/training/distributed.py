@@ -1,4 +1,5 @@
 """torchrun support: the trainer runs unchanged on one process or under ``torchrun --nproc_per_node N``."""
+
 from __future__ import annotations
 
 import os

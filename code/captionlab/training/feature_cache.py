@@ -6,13 +6,15 @@ of everything the features depend on — the model's encoding settings, every en
 image transform, and each image's path, size and modification time — so it can never be stale: a
 change in any of them names a different file, which is built (with a progress bar) on first use.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,15 +39,27 @@ def cache_key(model: torch.nn.Module, model_cfg: Any, records: Sequence[ImageRec
 
 
 @torch.no_grad()
-def build_or_open(model: torch.nn.Module, records: Sequence[ImageRecord], transform: Any, path: Path,
-                  device: torch.device, batch_size: int = 64, num_workers: int = 0,
-                  progress: bool = True) -> np.ndarray:
+def build_or_open(
+    model: torch.nn.Module,
+    records: Sequence[ImageRecord],
+    transform: Any,
+    path: Path,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
     """The features of ``records`` in order, (N, *feature_shape) float16, memory-mapped; built first
     (atomically: written to a temporary file, then renamed) when ``path`` does not exist."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        loader = DataLoader(ImageItems(records, transform), batch_size=batch_size, shuffle=False,
-                            num_workers=num_workers, collate_fn=collate_images)
+        loader = DataLoader(
+            ImageItems(records, transform),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=collate_images,
+        )
         was_training = model.training
         model.eval()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
@@ -54,8 +68,9 @@ def build_or_open(model: torch.nn.Module, records: Sequence[ImageRecord], transf
             for images, idx in progress_bar(loader, desc="caching encoder features", unit="batch", enabled=progress):
                 feats = model.encode(images.to(device)).float().cpu().numpy()  # (batch, *feature_shape)
                 if out is None:
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                                    shape=(len(records), *feats.shape[1:]))
+                    out = np.lib.format.open_memmap(
+                        tmp, mode="w+", dtype=np.float16, shape=(len(records), *feats.shape[1:])
+                    )
                 out[idx.numpy()] = feats.astype(np.float16)
             out.flush()
             del out

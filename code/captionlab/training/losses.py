@@ -1,6 +1,7 @@
 """Training objectives as strategies: the trainer calls ``loss(model, images, captions, idx)`` and does
 not care which one it drives (cross-entropy here; self-critical in scst.py). ``idx`` are the batch's
 record indices in the training set, for losses that need each image's full references."""
+
 from __future__ import annotations
 
 import torch
@@ -21,12 +22,14 @@ class CrossEntropyLoss:
     def __init__(self, attention_reg: float = 0.0) -> None:
         self.attention_reg = attention_reg
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
-                 idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor, idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(images, captions)  # (batch, T-1, vocab)
         target = captions[:, 1:]  # (batch, T-1)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1),
-                               ignore_index=Vocabulary.pad_id)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=Vocabulary.pad_id
+        )
         stats = {"loss": float(loss.detach())}
         alphas = getattr(getattr(model, "module", model), "attention_maps", None)  # DDP keeps the model in .module
         if self.attention_reg > 0 and alphas is not None:

@@ -6,11 +6,13 @@ Resuming rebuilds the epoch's sampler (its order depends on (seed, epoch) only),
 already done, and restores the generators after the data iterator is created, so the rest of the
 run draws exactly what an uninterrupted run would have.
 """
+
 from __future__ import annotations
 
 import random
 import signal
-from typing import Any, Iterator, Sized
+from collections.abc import Iterator, Sized
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +22,11 @@ from torch.utils.data import Sampler
 def capture_rng() -> dict[str, Any]:
     """Generator states as plain types and tensors (a checkpoint loads them with weights_only)."""
     state = np.random.get_state()
-    out: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state(),
-                           "numpy": [state[0], state[1].tolist(), int(state[2]), int(state[3]), float(state[4])]}
+    out: dict[str, Any] = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": [state[0], state[1].tolist(), int(state[2]), int(state[3]), float(state[4])],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -47,7 +52,7 @@ class SkipSampler(Sampler[int]):
         self.sampler, self.skip = sampler, skip
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(self.sampler)[self.skip:])
+        return iter(list(self.sampler)[self.skip :])
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip) if isinstance(self.sampler, Sized) else 0
@@ -76,7 +81,7 @@ class StopSignals:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # the second Ctrl-C is not polite
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         try:
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)

@@ -1,5 +1,6 @@
 """Per-run logs: log.csv (one row per epoch: losses, training statistics, val metrics), steps.csv
 (every ``train.log_every`` steps), both appended across resumes, and TensorBoard scalars."""
+
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,9 @@ from typing import Any
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True,
-                 purge_step: int | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, tensorboard: bool = True, enabled: bool = True, purge_step: int | None = None
+    ) -> None:
         """``purge_step`` (a resume): TensorBoard drops what an interrupted run logged from that step on,
         as ``truncate_after`` does for the CSV files, so curves have no duplicated steps."""
         self.enabled = enabled
@@ -35,8 +37,9 @@ class RunLog:
         if not self.enabled:
             return
         _append(self.csv_path, row)
-        self.scalars({k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))},
-                     int(row["epoch"]), "epoch/")
+        self.scalars(
+            {k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}, int(row["epoch"]), "epoch/"
+        )
 
     def step_row(self, values: dict[str, float], step: int) -> None:
         """Training statistics at one optimizer step (the reward curve of self-critical training)."""
@@ -78,8 +81,9 @@ def _truncate(path: Path, last: int) -> None:
         rows = list(csv.reader(f))
     if not rows:
         return
-    keep = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and _number(r[0]) is not None
-                        and _number(r[0]) <= last]
+    keep = [rows[0]] + [
+        r for r in rows[1:] if len(r) == len(rows[0]) and _number(r[0]) is not None and _number(r[0]) <= last
+    ]
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as f:
         csv.writer(f).writerows(keep)

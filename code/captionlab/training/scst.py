@@ -6,10 +6,12 @@ advantage of a sample is its reward minus a baseline: the greedy caption's rewar
 the mean reward of the image's other K-1 samples ("new" SCST, no greedy pass). The loss is the
 policy gradient -(r - b) * log p(w_t), averaged over every sampled token up to and including <end>.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,8 +48,9 @@ def mean_of_others(rewards: torch.Tensor) -> torch.Tensor:
 class Reward:
     """Scores captions (word strings) against an image's references; CIDEr-D uses the training df."""
 
-    def __init__(self, spec: str, train_references: dict[int, list[str]],
-                 text: Callable[[str], str] = simple_tokenize) -> None:
+    def __init__(
+        self, spec: str, train_references: dict[int, list[str]], text: Callable[[str], str] = simple_tokenize
+    ) -> None:
         """``text``: caption -> space-separated tokens the metrics count (Chinese: its characters or words)."""
         self.weights = parse_reward(spec)
         self.text = text
@@ -86,8 +89,14 @@ class SelfCriticalLoss:
     name = "scst"
     needs_raw_model = True  # sampling calls init_state/step, not forward: the trainer syncs DDP gradients
 
-    def __init__(self, samples: int = 5, baseline: str = "greedy", temperature: float = 1.0,
-                 reward: str = "CIDEr", max_len: int = 16) -> None:
+    def __init__(
+        self,
+        samples: int = 5,
+        baseline: str = "greedy",
+        temperature: float = 1.0,
+        reward: str = "CIDEr",
+        max_len: int = 16,
+    ) -> None:
         if baseline not in ("greedy", "mean"):
             raise ValueError(f"train.scst_baseline must be greedy or mean, got {baseline!r}")
         if baseline == "mean" and samples < 2:
@@ -97,23 +106,31 @@ class SelfCriticalLoss:
         self.reward: Reward | None = None
         self.words: Callable[[torch.Tensor], list[str]] | None = None
 
-    def prepare(self, records: Sequence[ImageRecord], words: Callable[[torch.Tensor], list[str]],
-                text: Callable[[str], str] = simple_tokenize) -> None:
+    def prepare(
+        self,
+        records: Sequence[ImageRecord],
+        words: Callable[[torch.Tensor], list[str]],
+        text: Callable[[str], str] = simple_tokenize,
+    ) -> None:
         """``words``: token ids (N, T) -> caption strings, e.g. ``Captioner.words``; ``text``: what the
         reward counts in a caption (see ``metric_text``)."""
         self.words = words
         self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)}, text)
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor,
-                 idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor, idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         if self.reward is None or idx is None:
             raise RuntimeError("SelfCriticalLoss.prepare(records, words) must run before training")
         b, k = images.size(0), self.samples
         ids = idx.tolist()
         state = model.init_state(images)  # the images are encoded once for samples and baseline
         out = decoding.sample(model, images, self.max_len, self.temperature, n=k, state=state)  # (B*K, T)
-        rewards = torch.as_tensor(self.reward(self.words(out.tokens), [i for i in ids for _ in range(k)]),
-                                  dtype=torch.float32, device=images.device).view(b, k)
+        rewards = torch.as_tensor(
+            self.reward(self.words(out.tokens), [i for i in ids for _ in range(k)]),
+            dtype=torch.float32,
+            device=images.device,
+        ).view(b, k)
         if self.baseline == "greedy":
             was_training = model.training
             model.eval()
@@ -121,8 +138,11 @@ class SelfCriticalLoss:
                 greedy_state = state if not was_training else model.init_state(images)  # eval-mode encoding
                 g = decoding.greedy(model, images, self.max_len, state=greedy_state)
             model.train(was_training)
-            base = torch.as_tensor(self.reward(self.words(g.tokens), ids), dtype=torch.float32,
-                                   device=images.device).unsqueeze(1).expand(b, k)
+            base = (
+                torch.as_tensor(self.reward(self.words(g.tokens), ids), dtype=torch.float32, device=images.device)
+                .unsqueeze(1)
+                .expand(b, k)
+            )
         else:
             base = mean_of_others(rewards)
         advantage = (rewards - base).reshape(-1)  # (B*K,)
@@ -130,9 +150,13 @@ class SelfCriticalLoss:
         loss = policy_gradient_loss(out.logprobs, mask, advantage)
         n_tok = float(mask.sum())
         entropy = float(-(out.logprobs.detach() * mask).sum()) / max(n_tok, 1.0)  # Monte-Carlo estimate per token
-        stats: dict[str, Any] = {"loss": float(loss.detach()), "reward": float(rewards.mean()),
-                                 "baseline": float(base.mean()), "advantage_std": float(advantage.std())
-                                 if advantage.numel() > 1 else 0.0, "entropy": entropy}
+        stats: dict[str, Any] = {
+            "loss": float(loss.detach()),
+            "reward": float(rewards.mean()),
+            "baseline": float(base.mean()),
+            "advantage_std": float(advantage.std()) if advantage.numel() > 1 else 0.0,
+            "entropy": entropy,
+        }
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError("self-critical loss is not finite")
         return loss, stats
@@ -143,6 +167,11 @@ def build_loss(train_cfg: Any) -> Any:
     from .losses import CrossEntropyLoss
 
     if train_cfg.loss == "scst":
-        return SelfCriticalLoss(train_cfg.scst_samples, train_cfg.scst_baseline, train_cfg.scst_temperature,
-                                train_cfg.scst_reward, train_cfg.scst_max_len)
+        return SelfCriticalLoss(
+            train_cfg.scst_samples,
+            train_cfg.scst_baseline,
+            train_cfg.scst_temperature,
+            train_cfg.scst_reward,
+            train_cfg.scst_max_len,
+        )
     return CrossEntropyLoss(train_cfg.attention_reg)

@@ -1,5 +1,6 @@
 """One training loop: single process or DDP (torchrun), CPU or CUDA (+AMP), with checkpoint/resume,
 per-epoch validation, best/last checkpoints, CSV/TensorBoard logs and fixed seeds."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,21 +25,21 @@ from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import RunConfig, save_config
 from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
+from ..data.lm_vocab import LMVocabulary
 from ..data.tokenizers import build_tokenizer, metric_text
-from ..metrics.coco import simple_tokenize
 from ..data.vocab import Vocabulary
 from ..evaluation import caption_records, scoring_inputs
 from ..files import remove_stale_temporaries
 from ..metrics import FAST_METRICS, score
-from ..data.lm_vocab import LMVocabulary
+from ..metrics.coco import simple_tokenize
 from ..models import MODELS, build_model
 from ..models.base import FeatureInput
 from ..paths import resolve
 from . import distributed as D
 from .feature_cache import CachedGroups, build_or_open, cache_key
-from .scst import build_loss
 from .resume import SkipSampler, StopSignals, TrainingStopped, capture_rng, restore_rng
 from .runlog import RunLog, read_log
+from .scst import build_loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,15 +81,22 @@ def build_vocab(cfg: RunConfig, dataset: CaptionDataset) -> Vocabulary | LMVocab
     if getattr(MODELS.get(cfg.model.name), "uses_lm_vocab", False):
         return LMVocabulary.from_dir(cfg.model.lm, cfg.data.tokenizer)
     tok = build_tokenizer(cfg.data.tokenizer)
-    return Vocabulary.build((tok.tokenize(c) for r in dataset.split("train") for c in r.captions),
-                            cfg.data.min_freq)
+    return Vocabulary.build((tok.tokenize(c) for r in dataset.split("train") for c in r.captions), cfg.data.min_freq)
 
 
 def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, progress: bool) -> dict[str, float]:
     """Fast in-process metrics on val (no Java), used to pick best.pt."""
     t = cfg.train
-    caps = caption_records(captioner, dataset.split("val"), t.val_beam_size, t.val_max_len, t.val_batch_size,
-                           cfg.data.num_workers, progress, desc="validating")
+    caps = caption_records(
+        captioner,
+        dataset.split("val"),
+        t.val_beam_size,
+        t.val_max_len,
+        t.val_batch_size,
+        cfg.data.num_workers,
+        progress,
+        desc="validating",
+    )
     caps, refs, _ = scoring_inputs(captioner.tokenizer, caps, dataset.references("val"), "simple")
     return score(caps, refs, FAST_METRICS, tokenizer="simple", fast_cider=True)
 
@@ -109,8 +117,17 @@ def _init_from(cfg: RunConfig, path: Path) -> tuple[RunConfig, Vocabulary, torch
 class _FeatureSource:
     """Training from the frozen-encoder feature cache (feature_cache.py), built on first use."""
 
-    def __init__(self, cfg: RunConfig, model: torch.nn.Module, train_set: CaptionGroups, run_dir: Path,
-                 device: torch.device, info: D.DistInfo, progress: bool, manual_sync: bool) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: torch.nn.Module,
+        train_set: CaptionGroups,
+        run_dir: Path,
+        device: torch.device,
+        info: D.DistInfo,
+        progress: bool,
+        manual_sync: bool,
+    ) -> None:
         self.cfg, self.captioner, self.train_set, self.device, self.info = cfg, model, train_set, device, info
         self.dir = run_dir.parent.parent / "cache"  # output/model_ckpt/<run> -> output/cache
         self.progress, self.manual_sync = progress, manual_sync
@@ -124,8 +141,16 @@ class _FeatureSource:
         if self._set is None:
             key = cache_key(self.captioner, self.cfg.model, self.train_set.records, self.train_set.transform)
             path = self.dir / f"{key}.npy"
-            args = (self.captioner, self.train_set.records, self.train_set.transform, path, self.device,
-                    self.cfg.train.val_batch_size, self.cfg.data.num_workers, self.progress)
+            args = (
+                self.captioner,
+                self.train_set.records,
+                self.train_set.transform,
+                path,
+                self.device,
+                self.cfg.train.val_batch_size,
+                self.cfg.data.num_workers,
+                self.progress,
+            )
             if self.info.is_main:  # rank 0 builds; the others open what it wrote
                 build_or_open(*args)
             D.barrier(self.info)
@@ -135,16 +160,21 @@ class _FeatureSource:
     def model(self) -> torch.nn.Module:
         if self._model is None:
             fed = FeatureInput(self.captioner)
-            self._model = fed if not self.info.enabled or self.manual_sync else DDP(
-                fed, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self._model = (
+                fed
+                if not self.info.enabled or self.manual_sync
+                else DDP(fed, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            )
         return self._model
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber an existing run, before anything is loaded or written."""
     if (run_dir / "last.pt").exists() and not resume and not overwrite:
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite "
-                              "to start again, or choose another train.run_name")
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass --resume to continue it, --overwrite "
+            "to start again, or choose another train.run_name"
+        )
     if resume is True and not (run_dir / "last.pt").exists():
         raise FileNotFoundError(f"nothing to resume: {run_dir / 'last.pt'} does not exist")
 
@@ -164,28 +194,49 @@ def encoder_name(cfg: RunConfig) -> str:
     return f"CLIP {m.clip} + LM {m.lm}" if getattr(MODELS.get(m.name), "uses_lm_vocab", False) else m.encoder.name
 
 
-def describe_run(cfg: RunConfig, run_dir: Path, dataset: CaptionDataset, vocab: Vocabulary, model: torch.nn.Module,
-                 device: torch.device, steps_per_epoch: int, world_size: int) -> str:
+def describe_run(
+    cfg: RunConfig,
+    run_dir: Path,
+    dataset: CaptionDataset,
+    vocab: Vocabulary,
+    model: torch.nn.Module,
+    device: torch.device,
+    steps_per_epoch: int,
+    world_size: int,
+) -> str:
     """What a user wants to see before the first epoch: data, vocabulary, model size, device, where it goes."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     splits = ", ".join(f"{k} {v}" for k, v in dataset.splits().items())
-    dev = f"{device}" + (f" x {world_size} processes" if world_size > 1 else
-                         f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
+    dev = f"{device}" + (
+        f" x {world_size} processes"
+        if world_size > 1
+        else f" ({torch.get_num_threads()} threads)"
+        if device.type == "cpu"
+        else ""
+    )
     t = cfg.train
-    return "\n".join([
-        f"run      {run_dir}",
-        f"data     {cfg.data.format} at {resolve(cfg.data.path)}: {splits} images",
-        f"vocab    {len(vocab)} tokens (tokenizer {cfg.data.tokenizer}, min_freq {cfg.data.min_freq})",
-        f"model    {cfg.model.name} with {encoder_name(cfg)}: {total / 1e6:.2f} M parameters, "
-        f"{trainable / 1e6:.2f} M trainable",
-        f"device   {dev}",
-        f"schedule {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size} images x {t.seq_per_img} captions",
-    ])
+    return "\n".join(
+        [
+            f"run      {run_dir}",
+            f"data     {cfg.data.format} at {resolve(cfg.data.path)}: {splits} images",
+            f"vocab    {len(vocab)} tokens (tokenizer {cfg.data.tokenizer}, min_freq {cfg.data.min_freq})",
+            f"model    {cfg.model.name} with {encoder_name(cfg)}: {total / 1e6:.2f} M parameters, "
+            f"{trainable / 1e6:.2f} M trainable",
+            f"device   {dev}",
+            f"schedule {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size} images x {t.seq_per_img} captions",
+        ]
+    )
 
 
-def train(cfg: RunConfig, resume: bool | str | Path = False, overwrite: bool = False, progress: bool = True,
-          loss_fn: Any = None, dataset: CaptionDataset | None = None) -> TrainResult:
+def train(
+    cfg: RunConfig,
+    resume: bool | str | Path = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    loss_fn: Any = None,
+    dataset: CaptionDataset | None = None,
+) -> TrainResult:
     """Train ``cfg``; ``dataset`` skips loading ``cfg.data`` again when the caller already has it."""
     info, device = D.setup(cfg.train.device)
     try:
@@ -194,8 +245,16 @@ def train(cfg: RunConfig, resume: bool | str | Path = False, overwrite: bool = F
         D.teardown(info)
 
 
-def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool | str | Path, overwrite: bool,
-           progress: bool, loss_fn: Any, dataset: CaptionDataset | None) -> TrainResult:
+def _train(
+    cfg: RunConfig,
+    info: D.DistInfo,
+    device: torch.device,
+    resume: bool | str | Path,
+    overwrite: bool,
+    progress: bool,
+    loss_fn: Any,
+    dataset: CaptionDataset | None,
+) -> TrainResult:
     t = cfg.train
     seed_everything(t.seed)
     progress = progress and info.is_main
@@ -215,14 +274,21 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     encoder = getattr(model, "encoder", None)
     if t.fine_tune_from_epoch is not None:
         if encoder is None or encoder.trainable:
-            raise ValueError("train.fine_tune_from_epoch needs a frozen pretrained encoder "
-                             "(model.encoder.pretrained=true, fine_tune=false); this one trains from the start")
+            raise ValueError(
+                "train.fine_tune_from_epoch needs a frozen pretrained encoder "
+                "(model.encoder.pretrained=true, fine_tune=false); this one trains from the start"
+            )
         enc_params = [p for s in encoder.stages(t.fine_tune_blocks) for p in s.parameters()]  # opened later
     else:
         enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
     enc_ids = {id(p) for p in enc_params}
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids],
-               "lr": t.lr, "base_lr": t.lr}]
+    groups = [
+        {
+            "params": [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids],
+            "lr": t.lr,
+            "base_lr": t.lr,
+        }
+    ]
     if enc_params:
         groups.append({"params": enc_params, "lr": t.encoder_lr, "base_lr": t.encoder_lr})
     optimizer = torch.optim.Adam(groups, weight_decay=t.weight_decay)
@@ -234,8 +300,10 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         path = run_dir / "last.pt" if resume is True else Path(resume)
         ckpt = read_checkpoint(path, map_location=device)
         if ckpt["vocab"] != vocab.to_list():
-            raise ValueError(f"{path}: its vocabulary differs from the one built from {cfg.data.path}; "
-                             "resume with the same data settings")
+            raise ValueError(
+                f"{path}: its vocabulary differs from the one built from {cfg.data.path}; "
+                "resume with the same data settings"
+            )
         model.load_state_dict(ckpt["model"])
         if "optimizer" in ckpt:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -246,15 +314,21 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     into_epoch = int(extra.get("step_in_epoch", 0))  # batches of epoch done + 1 already trained (mid-epoch last.pt)
 
     captioner = Captioner(model, vocab, cfg, device)
-    train_set = CaptionGroups(dataset.split("train"), vocab, captioner.tokenizer, captioner.transform,
-                              cfg.data.max_caption_len, t.seq_per_img, t.seed)
+    train_set = CaptionGroups(
+        dataset.split("train"),
+        vocab,
+        captioner.tokenizer,
+        captioner.transform,
+        cfg.data.max_caption_len,
+        t.seq_per_img,
+        t.seed,
+    )
     if hasattr(loss_fn, "prepare"):  # e.g. SCST: rewards need every training image's references
         loss_fn.prepare(train_set.records, captioner.words, metric_text(captioner.tokenizer) or simple_tokenize)
     steps_per_epoch = math.ceil(len(train_set) / (t.batch_size * info.world_size))
     if info.is_main:  # the run can start: only now does its folder appear
         _create_run_dir(run_dir, bool(resume), overwrite)
-        print(describe_run(cfg, run_dir, dataset, vocab, model, device, steps_per_epoch, info.world_size),
-              flush=True)
+        print(describe_run(cfg, run_dir, dataset, vocab, model, device, steps_per_epoch, info.world_size), flush=True)
         if resume:
             print(f"resuming after epoch {done} of {t.epochs} ({path})", flush=True)
     D.barrier(info)
@@ -275,8 +349,11 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     cache = _FeatureSource(cfg, model, train_set, run_dir, device, info, progress, manual_sync)
     if t.feature_cache and (encoder is None or encoder.trainable) and info.is_main:
-        warnings.warn("train.feature_cache applies while the encoder is frozen; this one trains, so images are "
-                      "encoded on the fly", stacklevel=2)
+        warnings.warn(
+            "train.feature_cache applies while the encoder is frozen; this one trains, so images are "
+            "encoded on the fly",
+            stacklevel=2,
+        )
 
     bad_in_a_row = int(extra.get("bad_in_a_row", 0))
 
@@ -284,10 +361,23 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
         """Mid-epoch last.pt: ``epoch`` epochs complete, ``step_in_epoch`` batches of the next one done."""
         ranks = D.all_gather_object({"rng": capture_rng(), "sums": sums, "count": count}, info)
         if info.is_main:
-            save_checkpoint(run_dir / "last.pt", model_state=model.state_dict(), config=cfg.to_dict(),
-                            vocab=vocab.to_list(), epoch=epoch, optimizer=optimizer.state_dict(), assets=model_assets,
-                            extra={"global_step": global_step, "best": best, "step_in_epoch": step_in_epoch,
-                                   "ranks": ranks, "scaler": scaler.state_dict(), "bad_in_a_row": bad_in_a_row})
+            save_checkpoint(
+                run_dir / "last.pt",
+                model_state=model.state_dict(),
+                config=cfg.to_dict(),
+                vocab=vocab.to_list(),
+                epoch=epoch,
+                optimizer=optimizer.state_dict(),
+                assets=model_assets,
+                extra={
+                    "global_step": global_step,
+                    "best": best,
+                    "step_in_epoch": step_in_epoch,
+                    "ranks": ranks,
+                    "scaler": scaler.state_dict(),
+                    "bad_in_a_row": bad_in_a_row,
+                },
+            )
 
     try:
         with StopSignals() as stop:
@@ -296,9 +386,14 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                 if t.fine_tune_from_epoch is not None and epoch + 1 >= t.fine_tune_from_epoch and not encoder.trainable:
                     encoder.fine_tune_last(t.fine_tune_blocks)
                     if info.is_main:
-                        print(f"epoch {epoch + 1}: fine-tuning the encoder's last {t.fine_tune_blocks} stage(s) at "
-                              f"lr {t.encoder_lr:g}", flush=True)
-                epoch_set, step_model = (cache.dataset(), cache.model()) if cache.usable(encoder) else (train_set, target)
+                        print(
+                            f"epoch {epoch + 1}: fine-tuning the encoder's last {t.fine_tune_blocks} stage(s) at "
+                            f"lr {t.encoder_lr:g}",
+                            flush=True,
+                        )
+                epoch_set, step_model = (
+                    (cache.dataset(), cache.model()) if cache.usable(encoder) else (train_set, target)
+                )
                 if info.enabled:
                     sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=t.seed)
                     sampler.set_epoch(epoch)
@@ -306,9 +401,15 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                     sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(t.seed + epoch))
                 train_set.set_epoch(epoch)
                 skip = into_epoch if epoch == done else 0  # a mid-epoch last.pt: its batches are done
-                loader = DataLoader(epoch_set, batch_size=t.batch_size, sampler=SkipSampler(sampler, skip * t.batch_size),
-                                    collate_fn=collate_groups, num_workers=cfg.data.num_workers,
-                                    pin_memory=device.type == "cuda", drop_last=False)
+                loader = DataLoader(
+                    epoch_set,
+                    batch_size=t.batch_size,
+                    sampler=SkipSampler(sampler, skip * t.batch_size),
+                    collate_fn=collate_groups,
+                    num_workers=cfg.data.num_workers,
+                    pin_memory=device.type == "cuda",
+                    drop_last=False,
+                )
                 model.train()
                 t0, sums, count = time.time(), {}, 0
                 batches = iter(loader)
@@ -319,8 +420,9 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                     if "scaler" in extra:
                         scaler.load_state_dict(extra["scaler"])
                 last = skip + len(loader)
-                bar = P.progress(batches, total=len(loader), desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch",
-                                 enabled=progress)
+                bar = P.progress(
+                    batches, total=len(loader), desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", enabled=progress
+                )
                 for i, (images, captions, idx) in enumerate(bar, start=skip):
                     images = images.to(device, non_blocking=True)
                     captions = captions.to(device, non_blocking=True)
@@ -332,14 +434,17 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                     if D.any_across(not math.isfinite(stats["loss"]), info, device):  # every rank skips together
                         bad_in_a_row += 1
                         if info.is_main:
-                            P.write(f"epoch {epoch + 1} step {global_step + 1}: non-finite loss ({stats['loss']}); step "
-                                    f"skipped ({bad_in_a_row} in a row, train.max_bad_steps={t.max_bad_steps})")
+                            P.write(
+                                f"epoch {epoch + 1} step {global_step + 1}: non-finite loss ({stats['loss']}); step "
+                                f"skipped ({bad_in_a_row} in a row, train.max_bad_steps={t.max_bad_steps})"
+                            )
                             log.step_row({"skipped_nonfinite": 1.0}, global_step + 1)
                         if bad_in_a_row >= t.max_bad_steps:
                             raise NonFiniteLossError(
                                 f"stopped: {bad_in_a_row} non-finite losses in a row (epoch {epoch + 1}, step "
-                                f"{global_step + 1}); the last good checkpoint is {run_dir / 'last.pt'}. Lower train.lr, "
-                                "set train.grad_clip, or check the data")
+                                f"{global_step + 1}); the last good checkpoint is {run_dir / 'last.pt'}. "
+                                "Lower train.lr, set train.grad_clip, or check the data"
+                            )
                     else:
                         bad_in_a_row = 0
                         scaler.scale(loss).backward()
@@ -365,12 +470,18 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                         raise TrainingStopped(
                             f"stopped by {stop.name or 'a signal'} at epoch {epoch + 1}, batch {i + 1} of {last} "
                             f"(step {global_step}): saved {run_dir / 'last.pt'}; continue with --resume",
-                            130 if stop.received == signal.SIGINT else 143)
+                            130 if stop.received == signal.SIGINT else 143,
+                        )
                 means = {k: D.mean_across(v / max(1, count), info, device) for k, v in sorted(sums.items())}
                 train_loss = means.pop("loss", 0.0)
-                row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
-                                       "lr": optimizer.param_groups[0]["lr"], **means,
-                                       "train_seconds": round(time.time() - t0, 2)}  # "seconds" adds validation
+                row: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "step": global_step,
+                    "train_loss": train_loss,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    **means,
+                    "train_seconds": round(time.time() - t0, 2),
+                }  # "seconds" adds validation
                 if info.is_main:
                     metrics = validate(captioner, dataset, cfg, progress)
                     row.update(metrics)
@@ -378,23 +489,39 @@ def _train(cfg: RunConfig, info: D.DistInfo, device: torch.device, resume: bool 
                     improved = metrics[t.select_metric] > best["value"]
                     if improved:
                         best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
-                    common = dict(model_state=model.state_dict(), config=cfg.to_dict(), vocab=vocab.to_list(),
-                                  epoch=epoch + 1, metrics=metrics, assets=model_assets)
+                    common = dict(
+                        model_state=model.state_dict(),
+                        config=cfg.to_dict(),
+                        vocab=vocab.to_list(),
+                        epoch=epoch + 1,
+                        metrics=metrics,
+                        assets=model_assets,
+                    )
                     state = {"global_step": global_step, "best": best, "bad_in_a_row": bad_in_a_row}
                     if improved:
                         save_checkpoint(run_dir / "best.pt", **common, extra=state)
-                    save_checkpoint(run_dir / "last.pt", **common, optimizer=optimizer.state_dict(),
-                                    extra={**state, "scaler": scaler.state_dict()})
+                    save_checkpoint(
+                        run_dir / "last.pt",
+                        **common,
+                        optimizer=optimizer.state_dict(),
+                        extra={**state, "scaler": scaler.state_dict()},
+                    )
                     log.epoch_row(row)
-                    summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in ("Bleu_4", "ROUGE_L", "CIDEr"))
+                    summary = " ".join(
+                        f"{k}={v:.3f}" for k, v in metrics.items() if k in ("Bleu_4", "ROUGE_L", "CIDEr")
+                    )
                     extra_stats = "".join(f"  {k} {v:.3f}" for k, v in means.items())
-                    P.write(f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
-                            f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)")
+                    P.write(
+                        f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
+                        f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)"
+                    )
                 D.barrier(info)
     except KeyboardInterrupt:
         if info.is_main:
-            print(f"\ninterrupted at once (second Ctrl-C): {run_dir / 'last.pt'} holds the last save; "
-                  "continue with --resume")
+            print(
+                f"\ninterrupted at once (second Ctrl-C): {run_dir / 'last.pt'} holds the last save; "
+                "continue with --resume"
+            )
         raise
     finally:
         log.close()
