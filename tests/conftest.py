@@ -111,3 +111,17 @@ def trained_clipcap(tmp_path_factory, synth_root, tiny_hf):
     tmp = tmp_path_factory.mktemp("clipcap")
     cfg = clipcap_config("clipcap_mlp.yaml", tmp, tiny_hf, synth_root / "tiny")
     return cfg, train(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory, synth_root, trained):
+    """The tiny contrastive pre-training (`captionlab pretrain code/configs/tiny/pretrain.yaml`)."""
+    from captionlab.cli import PRETRAIN
+    from captionlab.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("pretrain")
+    cfg = load_config(
+        CONFIGS / "tiny" / "pretrain.yaml",
+        [*PRETRAIN, f"train.output_dir={tmp / 'runs'}", f"data.path={synth_root / 'tiny'}"],
+    )
+    return cfg, train(cfg, progress=False)

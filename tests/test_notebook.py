@@ -94,3 +94,19 @@ def test_transformer_notebook_executes(tmp_path, monkeypatch):
     assert (tmp_path / "hf" / "gpt2" / "tokenizer.json").is_file()  # stand-ins written where the overrides say
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) == 1  # the attention panels
+
+
+def test_clip_pretraining_notebook_executes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTIONLAB_CONFIG_DIR", str(TINY.parent))
+    nb = run_notebook(
+        "07_clip_pretraining.ipynb",
+        tmp_path,
+        monkeypatch,
+        f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1",
+    )
+    text = outputs_text(nb)
+    assert "| pre-training (val) |" in text and "chance R@1" in text and "-> synth_" in text
+    assert "| val CIDEr-D | from pre-training | from scratch |" in text
+    assert "| clip_gpt from pre-training beam 3 |" in text and "| clip_gpt from scratch beam 3 |" in text
+    for run in ("nb07_pretrain", "nb07_clip_gpt_pretrained", "nb07_clip_gpt_scratch"):
+        assert (tmp_path / "runs" / run / "best.pt").is_file()

@@ -109,6 +109,7 @@ def read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
     cfg = RunConfig.from_dict(ckpt["config"])
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.encoder.pretrained = False
+    model_cfg.pretrained_from = None  # clip_gpt: its weights are in the checkpoint now
     vocab = load_vocab(ckpt["vocab"])
     model = build_model(model_cfg, len(vocab), vocab=vocab, assets=ckpt.get("assets"))
     model.load_state_dict(ckpt["model"])

@@ -25,6 +25,7 @@ DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 EPILOG = """examples:
   captionlab demo                                          # the whole story on the synthetic set
   captionlab train code/configs/cnn_gru.yaml train.epochs=5
+  captionlab pretrain code/configs/pretrain.yaml            # contrastive pre-training, then clip_gpt.yaml
   captionlab tiny-hf code/configs/tiny/clipcap_mlp.yaml     # random CLIP/GPT-2 stand-ins, then train it
   captionlab evaluate output/model_ckpt/cnn_gru/best.pt --split test --beam-size 3
   captionlab caption output/model_ckpt/cnn_gru/best.pt photo.jpg photos/
@@ -87,6 +88,14 @@ def cmd_train(a: argparse.Namespace) -> None:
         plot_training_curves(result.run_dir / "log.csv", result.run_dir / "curves.png")
         best = " ".join(f"{k}={v:.3f}" for k, v in result.best_metrics.items())
         print(f"best epoch {result.best_epoch}: {best}\ncheckpoints: {result.run_dir}")
+
+
+PRETRAIN = ["model.name=dual_encoder", "train.loss=contrastive", "train.select_metric=mean_recall"]
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    a.overrides = [*PRETRAIN, *a.overrides]  # what pre-training means; the user's overrides still apply after
+    cmd_train(a)
 
 
 def _dataset_for(a: argparse.Namespace, cfg):
@@ -191,6 +200,18 @@ def cmd_score(a: argparse.Namespace) -> None:
         a.tokenizer or ("simple" if a.fast else "ptb"),
         fast_cider=a.fast,
     )
+    if a.clipscore:
+        from .metrics.clipscore import clip_scores
+        from .metrics.coco import image_paths, load_annotations, load_results
+
+        metrics.update(
+            clip_scores(
+                a.clipscore,
+                load_results(a.results),
+                load_annotations(a.annotations),
+                image_paths(a.annotations, a.images),
+            )
+        )
     print(json.dumps(metrics, indent=2))
     if a.out:
         write_json(metrics, a.out)
@@ -259,20 +280,30 @@ def build_parser() -> argparse.ArgumentParser:
     overrides(s)
     s.set_defaults(func=cmd_tiny_hf)
 
-    s = command("train", "train a captioner from a YAML config")
-    s.add_argument("config", help="YAML run config, e.g. code/configs/cnn_gru.yaml")
-    overrides(s)
-    s.add_argument(
-        "--resume",
-        nargs="?",
-        const="last",
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue the run from its last.pt (or from the checkpoint given)",
-    )
-    s.add_argument("--overwrite", action="store_true", help="start the run again, deleting its checkpoints")
-    no_progress(s)
-    s.set_defaults(func=cmd_train)
+    for name, what, example, func in (
+        ("train", "train a captioner from a YAML config", "code/configs/cnn_gru.yaml", cmd_train),
+        (
+            "pretrain",
+            "contrastive image-text pre-training (CLIP-style dual encoder; sets model.name=dual_encoder, "
+            "train.loss=contrastive, train.select_metric=mean_recall); best.pt by val retrieval recall",
+            "code/configs/pretrain.yaml",
+            cmd_pretrain,
+        ),
+    ):
+        s = command(name, what)
+        s.add_argument("config", help=f"YAML run config, e.g. {example}")
+        overrides(s)
+        s.add_argument(
+            "--resume",
+            nargs="?",
+            const="last",
+            default=None,
+            metavar="CHECKPOINT",
+            help="continue the run from its last.pt (or from the checkpoint given)",
+        )
+        s.add_argument("--overwrite", action="store_true", help="start the run again, deleting its checkpoints")
+        no_progress(s)
+        s.set_defaults(func=func)
 
     def data_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("--data", help="dataset path (default: the one in the checkpoint's config)")
@@ -367,6 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="no Java: in-process tokenizer and the vectorised CIDEr-D (same CIDEr to 1e-6), for big files",
     )
     s.add_argument("--out", help="also write the metrics JSON to this file")
+    s.add_argument(
+        "--clipscore",
+        metavar="CLIP_DIR",
+        help="add CLIPScore and RefCLIPScore (Hessel et al. 2021) from a CLIP model in this local Hugging "
+        "Face directory (CLIPModel + processor, save_pretrained layout); needs the images",
+    )
+    s.add_argument(
+        "--images",
+        metavar="DIR",
+        help="folder of the annotation file's images (file_name); default: the file_path captionlab "
+        "writes, else the annotation file's folder",
+    )
     s.set_defaults(func=cmd_score)
 
     s = command("demo", "synthesise the dataset, train CNN+GRU, evaluate, show captions and figures")

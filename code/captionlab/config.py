@@ -117,11 +117,12 @@ class ModelConfig:
     mapper: str = opt("mlp", choices=("mlp", "transformer"))
     mapper_layers: int = opt(8, min=1)
     lm_frozen: bool = False  # clipcap: train only the mapper (S4's transformer-mapper recipe)
+    pretrained_from: str | None = None  # clip_gpt: the `captionlab pretrain` checkpoint it starts from
 
 
 _REWARD = r"(CIDEr|Bleu_4|METEOR)(:\d+(\.\d*)?)?"
 REWARD_PATTERN = rf"{_REWARD}(,{_REWARD})*"
-SELECT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
+SELECT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "mean_recall")
 
 
 @dataclass
@@ -162,7 +163,11 @@ class TrainConfig:
     fine_tune_blocks: int = opt(2, min=1, max=4)
     feature_cache: bool = False  # while the encoder is frozen, train from cached features (output/cache/)
     attention_reg: float = opt(1.0, min=0.0, help="doubly stochastic attention term (Xu et al.): weight")
-    loss: str = opt("xe", choices=("xe", "scst"), help="xe: cross-entropy; scst: self-critical on the metric")
+    loss: str = opt(
+        "xe",
+        choices=("xe", "scst", "contrastive"),
+        help="xe: cross-entropy; scst: self-critical on the metric; contrastive: pretrain's InfoNCE",
+    )
     init_from: str | None = None  # start from this checkpoint: its weights, model config and vocabulary
     scst_samples: int = opt(5, min=1, help="captions sampled per image")
     scst_baseline: str = opt(

@@ -65,7 +65,7 @@ def interrupt(cmd: list[str], run_dir: Path, rng: random.Random, how: str) -> in
     """Start ``cmd``, wait for a few more optimizer steps (or for a checkpoint write to begin), then
     signal it; returns the exit code."""
     before = saves(run_dir)
-    wait_for = before + rng.randint(1, 5)
+    wait_for = before + rng.randint(2, 5)  # past the first save: --resume needs a last.pt
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline:
@@ -128,3 +128,35 @@ def test_self_critical_survives_kills(tmp_path):
         interrupt(cmd + (["--resume"] if i else []), tmp_path / "killed", rng, how)
     run_to_end(cmd + ["--resume"])
     check_same_run(tmp_path / "reference", tmp_path / "killed")
+
+
+def torchrun(config: Path, out: Path, run: str, data: Path, *extra: str) -> list[str]:
+    cmd = command(config, out, run, data, "train.device=cpu", *extra)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", *cmd[2:]]
+
+
+def test_two_process_gloo_training_survives_a_kill(tmp_path):
+    data = tmp_path / "data"
+    config = CONFIGS / "tiny" / "cnn_gru.yaml"
+    run_to_end(command(config, tmp_path, "prepare_data", data, "train.epochs=1"))  # data made once, outside DDP
+    run_to_end(torchrun(config, tmp_path, "reference", data))
+    cmd = torchrun(config, tmp_path, "killed", data)
+    run_dir = tmp_path / "killed"
+    rng = random.Random(5)
+    for i in range(2):  # SIGKILL the whole process group: agent and both workers, mid-epoch
+        before, wait_for = saves(run_dir), saves(run_dir) + rng.randint(2, 6)
+        proc = subprocess.Popen(
+            cmd + (["--resume"] if i else []),
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.time() + 300
+        while proc.poll() is None and saves(run_dir) < wait_for and time.time() < deadline:
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert saves(run_dir) > before
+    run_to_end(cmd + ["--resume"])
+    check_same_run(tmp_path / "reference", run_dir)

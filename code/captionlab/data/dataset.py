@@ -52,7 +52,7 @@ class CaptionDataset:
     def coco_annotations(self, split: str) -> dict[str, Any]:
         """COCO caption format, the one ``captionlab score`` reads."""
         recs = self.split(split)
-        images = [{"id": r.image_id, "file_name": r.path.name} for r in recs]
+        images = [{"id": r.image_id, "file_name": r.path.name, "file_path": str(r.path)} for r in recs]
         anns = [
             {"id": i, "image_id": r.image_id, "caption": c}
             for i, (r, c) in enumerate((r, c) for r in recs for c in r.captions)

@@ -175,6 +175,23 @@ def load_annotations(path: str | Path) -> dict[Any, list[str]]:
     return refs
 
 
+def image_paths(path: str | Path, image_root: str | Path | None = None) -> dict[Any, Path]:
+    """Image id -> file of a COCO annotation file's ``images``: ``file_path`` (what captionlab writes)
+    or ``image_root`` / ``file_name`` (default root: the annotation file's folder)."""
+    from ..data.adapters import read_json
+
+    path = Path(path)
+    data = read_json(path)
+    root = Path(image_root) if image_root else path.parent
+    out = {}
+    for img in data.get("images", []) if isinstance(data, dict) else []:
+        if isinstance(img, dict) and "id" in img and ("file_path" in img or "file_name" in img):
+            out[img["id"]] = (
+                Path(img["file_path"]) if img.get("file_path") and not image_root else root / img["file_name"]
+            )
+    return out
+
+
 def score_files(
     results_path: str | Path,
     annotations_path: str | Path,

@@ -1,6 +1,6 @@
 """Captioning models. Importing this package registers every model family."""
 
-from . import attention, clipcap, show_tell, transformer  # noqa: F401  (registers every model family by name)
+from . import attention, clip_gpt, clipcap, dual_encoder, show_tell, transformer  # noqa: F401  (registers every model family by name)
 from .base import CaptionModel, State
 from .registry import MODELS, build_model
 

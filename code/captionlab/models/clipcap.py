@@ -129,6 +129,11 @@ class ClipCap(CaptionModel):
             for p in lm.parameters():
                 p.requires_grad_(False)
 
+    @classmethod
+    def text_vocab(cls, cfg: ModelConfig, tokenizer: str) -> LMVocabulary:
+        """The language model's own tokenizer, from ``model.lm``; ``tokenizer`` names the data's words."""
+        return LMVocabulary.from_dir(cfg.lm, tokenizer)
+
     def assets(self) -> dict[str, Any]:
         """What a checkpoint needs besides the weights to rebuild this model with no directory."""
         return {"clip_config": self.encoder.clip.config.to_dict(), "lm_config": self.lm.config.to_dict()}

@@ -50,13 +50,16 @@ class MultiHeadAttention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm: self-attention, cross-attention, feed-forward, each with a residual."""
+    """Pre-norm: self-attention, cross-attention, feed-forward, each with a residual. Without
+    ``cross`` it is a GPT block (the text encoder of contrastive pre-training), whose weights a
+    captioning decoder can start from (clip_gpt)."""
 
-    def __init__(self, dim: int, heads: int, ff: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, ff: int, dropout: float, cross: bool = True) -> None:
         super().__init__()
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm1, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim) if cross else None
         self.self_attn = MultiHeadAttention(dim, heads, dropout)
-        self.cross_attn = MultiHeadAttention(dim, heads, dropout)
+        self.cross_attn = MultiHeadAttention(dim, heads, dropout) if cross else None
         self.ff = nn.Sequential(nn.Linear(dim, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, dim))
         self.drop = nn.Dropout(dropout)
 
@@ -72,8 +75,10 @@ class DecoderLayer(nn.Module):
             new[f"k{i}"], new[f"v{i}"] = k, v
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=q.size(2) > 1)
         x = x + self.drop(sa.merge(a))
-        a, weights = cross_attend(self.cross_attn, self.norm2(x), state, i, p, need_weights)
-        x = x + self.drop(a)
+        weights = None
+        if self.cross_attn is not None:
+            a, weights = cross_attend(self.cross_attn, self.norm2(x), state, i, p, need_weights)
+            x = x + self.drop(a)
         return x + self.drop(self.ff(self.norm3(x))), weights
 
     @property

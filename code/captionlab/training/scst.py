@@ -166,6 +166,10 @@ def build_loss(train_cfg: Any) -> Any:
     """The loss strategy named by ``train.loss``."""
     from .losses import CrossEntropyLoss
 
+    if train_cfg.loss == "contrastive":
+        from .contrastive import ContrastiveLoss
+
+        return ContrastiveLoss()
     if train_cfg.loss == "scst":
         return SelfCriticalLoss(
             train_cfg.scst_samples,

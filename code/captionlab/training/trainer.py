@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import shutil
 import signal
 import time
 import warnings
@@ -25,11 +24,9 @@ from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import RunConfig, save_config
 from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
-from ..data.lm_vocab import LMVocabulary
 from ..data.tokenizers import build_tokenizer, metric_text
 from ..data.vocab import Vocabulary
 from ..evaluation import caption_records, scoring_inputs
-from ..files import remove_stale_temporaries
 from ..metrics import FAST_METRICS, score
 from ..metrics.coco import simple_tokenize
 from ..models import MODELS, build_model
@@ -38,6 +35,7 @@ from ..paths import resolve
 from . import distributed as D
 from .feature_cache import CachedGroups, build_or_open, cache_key
 from .resume import SkipSampler, StopSignals, TrainingStopped, capture_rng, restore_rng
+from .rundir import check_run_dir, create_run_dir, describe_run
 from .runlog import RunLog, read_log
 from .scst import build_loss
 
@@ -75,11 +73,13 @@ def lr_factor(cfg: RunConfig, epoch: int, step: int) -> float:
     return f * min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else f
 
 
-def build_vocab(cfg: RunConfig, dataset: CaptionDataset) -> Vocabulary | LMVocabulary:
-    """Words of the training captions; or, for a model that writes through a language model
-    (ClipCap), that model's own tokenizer."""
-    if getattr(MODELS.get(cfg.model.name), "uses_lm_vocab", False):
-        return LMVocabulary.from_dir(cfg.model.lm, cfg.data.tokenizer)
+def build_vocab(cfg: RunConfig, dataset: CaptionDataset) -> Any:
+    """Words of the training captions; or the model's own (``text_vocab``): a language model's
+    tokenizer (ClipCap), or the vocabulary its pre-trained text tower was trained with (clip_gpt)."""
+    own = getattr(MODELS.get(cfg.model.name), "text_vocab", None)
+    vocab = own(cfg.model, cfg.data.tokenizer) if own is not None else None
+    if vocab is not None:
+        return vocab
     tok = build_tokenizer(cfg.data.tokenizer)
     return Vocabulary.build((tok.tokenize(c) for r in dataset.split("train") for c in r.captions), cfg.data.min_freq)
 
@@ -101,7 +101,7 @@ def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, prog
     return score(caps, refs, FAST_METRICS, tokenizer="simple", fast_cider=True)
 
 
-RUN_FILES = ("last.pt", "best.pt", "log.csv", "steps.csv", "tensorboard", "config.yaml", "curves.png")
+SHOWN = ("Bleu_4", "ROUGE_L", "CIDEr", "i2t_R@1", "t2i_R@1", "mean_recall")  # the per-epoch console line
 
 
 def _init_from(cfg: RunConfig, path: Path) -> tuple[RunConfig, Vocabulary, torch.nn.Module]:
@@ -168,67 +168,6 @@ class _FeatureSource:
         return self._model
 
 
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an existing run, before anything is loaded or written."""
-    if (run_dir / "last.pt").exists() and not resume and not overwrite:
-        raise FileExistsError(
-            f"{run_dir} already holds a run; pass --resume to continue it, --overwrite "
-            "to start again, or choose another train.run_name"
-        )
-    if resume is True and not (run_dir / "last.pt").exists():
-        raise FileNotFoundError(f"nothing to resume: {run_dir / 'last.pt'} does not exist")
-
-
-def _create_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Called only once the run can start, so a failed start leaves no debris."""
-    if overwrite and not resume:
-        for name in RUN_FILES:
-            p = run_dir / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(run_dir)  # a checkpoint write that a kill cut short
-
-
-def encoder_name(cfg: RunConfig) -> str:
-    m = cfg.model
-    return f"CLIP {m.clip} + LM {m.lm}" if getattr(MODELS.get(m.name), "uses_lm_vocab", False) else m.encoder.name
-
-
-def describe_run(
-    cfg: RunConfig,
-    run_dir: Path,
-    dataset: CaptionDataset,
-    vocab: Vocabulary,
-    model: torch.nn.Module,
-    device: torch.device,
-    steps_per_epoch: int,
-    world_size: int,
-) -> str:
-    """What a user wants to see before the first epoch: data, vocabulary, model size, device, where it goes."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    splits = ", ".join(f"{k} {v}" for k, v in dataset.splits().items())
-    dev = f"{device}" + (
-        f" x {world_size} processes"
-        if world_size > 1
-        else f" ({torch.get_num_threads()} threads)"
-        if device.type == "cpu"
-        else ""
-    )
-    t = cfg.train
-    return "\n".join(
-        [
-            f"run      {run_dir}",
-            f"data     {cfg.data.format} at {resolve(cfg.data.path)}: {splits} images",
-            f"vocab    {len(vocab)} tokens (tokenizer {cfg.data.tokenizer}, min_freq {cfg.data.min_freq})",
-            f"model    {cfg.model.name} with {encoder_name(cfg)}: {total / 1e6:.2f} M parameters, "
-            f"{trainable / 1e6:.2f} M trainable",
-            f"device   {dev}",
-            f"schedule {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size} images x {t.seq_per_img} captions",
-        ]
-    )
-
-
 def train(
     cfg: RunConfig,
     resume: bool | str | Path = False,
@@ -256,6 +195,13 @@ def _train(
     dataset: CaptionDataset | None,
 ) -> TrainResult:
     t = cfg.train
+    if (t.loss == "contrastive") != (t.select_metric == "mean_recall") or (t.loss == "contrastive") != (
+        cfg.model.name == "dual_encoder"
+    ):
+        raise ValueError(
+            "contrastive pre-training goes with model.name=dual_encoder and train.select_metric="
+            "mean_recall (captionlab pretrain sets both), and only with them"
+        )
     seed_everything(t.seed)
     progress = progress and info.is_main
     run_dir = resolve(t.output_dir) / t.run_name
@@ -327,7 +273,7 @@ def _train(
         loss_fn.prepare(train_set.records, captioner.words, metric_text(captioner.tokenizer) or simple_tokenize)
     steps_per_epoch = math.ceil(len(train_set) / (t.batch_size * info.world_size))
     if info.is_main:  # the run can start: only now does its folder appear
-        _create_run_dir(run_dir, bool(resume), overwrite)
+        create_run_dir(run_dir, bool(resume), overwrite)
         print(describe_run(cfg, run_dir, dataset, vocab, model, device, steps_per_epoch, info.world_size), flush=True)
         if resume:
             print(f"resuming after epoch {done} of {t.epochs} ({path})", flush=True)
@@ -420,6 +366,7 @@ def _train(
                     if "scaler" in extra:
                         scaler.load_state_dict(extra["scaler"])
                 last = skip + len(loader)
+                stopped_at = ""
                 bar = P.progress(
                     batches, total=len(loader), desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", enabled=progress
                 )
@@ -466,12 +413,13 @@ def _train(
                     stopping = D.any_across(stop.received is not None, info, device)
                     if i + 1 < last and (stopping or (t.save_every_steps and global_step % t.save_every_steps == 0)):
                         save_last(epoch, i + 1, sums, count)
-                    if stopping:
-                        raise TrainingStopped(
-                            f"stopped by {stop.name or 'a signal'} at epoch {epoch + 1}, batch {i + 1} of {last} "
-                            f"(step {global_step}): saved {run_dir / 'last.pt'}; continue with --resume",
-                            130 if stop.received == signal.SIGINT else 143,
+                    if stopping:  # at an epoch's last batch, the epoch is finished and saved first
+                        stopped_at = (
+                            f"stopped by {stop.name or 'a signal'} at epoch {epoch + 1}, batch {i + 1} of "
+                            f"{last} (step {global_step}): saved {run_dir / 'last.pt'}; continue with --resume"
                         )
+                        if i + 1 < last:
+                            raise TrainingStopped(stopped_at, 130 if stop.received == signal.SIGINT else 143)
                 means = {k: D.mean_across(v / max(1, count), info, device) for k, v in sorted(sums.items())}
                 train_loss = means.pop("loss", 0.0)
                 row: dict[str, Any] = {
@@ -483,7 +431,7 @@ def _train(
                     "train_seconds": round(time.time() - t0, 2),
                 }  # "seconds" adds validation
                 if info.is_main:
-                    metrics = validate(captioner, dataset, cfg, progress)
+                    metrics = getattr(loss_fn, "validate", validate)(captioner, dataset, cfg, progress)
                     row.update(metrics)
                     row["seconds"] = round(time.time() - t0, 2)
                     improved = metrics[t.select_metric] > best["value"]
@@ -507,15 +455,15 @@ def _train(
                         extra={**state, "scaler": scaler.state_dict()},
                     )
                     log.epoch_row(row)
-                    summary = " ".join(
-                        f"{k}={v:.3f}" for k, v in metrics.items() if k in ("Bleu_4", "ROUGE_L", "CIDEr")
-                    )
+                    summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in SHOWN)
                     extra_stats = "".join(f"  {k} {v:.3f}" for k, v in means.items())
                     P.write(
                         f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
                         f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)"
                     )
                 D.barrier(info)
+                if stopped_at:
+                    raise TrainingStopped(stopped_at, 130 if stop.received == signal.SIGINT else 143)
     except KeyboardInterrupt:
         if info.is_main:
             print(

@@ -1,0 +1,68 @@
+"""clip_gpt (S3): a captioner started from contrastive pre-training.
+
+It is a ``vit_transformer`` whose image encoder is the pre-trained image tower and whose decoder
+starts from the pre-trained text tower (embeddings, positions, self-attention and feed-forward of
+every block, final norm), with the output layer tied to the input embedding; only the
+cross-attention and the memory projection start fresh. ``model.pretrained_from`` names the
+``captionlab pretrain`` checkpoint; the vocabulary is that checkpoint's, so token ids line up.
+Without it, the same model starts from random weights (the comparison the README reports).
+"""
+
+from __future__ import annotations
+
+from ..checkpoint import read_checkpoint
+from ..config import ModelConfig
+from ..data.vocab import Vocabulary
+from ..paths import resolve
+from .registry import MODELS
+from .transformer import ViTTransformer
+
+MUST_MATCH = ("hidden_dim", "num_heads", "ff_dim", "num_layers", "max_positions", "positions")
+
+
+@MODELS.register("clip_gpt")
+class ClipGPT(ViTTransformer):
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__(cfg, vocab_size)
+        if cfg.pretrained_from:
+            self.load_pretrained(cfg)
+
+    @staticmethod
+    def _pretrain_checkpoint(cfg: ModelConfig) -> dict:
+        ckpt = read_checkpoint(resolve(cfg.pretrained_from))
+        if ckpt["config"]["model"]["name"] != "dual_encoder":
+            raise ValueError(
+                f"model.pretrained_from: {cfg.pretrained_from} is not a 'captionlab pretrain' checkpoint "
+                f"(its model is {ckpt['config']['model']['name']})"
+            )
+        return ckpt
+
+    def load_pretrained(self, cfg: ModelConfig) -> None:
+        ckpt = self._pretrain_checkpoint(cfg)
+        theirs = ckpt["config"]["model"]
+        for key in MUST_MATCH:
+            if theirs[key] != getattr(cfg, key):
+                raise ValueError(
+                    f"model.{key} = {getattr(cfg, key)!r} but the pre-trained text tower has "
+                    f"{theirs[key]!r}: clip_gpt's decoder must have the text tower's shape"
+                )
+        if theirs["encoder"]["name"] != cfg.encoder.name:
+            raise ValueError(
+                f"model.encoder.name = {cfg.encoder.name!r} but the pre-trained image tower is "
+                f"{theirs['encoder']['name']!r}"
+            )
+        state = {}
+        for k, v in ckpt["model"].items():
+            if k.startswith("text."):
+                state[k[len("text.") :]] = v
+            elif k.startswith("encoder."):
+                state[k] = v
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"model.pretrained_from: unexpected weights {unexpected[:5]}")
+        self.started_from = sorted(state)  # what came from pre-training (tests check it)
+
+    @classmethod
+    def text_vocab(cls, cfg: ModelConfig, tokenizer: str) -> Vocabulary | None:
+        """The pre-training checkpoint's vocabulary: its text tower's embedding rows are these tokens."""
+        return Vocabulary(cls._pretrain_checkpoint(cfg)["vocab"]) if cfg.pretrained_from else None

@@ -1,0 +1,94 @@
+"""Contrastive image-text pre-training (CLIP-style, as S3 did on its contest's captions).
+
+An image tower (any captionlab encoder: a ResNet grid or ViT patches, mean-pooled and projected) and
+a text tower (a small causal Transformer over the dataset's own tokens, read at the <end> token, as
+GPT-style text encoders are), trained with a symmetric InfoNCE loss and a learnable temperature
+(``training/contrastive.py``). The text tower's blocks are ``DecoderLayer``s without cross-attention
+and carry the same parameter names as ``vit_transformer``'s decoder, so ``clip_gpt`` starts its
+captioning decoder from them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import GridEncoder
+from .base import CaptionModel
+from .encoders import ViTEncoder, is_vit
+from .registry import MODELS
+from .transformer import DecoderLayer, sinusoid
+
+
+class TextTower(nn.Module):
+    """token ids (B, T) -> hidden states (B, T, d): embeddings, positions, causal GPT blocks, final norm."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        d = cfg.hidden_dim
+        self.embed = nn.Embedding(vocab_size, d, padding_idx=CaptionModel.pad_id)
+        if cfg.positions == "learned":
+            self.positions = nn.Embedding(cfg.max_positions, d)
+        else:
+            self.register_buffer("sinusoid", sinusoid(cfg.max_positions, d), persistent=False)
+            self.positions = None
+        self.layers = nn.ModuleList(
+            DecoderLayer(d, cfg.num_heads, cfg.ff_dim, cfg.dropout, cross=False) for _ in range(cfg.num_layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.max_positions = cfg.max_positions
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        T = tokens.size(1)
+        if T > self.max_positions:
+            raise ValueError(f"a caption of {T} tokens is longer than model.max_positions ({self.max_positions})")
+        idx = torch.arange(T, device=tokens.device)
+        pos = self.positions(idx) if self.positions is not None else self.sinusoid[idx]
+        x = self.dropout(self.embed(tokens) + pos)  # (B, T, d)
+        for i, layer in enumerate(self.layers):
+            x, _ = layer(x, None, None, i, cached=False, need_weights=False)  # causal self-attention only
+        return self.norm(x)
+
+
+@MODELS.register("dual_encoder")
+class DualEncoder(nn.Module):
+    """images (B, 3, H, W), captions (B, T) -> unit image and text embeddings (B, D) and the logit scale."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.blind = cfg.blind
+        self.encoder = ViTEncoder(cfg.encoder) if is_vit(cfg.encoder.name) else GridEncoder(cfg)
+        self.text = TextTower(cfg, vocab_size)
+        self.image_proj = nn.Linear(self.encoder.out_dim, cfg.embed_dim)
+        self.text_proj = nn.Linear(cfg.hidden_dim, cfg.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature 0.07
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(images)  # (B, N, C)
+        return feats * 0 if self.blind else feats
+
+    def image_embedding(self, feats: torch.Tensor) -> torch.Tensor:
+        """Encoder features (B, N, C) -> unit vectors (B, D)."""
+        return F.normalize(self.image_proj(feats.mean(1)), dim=-1)
+
+    def text_embedding(self, captions: torch.Tensor) -> torch.Tensor:
+        """<start> w1 .. wn <end> <pad>.. (B, T) -> unit vectors (B, D), read at <end>."""
+        hidden = self.text(captions)  # (B, T, d)
+        ends = (captions == CaptionModel.end_id).float().argmax(1)  # (B,): first <end> (T-1 if cut before it)
+        ends = torch.where((captions == CaptionModel.end_id).any(1), ends, captions.size(1) - 1)
+        return F.normalize(self.text_proj(hidden[torch.arange(captions.size(0)), ends.long()]), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=math.log(100.0)).exp()  # temperature >= 0.01, as CLIP clamps
+
+    def forward(self, images: torch.Tensor, captions: torch.Tensor):
+        return self.forward_features(self.encode(images), captions)
+
+    def forward_features(self, feats: torch.Tensor, captions: torch.Tensor):
+        return self.image_embedding(feats), self.text_embedding(captions), self.scale()

@@ -1,0 +1,75 @@
+"""The contrastive loss strategy of ``captionlab pretrain``: symmetric InfoNCE over the batch, and
+retrieval recall on the val split instead of caption metrics.
+
+Under DDP the embeddings of every rank are gathered (with gradients) before the loss, so the
+negatives are the whole global batch. Gradient accumulation would not enlarge that batch: the
+negatives are only the pairs in one forward pass. To afford larger batches, freeze the image
+encoder and train from the feature cache (``train.feature_cache``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .. import progress as P
+from ..data.dataset import ImageItems, collate_images
+from ..metrics.retrieval import recall_at_k
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows (B, D) -> (world*B, D), gradients flowing back to each rank's own rows."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), 0)
+
+
+class ContrastiveLoss:
+    name = "contrastive"
+
+    def __call__(self, model: Any, images: torch.Tensor, captions: torch.Tensor, idx: torch.Tensor | None = None):
+        b = images.size(0)
+        first = captions.view(b, captions.size(0) // b, -1)[:, 0]  # one caption per image: (B, T)
+        img, txt, scale = model(images, first)  # unit vectors (B, D) each
+        img, txt = gather(img), gather(txt)
+        logits = scale * img @ txt.t()  # (N, N): image i against every caption
+        labels = torch.arange(logits.size(0), device=logits.device)
+        loss = (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.t().float(), labels)) / 2
+        acc = (logits.argmax(1) == labels).float().mean()
+        return loss, {"loss": float(loss.detach()), "temperature": float(1 / scale.detach()), "batch_acc": float(acc)}
+
+    @torch.no_grad()
+    def validate(self, captioner: Any, dataset: Any, cfg: Any, progress: bool) -> dict[str, float]:
+        """Image->text and text->image recall@1/5/10 on val (every reference caption counts)."""
+        model, records = captioner.model, dataset.split("val")
+        was_training = model.training
+        model.eval()
+        try:
+            loader = DataLoader(
+                ImageItems(records, captioner.transform),
+                batch_size=cfg.train.val_batch_size,
+                collate_fn=collate_images,
+                num_workers=cfg.data.num_workers,
+            )
+            images = []
+            for batch, _ in P.progress(loader, desc="embedding val", unit="batch", enabled=progress):
+                images.append(model.image_embedding(model.encode(batch.to(captioner.device))))
+            owner, ids = [], []
+            for i, r in enumerate(records):
+                for c in r.captions:
+                    ids.append(
+                        torch.tensor(captioner.vocab.encode(captioner.tokenizer.tokenize(c), cfg.data.max_caption_len))
+                    )
+                    owner.append(i)
+            texts = []
+            for s in range(0, len(ids), cfg.train.val_batch_size):
+                chunk = torch.nn.utils.rnn.pad_sequence(ids[s : s + cfg.train.val_batch_size], batch_first=True)
+                texts.append(model.text_embedding(chunk.to(captioner.device)))
+            return recall_at_k(torch.cat(images), torch.cat(texts), torch.tensor(owner))
+        finally:
+            model.train(was_training)

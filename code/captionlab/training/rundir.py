@@ -1,0 +1,79 @@
+"""A run's folder: refusing to clobber one, creating it only once a run can start, and what a
+user wants to see before the first epoch."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import RunConfig
+from ..data.dataset import CaptionDataset
+from ..files import remove_stale_temporaries
+from ..models import MODELS
+from ..paths import resolve
+
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "steps.csv", "tensorboard", "config.yaml", "curves.png")
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an existing run, before anything is loaded or written."""
+    if (run_dir / "last.pt").exists() and not resume and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass --resume to continue it, --overwrite "
+            "to start again, or choose another train.run_name"
+        )
+    if resume is True and not (run_dir / "last.pt").exists():
+        raise FileNotFoundError(f"nothing to resume: {run_dir / 'last.pt'} does not exist")
+
+
+def create_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Called only once the run can start, so a failed start leaves no debris."""
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            p = run_dir / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # a checkpoint write that a kill cut short
+
+
+def encoder_name(cfg: RunConfig) -> str:
+    m = cfg.model
+    return f"CLIP {m.clip} + LM {m.lm}" if getattr(MODELS.get(m.name), "uses_lm_vocab", False) else m.encoder.name
+
+
+def describe_run(
+    cfg: RunConfig,
+    run_dir: Path,
+    dataset: CaptionDataset,
+    vocab: Any,
+    model: torch.nn.Module,
+    device: torch.device,
+    steps_per_epoch: int,
+    world_size: int,
+) -> str:
+    """What a user wants to see before the first epoch: data, vocabulary, model size, device, where it goes."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    splits = ", ".join(f"{k} {v}" for k, v in dataset.splits().items())
+    dev = f"{device}" + (
+        f" x {world_size} processes"
+        if world_size > 1
+        else f" ({torch.get_num_threads()} threads)"
+        if device.type == "cpu"
+        else ""
+    )
+    t = cfg.train
+    return "\n".join(
+        [
+            f"run      {run_dir}",
+            f"data     {cfg.data.format} at {resolve(cfg.data.path)}: {splits} images",
+            f"vocab    {len(vocab)} tokens (tokenizer {cfg.data.tokenizer}, min_freq {cfg.data.min_freq})",
+            f"model    {cfg.model.name} with {encoder_name(cfg)}: {total / 1e6:.2f} M parameters, "
+            f"{trainable / 1e6:.2f} M trainable",
+            f"device   {dev}",
+            f"schedule {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size} images x {t.seq_per_img} captions",
+        ]
+    )

@@ -1,0 +1,169 @@
+"""Contrastive pre-training, the clip_gpt captioner that starts from it, and CLIPScore."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from captionlab.captioner import load_checkpoint
+from captionlab.checkpoint import read_checkpoint
+from captionlab.cli import main
+from captionlab.config import load_config
+from captionlab.metrics.clipscore import PREFIX, W, clip_scores, load_clip
+from captionlab.metrics.retrieval import recall_at_k
+from captionlab.models import build_model
+from captionlab.models.hf import save_tiny_clip_model
+from captionlab.paths import CONFIGS
+from captionlab.training.contrastive import ContrastiveLoss
+
+
+def test_recall_at_k_by_hand():
+    images = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    texts = F.normalize(torch.tensor([[1.0, 0.1], [0.1, 1.0], [-1.0, 0.0], [0.9, 1.0]]), dim=-1)
+    r = recall_at_k(images, texts, torch.tensor([0, 1, 2, 2]), ks=(1, 2))
+    assert r["i2t_R@1"] == pytest.approx(1.0)  # each image's nearest text is one of its own
+    assert r["t2i_R@1"] == pytest.approx(0.75)  # text 2 points away from every image
+    assert r["mean_recall"] == pytest.approx((1 + 1 + 0.75 + 0.75) / 4)
+
+
+def test_info_nce_is_symmetric_and_rewards_matching_pairs():
+    class Fixed(torch.nn.Module):
+        def __init__(self, txt):
+            super().__init__()
+            self.txt = txt
+
+        def forward(self, images, captions):
+            return F.normalize(images, dim=-1), self.txt, torch.tensor(10.0)
+
+    img = torch.eye(3)
+    caps = torch.zeros(3, 4, dtype=torch.long)
+    right, _ = ContrastiveLoss()(Fixed(torch.eye(3)), img, caps)
+    wrong, stats = ContrastiveLoss()(Fixed(torch.eye(3)[[1, 2, 0]]), img, caps)
+    assert right < 0.01 < 2 < wrong and stats["batch_acc"] == 0.0
+
+
+def test_pretraining_retrieves_well_above_chance(pretrained):
+    cfg, result = pretrained
+    m = result.best_metrics
+    n_val = 40  # the tiny set's val split: chance R@1 = 1/40
+    assert m["t2i_R@1"] > 4 / n_val and m["i2t_R@5"] > 0.3 and "CIDEr" not in m
+    ckpt = read_checkpoint(result.run_dir / "best.pt")
+    assert ckpt["config"]["train"]["loss"] == "contrastive" and "temperature" in result.history[-1]
+
+
+def test_clip_gpt_starts_from_the_pretrained_towers(pretrained, tmp_path):
+    cfg, result = pretrained
+    ccfg = load_config(CONFIGS / "tiny" / "clip_gpt.yaml", [f"model.pretrained_from={result.run_dir / 'best.pt'}"])
+    from captionlab.models.clip_gpt import ClipGPT
+
+    vocab = ClipGPT.text_vocab(ccfg.model, "en_word")
+    model = build_model(ccfg.model, len(vocab))
+    towers = read_checkpoint(result.run_dir / "best.pt")["model"]
+    assert torch.equal(model.embed.weight, towers["text.embed.weight"]) and model.out.weight is model.embed.weight
+    assert torch.equal(model.layers[1].self_attn.q.weight, towers["text.layers.1.self_attn.q.weight"])
+    assert torch.equal(model.encoder.cnn.body[0].weight, towers["encoder.cnn.body.0.weight"])
+    assert not any(k.startswith(("cross", "memory")) for k in model.started_from)
+    bad = load_config(
+        CONFIGS / "tiny" / "clip_gpt.yaml",
+        [f"model.pretrained_from={result.run_dir / 'best.pt'}", "model.hidden_dim=64"],
+    )
+    with pytest.raises(ValueError, match="model.hidden_dim = 64 but the pre-trained text tower has 128"):
+        build_model(bad.model, len(vocab))
+
+
+@pytest.mark.slow
+def test_pretrain_then_caption_from_the_cli(pretrained, synth_root, tmp_path, capsys, monkeypatch):
+    _, result = pretrained
+    common = [
+        f"train.output_dir={tmp_path}",
+        f"data.path={synth_root / 'tiny'}",
+        "train.epochs=2",
+        "--no-progress",
+        f"model.pretrained_from={result.run_dir / 'best.pt'}",
+    ]
+    assert main(["train", "code/configs/tiny/clip_gpt.yaml", *common]) == 0
+    ckpt = tmp_path / "tiny_clip_gpt" / "best.pt"
+
+    def gone(*args):
+        raise AssertionError("a clip_gpt checkpoint must not read its pre-training file")
+
+    monkeypatch.setattr("captionlab.models.clip_gpt.ClipGPT.load_pretrained", gone)
+    captioner = load_checkpoint(ckpt, "cpu")
+    image = sorted((synth_root / "tiny" / "images").glob("*.png"))[0]
+    assert len(captioner.caption(image)[0].split()) >= 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "code/configs/tiny/pretrain.yaml",
+                f"train.output_dir={tmp_path}",
+                f"data.path={synth_root / 'tiny'}",
+                "train.epochs=1",
+                "train.run_name=p2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "mean_recall" in capsys.readouterr().out
+
+
+def test_clipscore_matches_a_hand_computation(tmp_path, capsys):
+    save_tiny_clip_model(tmp_path / "clip", ["a red circle", "two blue squares", "a small star"])
+    paths = {}
+    for i, colour in enumerate([(220, 20, 20), (20, 20, 220)]):
+        paths[i] = tmp_path / f"{i}.png"
+        Image.new("RGB", (96, 96), colour).save(paths[i])
+    results = {0: "a red circle", 1: "a small star"}
+    refs = {0: ["a red circle", "a circle"], 1: ["two blue squares"]}
+    got = clip_scores(tmp_path / "clip", results, refs, paths)
+
+    model, proc = load_clip(tmp_path / "clip")
+    with torch.no_grad():
+
+        def text(t):
+            return F.normalize(model.get_text_features(**proc.tokenizer([PREFIX + t], return_tensors="pt")), dim=-1)[0]
+
+        clip_s, ref_s = [], []
+        for i in results:
+            pix = proc.image_processor([Image.open(paths[i]).convert("RGB")], return_tensors="pt")["pixel_values"]
+            v = F.normalize(model.get_image_features(pixel_values=pix), dim=-1)[0]
+            c = text(results[i])
+            s = W * max(float(c @ v), 0.0)
+            r = max(max(float(c @ text(x)) for x in refs[i]), 0.0)
+            clip_s.append(s)
+            ref_s.append(2 * s * r / (s + r) if s + r > 0 else 0.0)
+    assert got["CLIPScore"] == pytest.approx(sum(clip_s) / 2, abs=1e-5)
+    assert got["RefCLIPScore"] == pytest.approx(sum(ref_s) / 2, abs=1e-5)
+
+    (tmp_path / "ann.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": i, "file_name": p.name} for i, p in paths.items()],
+                "annotations": [
+                    {"image_id": i, "id": n, "caption": c}
+                    for n, (i, c) in enumerate((i, c) for i, cs in refs.items() for c in cs)
+                ],
+            }
+        )
+    )
+    (tmp_path / "res.json").write_text(json.dumps([{"image_id": i, "caption": c} for i, c in results.items()]))
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "res.json"),
+                str(tmp_path / "ann.json"),
+                "--fast",
+                "--clipscore",
+                str(tmp_path / "clip"),
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["CLIPScore"] == pytest.approx(got["CLIPScore"]) and "CIDEr" in out
