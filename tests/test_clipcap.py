@@ -3,6 +3,7 @@ loaded back through the path real weights take; its text goes through GPT-2's ow
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -127,6 +128,8 @@ def test_transformer_recipe_trains_from_the_cli(tiny_hf, synth_root, tmp_path, c
         == 0
     )
     assert "CIDEr" in capsys.readouterr().out
+    results = json.loads((run / "eval_test_beam3" / "results.json").read_text())
+    assert all(r["caption"] for r in results)  # the frozen GPT-2, steered by the mapper alone, writes captions
 
 
 def test_chinese_gpt2_with_a_bert_tokenizer(tmp_path, tiny_hf):

@@ -140,3 +140,12 @@ def test_pretrained_vit_weights_load_from_a_local_file_at_another_size(tmp_path)
     assert small(torch.randn(1, 3, 64, 64)).shape == (1, 4, 768)
     with pytest.raises(MissingWeightsError, match="file not found: .*missing.pth"):
         ViTEncoder(EncoderConfig(name="vit_b_32", pretrained=True, weights=str(tmp_path / "missing.pth")))
+
+
+def test_sampling_through_the_cache_carries_gradients_for_scst():
+    model = tiny().train()
+    out = decoding.sample(model, torch.randn(2, 3, 64, 64), max_len=6, n=3)  # what SelfCriticalLoss draws
+    assert out.tokens.shape[0] == 6
+    out.logprobs.sum().backward()
+    assert model.layers[0].self_attn.q.weight.grad.abs().sum() > 0  # through the cached keys/values
+    assert model.layers[0].cross_attn.kv.weight.grad.abs().sum() > 0  # and the per-image cross-attention keys

@@ -100,34 +100,34 @@ def check_same_run(reference: Path, resumed: Path) -> None:
     assert steps == rows(reference / "steps.csv")
 
 
-def test_cross_entropy_survives_kills_anywhere(tmp_path):
+def survives(config: Path, tmp_path: Path, extra: list[str], seed: int, hows: tuple[str, ...]) -> None:
+    """A reference run to the end; the same run interrupted once per ``hows`` and resumed each time."""
     data = tmp_path / "data"
-    config = CONFIGS / "tiny" / "cnn_gru.yaml"
-    run_to_end(command(config, tmp_path, "reference", data))
-    rng = random.Random(7)
-    cmd = command(config, tmp_path, "killed", data)
+    run_to_end(command(config, tmp_path, "reference", data, *extra))
+    rng = random.Random(seed)
+    cmd = command(config, tmp_path, "killed", data, *extra)
     run_dir = tmp_path / "killed"
-    for i, how in enumerate(("sigkill", "during-write", "sigterm", "sigkill")):
+    for i, how in enumerate(hows):
         interrupt(cmd + (["--resume"] if i else []), run_dir, rng, how)
-        last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)  # never torn
-        assert last["format"] == 2
+        assert torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["format"] == 2  # never torn
     run_to_end(cmd + ["--resume"])
     assert not list(run_dir.glob(".*.tmp"))
     check_same_run(tmp_path / "reference", run_dir)
 
 
+def test_cross_entropy_survives_kills_anywhere(tmp_path):
+    survives(CONFIGS / "tiny" / "cnn_gru.yaml", tmp_path, [], 7, ("sigkill", "during-write", "sigterm", "sigkill"))
+
+
 def test_self_critical_survives_kills(tmp_path):
-    data = tmp_path / "data"
-    run_to_end(command(CONFIGS / "tiny" / "cnn_gru.yaml", tmp_path, "xe", data, "train.epochs=1"))
-    config = CONFIGS / "tiny" / "scst.yaml"
+    run_to_end(command(CONFIGS / "tiny" / "cnn_gru.yaml", tmp_path, "xe", tmp_path / "data", "train.epochs=1"))
     scst = [f"train.init_from={tmp_path / 'xe' / 'best.pt'}", "train.scst_samples=2"]
-    run_to_end(command(config, tmp_path, "reference", data, *scst))
-    rng = random.Random(11)
-    cmd = command(config, tmp_path, "killed", data, *scst)
-    for i, how in enumerate(("sigkill", "sigterm")):
-        interrupt(cmd + (["--resume"] if i else []), tmp_path / "killed", rng, how)
-    run_to_end(cmd + ["--resume"])
-    check_same_run(tmp_path / "reference", tmp_path / "killed")
+    survives(CONFIGS / "tiny" / "scst.yaml", tmp_path, scst, 11, ("sigkill", "sigterm"))
+
+
+def test_pretraining_survives_kills(tmp_path):
+    pretrain = ["model.name=dual_encoder", "train.loss=contrastive", "train.select_metric=mean_recall"]
+    survives(CONFIGS / "tiny" / "pretrain.yaml", tmp_path, pretrain, 13, ("sigkill", "sigterm"))
 
 
 def torchrun(config: Path, out: Path, run: str, data: Path, *extra: str) -> list[str]:
@@ -138,7 +138,7 @@ def torchrun(config: Path, out: Path, run: str, data: Path, *extra: str) -> list
 def test_two_process_gloo_training_survives_a_kill(tmp_path):
     data = tmp_path / "data"
     config = CONFIGS / "tiny" / "cnn_gru.yaml"
-    run_to_end(command(config, tmp_path, "prepare_data", data, "train.epochs=1"))  # data made once, outside DDP
+    run_to_end([sys.executable, "-m", "captionlab.cli", "synth", "--out", str(data), "--n", "60"])
     run_to_end(torchrun(config, tmp_path, "reference", data))
     cmd = torchrun(config, tmp_path, "killed", data)
     run_dir = tmp_path / "killed"

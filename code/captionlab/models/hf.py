@@ -44,9 +44,14 @@ def require_dir(path: str | Path | None, key: str) -> Path:
 
 
 def quiet() -> None:
-    """transformers' per-load progress bars and notices would flood training logs."""
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as hf_logging
+    """transformers' per-load progress bars and notices would flood training logs (and its import of
+    tqdm.auto warns about ipywidgets in a notebook)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -79,7 +84,7 @@ def state_to_cache(state: dict[str, torch.Tensor], layers: int) -> Any:
     )
 
 
-# ---------------------------------------------------------------- tiny random stand-ins (offline)
+# ---------------------------------------------------------------- tiny stand-ins (offline)
 
 
 def save_tiny_clip(
@@ -104,11 +109,19 @@ def save_tiny_clip(
 
 
 def save_tiny_gpt2(
-    out: str | Path, texts: Iterable[str], chinese: bool = False, hidden: int = 64, layers: int = 2, seed: int = 0
+    out: str | Path,
+    texts: Iterable[str],
+    chinese: bool = False,
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+    lm_steps: int = 200,
 ) -> Path:
-    """A random GPT2LMHeadModel with a tokenizer trained on ``texts``: byte-level BPE (GPT-2's kind),
-    or for ``chinese`` a character vocabulary with a BERT-style tokenizer, as common Chinese GPT-2
-    checkpoints have. Both written with save_pretrained, as a real model directory is."""
+    """A tiny GPT2LMHeadModel with a tokenizer trained on ``texts``: byte-level BPE (GPT-2's kind), or
+    for ``chinese`` a character vocabulary with a BERT-style tokenizer, as common Chinese GPT-2
+    checkpoints have. Like a real GPT-2 it is a language model before it meets an image: ``lm_steps``
+    steps of next-token training on ``texts`` alone (a frozen random LM could not be steered by
+    ClipCap's prefix). Written with save_pretrained, as a real model directory is."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     quiet()
@@ -126,58 +139,30 @@ def save_tiny_gpt2(
         bos_token_id=bos,
         eos_token_id=eos,
     )
-    GPT2LMHeadModel(cfg).save_pretrained(out)
+    model = GPT2LMHeadModel(cfg)
+    _language_model(model, [[bos, *tok.encode(t, add_special_tokens=False), eos] for t in texts], lm_steps, eos)
+    model.save_pretrained(out)
     tok.save_pretrained(out)
     return Path(out)
 
 
-def save_tiny_clip_model(out: str | Path, texts: Iterable[str], image_size: int = 96, seed: int = 0) -> Path:
-    """A random two-tower CLIPModel with its processor, for CLIPScore offline: the classes and layout of
-    openai/clip-vit-base-patch32, tiny and untrained. Its tokenizer is CLIP's own class over a
-    character vocabulary of ``texts`` (CLIP's "</w>" word ends, no merges)."""
-    from transformers import (
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPProcessor,
-        CLIPTextConfig,
-        CLIPTokenizer,
-        CLIPVisionConfig,
-    )
-
-    quiet()
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in sorted({c for t in ["a photo depicts", *texts] for c in t.lower() if not c.isspace()}):
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    tok = CLIPTokenizer(vocab=vocab, merges=[])
-    torch.manual_seed(seed)
-    text = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=16,
-    )
-    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
-    CLIPModel(config).save_pretrained(out)
-    size = {"height": image_size, "width": image_size}
-    CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=size), tokenizer=tok
-    ).save_pretrained(out)
-    return Path(out)
+def _language_model(model: Any, ids: list[list[int]], steps: int, pad: int, batch: int = 64) -> None:
+    """Next-token training on token id lists (padding ignored by the loss)."""
+    if steps <= 0 or not ids:
+        return
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        pick = torch.randint(len(ids), (batch,), generator=g).tolist()
+        rows = [torch.tensor(ids[i][:128]) for i in pick]
+        x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)  # (batch, T)
+        labels = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-100)
+        loss = model(input_ids=x, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
 
 
 def _byte_bpe_tokenizer(texts: list[str]) -> Any:
@@ -185,7 +170,9 @@ def _byte_bpe_tokenizer(texts: list[str]) -> Any:
     from transformers import GPT2TokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.train_from_iterator(
+        texts, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"], show_progress=False
+    )
     return GPT2TokenizerFast(
         tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
     )
@@ -214,7 +201,7 @@ def write_tiny_models(cfg: Any, overwrite: bool = False) -> tuple[Path, Path]:
     clip, lm = resolve(m.clip), resolve(m.lm)
     for p in (clip, lm):
         if p.exists() and not overwrite:
-            raise FileExistsError(f"{p} already exists; pass --overwrite to replace it with a tiny random model")
+            raise FileExistsError(f"{p} already exists; pass --overwrite to replace it with a tiny stand-in")
     words = build_tokenizer(cfg.data.tokenizer)
     texts = [words.detokenize(words.tokenize(c)) for r in load_dataset(cfg.data).split("train") for c in r.captions]
     save_tiny_clip(clip, image_size=cfg.data.image_size)

@@ -378,14 +378,14 @@ def _train(
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                         loss, stats = loss_fn(step_model, images, captions, idx)
                     optimizer.zero_grad(set_to_none=True)
-                    if D.any_across(not math.isfinite(stats["loss"]), info, device):  # every rank skips together
+                    skipped = D.any_across(not math.isfinite(stats["loss"]), info, device)  # every rank skips together
+                    if skipped:
                         bad_in_a_row += 1
                         if info.is_main:
                             P.write(
                                 f"epoch {epoch + 1} step {global_step + 1}: non-finite loss ({stats['loss']}); step "
                                 f"skipped ({bad_in_a_row} in a row, train.max_bad_steps={t.max_bad_steps})"
                             )
-                            log.step_row({"skipped_nonfinite": 1.0}, global_step + 1)
                         if bad_in_a_row >= t.max_bad_steps:
                             raise NonFiniteLossError(
                                 f"stopped: {bad_in_a_row} non-finite losses in a row (epoch {epoch + 1}, step "
@@ -408,8 +408,9 @@ def _train(
                     global_step += 1
                     if progress:
                         bar.set_postfix(loss=f"{stats['loss']:.3f}")
-                    if info.is_main and (global_step % t.log_every == 0 or i + 1 == last):  # and each epoch's end
-                        log.step_row({**stats, "lr": optimizer.param_groups[0]["lr"]}, global_step)
+                    if info.is_main and (global_step % t.log_every == 0 or i + 1 == last or skipped):
+                        lr_now = optimizer.param_groups[0]["lr"]  # every skipped step is logged, with each epoch's end
+                        log.step_row({**stats, "lr": lr_now, "skipped_nonfinite": float(skipped)}, global_step)
                     stopping = D.any_across(stop.received is not None, info, device)
                     if i + 1 < last and (stopping or (t.save_every_steps and global_step % t.save_every_steps == 0)):
                         save_last(epoch, i + 1, sums, count)
