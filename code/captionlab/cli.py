@@ -73,8 +73,10 @@ def cmd_tiny_hf(a: argparse.Namespace) -> None:
     from .models.hf import write_tiny_models
 
     clip, lm = write_tiny_models(load_config(a.config, _overrides(a)), a.overwrite)
-    print(f"wrote a tiny random CLIPVisionModel to {clip} and a tiny GPT2LMHeadModel + tokenizer (a language model "
-          f"of the training captions) to {lm}")
+    print(
+        f"wrote a tiny random CLIPVisionModel to {clip} and a tiny GPT2LMHeadModel + tokenizer (a language model "
+        f"of the training captions) to {lm}"
+    )
 
 
 def cmd_train(a: argparse.Namespace) -> None:

@@ -165,6 +165,55 @@ def _language_model(model: Any, ids: list[list[int]], steps: int, pad: int, batc
     model.eval()
 
 
+def save_tiny_clip_model(out: str | Path, texts: Iterable[str], image_size: int = 96, seed: int = 0) -> Path:
+    """A random two-tower CLIPModel with its processor, for CLIPScore offline: the classes and layout of
+    openai/clip-vit-base-patch32, tiny and untrained. Its tokenizer is CLIP's own class over a
+    character vocabulary of ``texts`` (CLIP's "</w>" word ends, no merges)."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+    )
+
+    quiet()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in sorted({c for t in ["a photo depicts", *texts] for c in t.lower() if not c.isspace()}):
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    tok = CLIPTokenizer(vocab=vocab, merges=[])
+    torch.manual_seed(seed)
+    text = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=16,
+    )
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
+    CLIPModel(config).save_pretrained(out)
+    size = {"height": image_size, "width": image_size}
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=size), tokenizer=tok
+    ).save_pretrained(out)
+    return Path(out)
+
+
 def _byte_bpe_tokenizer(texts: list[str]) -> Any:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2TokenizerFast
