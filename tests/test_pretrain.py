@@ -26,8 +26,9 @@ def test_recall_at_k_by_hand():
     texts = F.normalize(torch.tensor([[1.0, 0.1], [0.1, 1.0], [-1.0, 0.0], [0.9, 1.0]]), dim=-1)
     r = recall_at_k(images, texts, torch.tensor([0, 1, 2, 2]), ks=(1, 2))
     assert r["i2t_R@1"] == pytest.approx(1.0)  # each image's nearest text is one of its own
-    assert r["t2i_R@1"] == pytest.approx(0.75)  # text 2 points away from every image
-    assert r["mean_recall"] == pytest.approx((1 + 1 + 0.75 + 0.75) / 4)
+    assert r["t2i_R@1"] == pytest.approx(0.75)  # text 2 points away from every image...
+    assert r["t2i_R@2"] == pytest.approx(1.0)  # ...but its image is the second nearest
+    assert r["mean_recall"] == pytest.approx((1 + 1 + 0.75 + 1) / 4)
 
 
 def test_info_nce_is_symmetric_and_rewards_matching_pairs():
@@ -126,12 +127,13 @@ def test_clipscore_matches_a_hand_computation(tmp_path, capsys):
     with torch.no_grad():
 
         def text(t):
-            return F.normalize(model.get_text_features(**proc.tokenizer([PREFIX + t], return_tensors="pt")), dim=-1)[0]
+            out = model.get_text_features(**proc.tokenizer([PREFIX + t], return_tensors="pt")).pooler_output
+            return F.normalize(out, dim=-1)[0]  # transformers 5: the projected embedding is the pooler output
 
         clip_s, ref_s = [], []
         for i in results:
             pix = proc.image_processor([Image.open(paths[i]).convert("RGB")], return_tensors="pt")["pixel_values"]
-            v = F.normalize(model.get_image_features(pixel_values=pix), dim=-1)[0]
+            v = F.normalize(model.get_image_features(pixel_values=pix).pooler_output, dim=-1)[0]
             c = text(results[i])
             s = W * max(float(c @ v), 0.0)
             r = max(max(float(c @ text(x)) for x in refs[i]), 0.0)

@@ -158,7 +158,8 @@ def cmd_caption(a: argparse.Namespace) -> None:
     captioner = load_checkpoint(a.inputs[:n_ckpt], a.device)
     paths: list[Path] = []
     for p in map(Path, a.inputs[n_ckpt:]):
-        paths.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS) if p.is_dir() else [p])
+        found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file()) if p.is_dir() else [p]
+        paths.extend(found or [p])  # an empty folder (or a folder named like an image) is reported below
     images, kept, skipped = [], [], 0
     for p in paths:
         try:

@@ -57,7 +57,8 @@ def _images(model: Any, processor: Any, paths: Sequence[Path], batch: int) -> to
 
 
 def _features(x: Any) -> torch.Tensor:
-    """transformers returns the projected embedding as a tensor (or in an output object, in some versions)."""
+    """The projected embedding: transformers 5 returns it as the pooler output of an output object,
+    earlier versions as a tensor."""
     return x if isinstance(x, torch.Tensor) else x.pooler_output
 
 
