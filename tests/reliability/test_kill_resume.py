@@ -76,7 +76,9 @@ def interrupt(cmd: list[str], run_dir: Path, rng: random.Random, how: str) -> in
         time.sleep(0.005)
     proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
-    if how == "sigterm":
+    if how != "sigterm":
+        assert proc.returncode == -signal.SIGKILL, err[-2000:]  # killed mid-run, not finished
+    else:
         assert proc.returncode == 143, err[-2000:]
         assert "stopped by SIGTERM" in err and "--resume" in err
     return proc.returncode
@@ -130,6 +132,23 @@ def test_pretraining_survives_kills(tmp_path):
     survives(CONFIGS / "tiny" / "pretrain.yaml", tmp_path, pretrain, 13, ("sigkill", "sigterm"))
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc (children first found, then theirs)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        out.extend(kids)
+        frontier = kids
+    return out
+
+
 def torchrun(config: Path, out: Path, run: str, data: Path, *extra: str) -> list[str]:
     cmd = command(config, out, run, data, "train.device=cpu", *extra)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", *cmd[2:]]
@@ -143,20 +162,23 @@ def test_two_process_gloo_training_survives_a_kill(tmp_path):
     cmd = torchrun(config, tmp_path, "killed", data)
     run_dir = tmp_path / "killed"
     rng = random.Random(5)
-    for i in range(2):  # SIGKILL the whole process group: agent and both workers, mid-epoch
+    for i in range(2):  # SIGKILL the agent and both workers at once, mid-epoch, as a preempted node
         before, wait_for = saves(run_dir), saves(run_dir) + rng.randint(2, 6)
         proc = subprocess.Popen(
             cmd + (["--resume"] if i else []),
             env=env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
         )
         deadline = time.time() + 300
         while proc.poll() is None and saves(run_dir) < wait_for and time.time() < deadline:
             time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        for pid in [proc.pid, *descendants(proc.pid)]:  # torchrun starts its workers in their own sessions
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert proc.wait(timeout=60) == -signal.SIGKILL  # killed mid-run, not finished
         assert saves(run_dir) > before
     run_to_end(cmd + ["--resume"])
     check_same_run(tmp_path / "reference", run_dir)
