@@ -16,7 +16,7 @@ from PIL import Image
 from captionlab.cli import main
 from captionlab.config import load_config
 from captionlab.data.adapters import load_dataset
-from captionlab.data.images import load_image
+from captionlab.data.images import BadImageError, load_image
 
 
 def png(path: Path, img: Image.Image, **kw) -> Path:
@@ -58,27 +58,36 @@ def odd_but_valid_images(tmp: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("case", ["truncated", "zero-byte", "text named .jpg", "directory named .jpg", "missing"])
-def test_a_broken_image_is_named_or_skipped(trained, tmp_path, capsys, case):
-    _, result = trained
+def test_a_broken_image_is_named(tmp_path, case):
     path = broken_images(tmp_path)[case]
-    ok = tmp_path / "ok.png"
-    assert main(["caption", str(result.run_dir / "best.pt"), str(ok), str(path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(path) in err[0] and "--on-bad-image skip" in err[0] and "Traceback" not in err[0]
-    assert main(["caption", str(result.run_dir / "best.pt"), str(ok), str(path), "--on-bad-image", "skip"]) == 0
-    captured = capsys.readouterr()
-    assert str(ok) in captured.out and str(path) not in captured.out
-    assert "captioned 1 image(s), skipped 1 unreadable" in captured.err
+    with pytest.raises(BadImageError) as e:
+        load_image(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("case", ["CMYK", "16-bit PNG", "palette + transparency", "1x1 pixel"])
-def test_odd_but_valid_images_are_captioned(trained, tmp_path, capsys, case):
+def test_broken_images_through_the_cli_are_one_line_or_counted_skips(trained, tmp_path, capsys):
     _, result = trained
-    path = odd_but_valid_images(tmp_path)[case]
-    assert load_image(path).mode == "RGB"
-    assert main(["caption", str(result.run_dir / "best.pt"), str(path)]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith(str(path)) and len(out.split("\t")[1].split()) >= 2
+    bad = broken_images(tmp_path)
+    ok = tmp_path / "ok.png"
+    for path in (bad["truncated"], bad["directory named .jpg"]):
+        assert main(["caption", str(result.run_dir / "best.pt"), str(ok), str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and "--on-bad-image skip" in err[0]
+    args = ["caption", str(result.run_dir / "best.pt"), str(ok), *map(str, bad.values()), "--on-bad-image", "skip"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\t") == 1 and str(ok) in captured.out
+    assert f"captioned 1 image(s), skipped {len(bad)} unreadable" in captured.err and "Traceback" not in captured.err
+
+
+def test_odd_but_valid_images_are_captioned(trained, tmp_path, capsys):
+    _, result = trained
+    paths = odd_but_valid_images(tmp_path)
+    assert all(load_image(p).mode == "RGB" for p in paths.values())
+    assert main(["caption", str(result.run_dir / "best.pt"), *map(str, paths.values())]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(p) for p in paths.values()]
+    assert all(len(line.split("\t")[1].split()) >= 2 for line in lines)
 
 
 def test_exif_rotated_photo_is_captioned_upright(tmp_path):
