@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from captionlab.cli import main
 from captionlab.files import OutputWriteError
 from captionlab.metrics.coco import write_json
 from captionlab.training.losses import CrossEntropyLoss
+from captionlab.training.resume import TrainingStopped
 from captionlab.training.runlog import read_log
 from captionlab.training.trainer import NonFiniteLossError, train
 
@@ -126,3 +129,33 @@ def test_the_cli_reports_a_failed_write_in_one_line(trained, tmp_path, monkeypat
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "No space left on device" in err[0] and "results.json" in err[0]
+
+
+class Interrupting(CrossEntropyLoss):
+    """Cross-entropy that sends this process SIGINT ``times`` times during call ``at``: Ctrl-C mid-step."""
+
+    def __init__(self, at: int, times: int) -> None:
+        super().__init__()
+        self.at, self.times, self.calls = at, times, 0
+
+    def __call__(self, model, images, captions, idx=None):
+        self.calls += 1
+        if self.calls == self.at:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return super().__call__(model, images, captions, idx)
+
+
+def test_ctrl_c_finishes_the_step_and_saves_a_second_one_stops_at_once(tmp_path, tiny_cfg_factory):
+    cfg = tiny_cfg_factory(
+        tmp_path, "train.epochs=1", "data.synthetic_n=60", "train.batch_size=4", f"data.path={tmp_path / 'data'}"
+    )
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGINT at epoch 1, batch 3 of 12 .* --resume") as e:
+        train(cfg, progress=False, loss_fn=Interrupting(at=3, times=1))
+    assert e.value.code == 130
+    last = read_checkpoint(tmp_path / "runs" / "tiny_cnn_gru" / "last.pt")
+    assert last["epoch"] == 0 and last["extra"]["step_in_epoch"] == 3  # the step in progress was finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, resume=True, progress=False, loss_fn=Interrupting(at=2, times=2))
+    assert read_checkpoint(tmp_path / "runs" / "tiny_cnn_gru" / "last.pt")["extra"]["step_in_epoch"] == 3
