@@ -140,7 +140,10 @@ class ViTTransformer(CaptionModel):
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(d, vocab_size)
-        if cfg.tie_embeddings:
+        if cfg.tie_embeddings:  # one matrix reads and writes words: start it at the scale of a linear layer
+            nn.init.normal_(self.embed.weight, std=d**-0.5)  # N(0, 1) rows would give logits of size sqrt(d)
+            with torch.no_grad():
+                self.embed.weight[self.pad_id].zero_()
             self.out.weight = self.embed.weight
         self.use_cache = True  # False recomputes the whole prefix at every step (benchmarks, tests)
 
