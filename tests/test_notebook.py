@@ -90,6 +90,7 @@ def test_transformer_notebook_executes(tmp_path, monkeypatch):
     for name in ("vit_transformer", "clipcap_mlp", "clipcap_transformer"):
         assert f"| {name} beam 3 |" in text
     assert "cache on " in text and "cache off" in text and "grounding rate" in text
+    assert "IProgress" not in text  # transformers' tqdm.auto import stays quiet
     assert "Chinese characters, beam 3" in text and (tmp_path / "data_zh" / "dataset_synthetic.json").is_file()
     assert (tmp_path / "hf" / "gpt2" / "tokenizer.json").is_file()  # stand-ins written where the overrides say
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]

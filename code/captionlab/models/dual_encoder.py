@@ -21,7 +21,7 @@ from .attention import GridEncoder
 from .base import CaptionModel
 from .encoders import ViTEncoder, is_vit
 from .registry import MODELS
-from .transformer import DecoderLayer, sinusoid
+from .transformer import DecoderLayer, sinusoid, small_embeddings
 
 
 class TextTower(nn.Module):
@@ -36,6 +36,7 @@ class TextTower(nn.Module):
         else:
             self.register_buffer("sinusoid", sinusoid(cfg.max_positions, d), persistent=False)
             self.positions = None
+        small_embeddings(self.embed, self.positions, d)  # the scale clip_gpt's tied decoder expects
         self.layers = nn.ModuleList(
             DecoderLayer(d, cfg.num_heads, cfg.ff_dim, cfg.dropout, cross=False) for _ in range(cfg.num_layers)
         )

@@ -50,6 +50,7 @@ def quiet() -> None:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
+        import tqdm.auto  # noqa: F401  (transformers imports it later, outside this filter, unless it is cached)
         from huggingface_hub.utils import disable_progress_bars
         from transformers.utils import logging as hf_logging
 

@@ -106,6 +106,16 @@ def cross_attend(
     return att.merge(out), weights
 
 
+def small_embeddings(embed: nn.Embedding, positions: nn.Embedding | None, dim: int) -> None:
+    """Token (and learned position) embeddings at std dim^-0.5, as GPT-style models start them, so
+    that tied output logits start near zero and positions do not drown the tokens."""
+    nn.init.normal_(embed.weight, std=dim**-0.5)
+    if positions is not None:
+        nn.init.normal_(positions.weight, std=dim**-0.5)
+    with torch.no_grad():
+        embed.weight[CaptionModel.pad_id].zero_()
+
+
 def sinusoid(n: int, dim: int) -> torch.Tensor:
     pos = torch.arange(n).unsqueeze(1)
     div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
@@ -141,9 +151,7 @@ class ViTTransformer(CaptionModel):
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(d, vocab_size)
         if cfg.tie_embeddings:  # one matrix reads and writes words: start it at the scale of a linear layer
-            nn.init.normal_(self.embed.weight, std=d**-0.5)  # N(0, 1) rows would give logits of size sqrt(d)
-            with torch.no_grad():
-                self.embed.weight[self.pad_id].zero_()
+            small_embeddings(self.embed, self.positions, d)  # N(0, 1) rows would give logits of size sqrt(d)
             self.out.weight = self.embed.weight
         self.use_cache = True  # False recomputes the whole prefix at every step (benchmarks, tests)
 
