@@ -8,6 +8,7 @@ naming the config key and what to put there. Tests build tiny random models of t
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ import torch
 
 from ..paths import resolve
 from .encoders import MissingWeightsError
+
+with warnings.catch_warnings():  # transformers imports tqdm.auto, which warns about ipywidgets in a notebook:
+    warnings.filterwarnings("ignore", message="IProgress not found")  # import it once, quietly, first
+    import tqdm.auto  # noqa: F401
 
 CACHE_PREFIX = "lm_"
 
@@ -44,15 +49,9 @@ def require_dir(path: str | Path | None, key: str) -> Path:
 
 
 def quiet() -> None:
-    """transformers' per-load progress bars and notices would flood training logs (and its import of
-    tqdm.auto warns about ipywidgets in a notebook)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="IProgress not found")
-        import tqdm.auto  # noqa: F401  (transformers imports it later, outside this filter, unless it is cached)
-        from huggingface_hub.utils import disable_progress_bars
-        from transformers.utils import logging as hf_logging
+    """transformers' per-load progress bars and notices would flood training logs."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
