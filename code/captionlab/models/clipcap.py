@@ -19,6 +19,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..data.lm_vocab import LMVocabulary, from_lm_logits
 from .base import CaptionModel, State
+from .encoders import StagedEncoder
 from .hf import cache_to_state, load_pretrained, state_to_cache
 from .registry import MODELS
 
@@ -26,7 +27,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class CLIPEncoder(nn.Module):
+class CLIPEncoder(StagedEncoder):
     """CLIPVisionModel, frozen: images (B, 3, H, W) -> pooled embedding (B, C). Frozen, its output can
     come from the feature cache (train.feature_cache), which makes a ClipCap epoch cheap."""
 
@@ -36,24 +37,8 @@ class CLIPEncoder(nn.Module):
         self.out_dim: int = clip.config.hidden_size
         self.set_trainable(False)
 
-    def set_trainable(self, trainable: bool) -> None:
-        self.trainable = trainable
-        for p in self.clip.parameters():
-            p.requires_grad_(trainable)
-
     def stages(self, last: int) -> list[nn.Module]:
         return list(self.clip.vision_model.encoder.layers)[-last:]
-
-    def fine_tune_last(self, blocks: int) -> None:
-        self.set_trainable(False)
-        self.trainable = True
-        for stage in self.stages(blocks):
-            for p in stage.parameters():
-                p.requires_grad_(True)
-
-    def train(self, mode: bool = True) -> CLIPEncoder:
-        super().train(mode and self.trainable)
-        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         resize = images.size(-1) != self.clip.config.image_size

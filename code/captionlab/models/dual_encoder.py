@@ -21,36 +21,25 @@ from .attention import GridEncoder
 from .base import CaptionModel
 from .encoders import ViTEncoder, is_vit
 from .registry import MODELS
-from .transformer import DecoderLayer, sinusoid, small_embeddings
+from .transformer import DecoderLayer, TokenPositions, small_embeddings
 
 
-class TextTower(nn.Module):
+class TextTower(TokenPositions, nn.Module):
     """token ids (B, T) -> hidden states (B, T, d): embeddings, positions, causal GPT blocks, final norm."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         d = cfg.hidden_dim
-        self.embed = nn.Embedding(vocab_size, d, padding_idx=CaptionModel.pad_id)
-        if cfg.positions == "learned":
-            self.positions = nn.Embedding(cfg.max_positions, d)
-        else:
-            self.register_buffer("sinusoid", sinusoid(cfg.max_positions, d), persistent=False)
-            self.positions = None
+        self._init_tokens(cfg, vocab_size, d)
         small_embeddings(self.embed, self.positions, d)  # the scale clip_gpt's tied decoder expects
         self.layers = nn.ModuleList(
             DecoderLayer(d, cfg.num_heads, cfg.ff_dim, cfg.dropout, cross=False) for _ in range(cfg.num_layers)
         )
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.max_positions = cfg.max_positions
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        T = tokens.size(1)
-        if T > self.max_positions:
-            raise ValueError(f"a caption of {T} tokens is longer than model.max_positions ({self.max_positions})")
-        idx = torch.arange(T, device=tokens.device)
-        pos = self.positions(idx) if self.positions is not None else self.sinusoid[idx]
-        x = self.dropout(self.embed(tokens) + pos)  # (B, T, d)
+        x = self.dropout(self.embed(tokens) + self._position(0, tokens.size(1), tokens.device))  # (B, T, d)
         for i, layer in enumerate(self.layers):
             x, _ = layer(x, None, None, i, cached=False, need_weights=False)  # causal self-attention only
         return self.norm(x)

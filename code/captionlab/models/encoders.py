@@ -63,36 +63,30 @@ def load_pretrained_state(cfg: EncoderConfig) -> dict[str, torch.Tensor]:
     return state
 
 
-class ResNetEncoder(nn.Module):
-    """torchvision ResNet without its classifier: images (B, 3, H, W) -> feature map (B, C, H/32, W/32)."""
+def load_checked(net: nn.Module, state: dict[str, torch.Tensor], name: str, head: str) -> None:
+    """Load pretrained weights, allowing only the classifier (``head``) to be absent."""
+    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
+    if [k for k in missing if not k.startswith(head)] or unexpected:
+        raise ValueError(
+            f"{name} weights do not match the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
-    def __init__(self, cfg: EncoderConfig) -> None:
-        super().__init__()
-        if cfg.name not in RESNETS:
-            raise ValueError(f"unknown encoder {cfg.name!r}; choose one of {', '.join(RESNETS)}")
-        net = RESNETS[cfg.name][0](weights=None)
-        if cfg.pretrained:
-            missing, unexpected = net.load_state_dict(load_pretrained_state(cfg), strict=False)
-            if [k for k in missing if not k.startswith("fc.")] or unexpected:
-                raise ValueError(
-                    f"{cfg.name} weights do not match the architecture: missing {missing[:5]}, "
-                    f"unexpected {unexpected[:5]}"
-                )
-        self.out_dim: int = net.fc.in_features
-        self.body = nn.Sequential(*list(net.children())[:-2])
-        # Randomly initialised weights must be trained; pretrained ones only when asked.
-        self.set_trainable(cfg.fine_tune or not cfg.pretrained)
 
-    def set_trainable(self, trainable: bool) -> None:
-        """A frozen encoder gets no gradients and keeps its BatchNorm statistics."""
-        self.trainable = trainable
-        self.frozen_bn = False
-        for p in self.body.parameters():
-            p.requires_grad_(trainable)
+class StagedEncoder(nn.Module):
+    """What every image encoder offers the trainer: frozen or trainable as a whole, or only its last
+    ``stages`` opened (the fine-tuning stage), with BatchNorm statistics kept frozen meanwhile. A
+    frozen encoder stays in eval mode (no dropout, no BatchNorm updates)."""
+
+    trainable = False
+    frozen_bn = False
 
     def stages(self, last: int) -> list[nn.Module]:
-        """The last ``last`` residual stages (layer4, layer3, ...), the ones a fine-tuning stage opens."""
-        return list(self.body.children())[-last:]
+        raise NotImplementedError
+
+    def set_trainable(self, trainable: bool) -> None:
+        self.trainable, self.frozen_bn = trainable, False
+        for p in self.parameters():
+            p.requires_grad_(trainable)
 
     def fine_tune_last(self, blocks: int) -> None:
         """Unfreeze the last ``blocks`` stages (S2's fine-tuning stage); BatchNorm statistics stay frozen."""
@@ -102,8 +96,7 @@ class ResNetEncoder(nn.Module):
             for p in stage.parameters():
                 p.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> ResNetEncoder:
-        # A frozen CNN keeps its BatchNorm statistics: stay in eval mode.
+    def train(self, mode: bool = True) -> StagedEncoder:
         super().train(mode and self.trainable)
         if self.frozen_bn:
             for m in self.modules():
@@ -111,12 +104,32 @@ class ResNetEncoder(nn.Module):
                     m.eval()
         return self
 
+
+class ResNetEncoder(StagedEncoder):
+    """torchvision ResNet without its classifier: images (B, 3, H, W) -> feature map (B, C, H/32, W/32)."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        if cfg.name not in RESNETS:
+            raise ValueError(f"unknown encoder {cfg.name!r}; choose one of {', '.join(RESNETS)}")
+        net = RESNETS[cfg.name][0](weights=None)
+        if cfg.pretrained:
+            load_checked(net, load_pretrained_state(cfg), cfg.name, "fc.")
+        self.out_dim: int = net.fc.in_features
+        self.body = nn.Sequential(*list(net.children())[:-2])
+        # Randomly initialised weights must be trained; pretrained ones only when asked.
+        self.set_trainable(cfg.fine_tune or not cfg.pretrained)
+
+    def stages(self, last: int) -> list[nn.Module]:
+        """The last ``last`` residual stages (layer4, layer3, ...), the ones a fine-tuning stage opens."""
+        return list(self.body.children())[-last:]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             return self.body(images)  # (batch, out_dim, h, w)
 
 
-class ViTEncoder(nn.Module):
+class ViTEncoder(StagedEncoder):
     """torchvision ViT without its head: images (B, 3, H, W) -> patch tokens (B, (H/p)*(W/p), D).
 
     The class token is dropped: captioners attend over patches, which form the square grid the
@@ -136,14 +149,7 @@ class ViTEncoder(nn.Module):
             net = builder(weights=None)  # built at 224 px, as the weights are
             if cfg.pretrained:
                 state = load_pretrained_state(cfg)
-                missing, unexpected = net.load_state_dict(
-                    {k: v for k, v in state.items() if not k.startswith("heads.")}, strict=False
-                )
-                if [k for k in missing if not k.startswith("heads.")] or unexpected:
-                    raise ValueError(
-                        f"{cfg.name} weights do not match the architecture: missing {missing[:5]}, "
-                        f"unexpected {unexpected[:5]}"
-                    )
+                load_checked(net, state, cfg.name, "heads.")
             if cfg.image_size != net.image_size:
                 pos = _resize_positions(net.encoder.pos_embedding.data, cfg.image_size // net.patch_size)
                 net.encoder.pos_embedding = nn.Parameter(pos)
@@ -151,28 +157,11 @@ class ViTEncoder(nn.Module):
         self.net = net
         self.patch = net.patch_size
         self.out_dim: int = net.hidden_dim
-        self.frozen_bn = False
         self.set_trainable(cfg.fine_tune or not cfg.pretrained)
-
-    def set_trainable(self, trainable: bool) -> None:
-        self.trainable = trainable
-        for p in self.net.parameters():
-            p.requires_grad_(trainable)
 
     def stages(self, last: int) -> list[nn.Module]:
         """The last ``last`` transformer blocks (and the final norm, which they feed)."""
         return [*list(self.net.encoder.layers)[-last:], self.net.encoder.ln]
-
-    def fine_tune_last(self, blocks: int) -> None:
-        self.set_trainable(False)
-        self.trainable = True
-        for stage in self.stages(blocks):
-            for p in stage.parameters():
-                p.requires_grad_(True)
-
-    def train(self, mode: bool = True) -> ViTEncoder:
-        super().train(mode and self.trainable)  # a frozen ViT runs without dropout
-        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):

@@ -125,8 +125,32 @@ def sinusoid(n: int, dim: int) -> torch.Tensor:
     return table  # (n, dim)
 
 
+class TokenPositions:
+    """Token embeddings and learned or sinusoidal positions, shared by the captioning decoder and the
+    pre-training text tower (same parameter names, so clip_gpt can start one from the other)."""
+
+    def _init_tokens(self, cfg: ModelConfig, vocab_size: int, d: int) -> None:
+        self.embed = nn.Embedding(vocab_size, d, padding_idx=CaptionModel.pad_id)
+        self.max_positions = cfg.max_positions
+        if cfg.positions == "learned":
+            self.positions = nn.Embedding(cfg.max_positions, d)
+        else:
+            self.register_buffer("sinusoid", sinusoid(cfg.max_positions, d), persistent=False)
+            self.positions = None
+
+    def _position(self, start: int, length: int, device: torch.device) -> torch.Tensor:
+        """Positions start .. start+length-1 -> (length, d)."""
+        if start + length > self.max_positions:
+            raise ValueError(
+                f"a caption of {start + length} tokens is longer than model.max_positions "
+                f"({self.max_positions}): decode with a smaller max_len or cut captions (data.max_caption_len)"
+            )
+        idx = torch.arange(start, start + length, device=device)
+        return self.positions(idx) if self.positions is not None else self.sinusoid[idx]  # (T, d)
+
+
 @MODELS.register("vit_transformer")
-class ViTTransformer(CaptionModel):
+class ViTTransformer(TokenPositions, CaptionModel):
     """ViT patch tokens (or a ResNet grid) -> Transformer decoder with a key/value cache."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
@@ -137,13 +161,7 @@ class ViTTransformer(CaptionModel):
             self.encoder = ViTEncoder(cfg.encoder) if is_vit(cfg.encoder.name) else GridEncoder(cfg)
             feature_dim = self.encoder.out_dim
         self.memory = nn.Sequential(nn.Linear(feature_dim, d), nn.LayerNorm(d))
-        self.embed = nn.Embedding(vocab_size, d, padding_idx=self.pad_id)
-        self.max_positions = cfg.max_positions
-        if cfg.positions == "learned":
-            self.positions = nn.Embedding(cfg.max_positions, d)
-        else:
-            self.register_buffer("sinusoid", sinusoid(cfg.max_positions, d), persistent=False)
-            self.positions = None
+        self._init_tokens(cfg, vocab_size, d)
         self.layers = nn.ModuleList(
             DecoderLayer(d, cfg.num_heads, cfg.ff_dim, cfg.dropout) for _ in range(cfg.num_layers)
         )
@@ -173,15 +191,6 @@ class ViTTransformer(CaptionModel):
         if not self.use_cache:
             state["prefix"] = torch.empty(feats.size(0), 0, dtype=torch.long, device=feats.device)
         return state
-
-    def _position(self, start: int, length: int, device: torch.device) -> torch.Tensor:
-        if start + length > self.max_positions:
-            raise ValueError(
-                f"a caption of {start + length} tokens is longer than model.max_positions "
-                f"({self.max_positions}): decode with a smaller max_len"
-            )
-        idx = torch.arange(start, start + length, device=device)
-        return self.positions(idx) if self.positions is not None else self.sinusoid[idx]  # (T, d)
 
     def _decode(
         self, tokens: torch.Tensor, state: State, cached: bool, need_weights: bool = False
