@@ -30,6 +30,8 @@ EPILOG = """examples:
   captionlab evaluate output/model_ckpt/cnn_gru/best.pt --split test --beam-size 3
   captionlab caption output/model_ckpt/cnn_gru/best.pt photo.jpg photos/
   captionlab score results.json annotations.json
+  captionlab rebuild --vlm llava --model /models/llava-1.5-7b-hf --images code/configs/deepfashion_cnn_gru.yaml \
+      --preset precise --out output/rebuild/precise.jsonl   # then rebuild-export, then train on it
 """
 
 
@@ -422,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beam-size", type=positive_int, default=3, help="beam width of the test evaluation")
     no_progress(s)
     s.set_defaults(func=cmd_demo)
+
+    from .vlm.cli import add_commands
+
+    add_commands(command, positive_int)
     return p
 
 
@@ -450,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .models.encoders import MissingWeightsError
     from .training.resume import TrainingStopped
     from .training.trainer import NonFiniteLossError
+    from .vlm.models import VLMError
 
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
@@ -470,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         JavaMissingError,
         OSError,
         NonFiniteLossError,
+        VLMError,
     ) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"captionlab {args.command}: error: {msg}", file=sys.stderr)

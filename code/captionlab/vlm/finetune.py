@@ -1,0 +1,155 @@
+"""``captionlab vlm-finetune``: LoRA adapters (peft) that teach a VLM a dataset's caption style (S1 4.2.2).
+
+S1 tuned LLaVA with one fixed question, "Please describe this image in deepfashion dataset style.",
+so that the question alone steers the model to the dataset's language. The loss counts the answer
+tokens only: the image and prompt positions are labelled -100. The vision-to-language projector is
+trained in full beside the adapters (as LLaVA's own recipe trains it), and saved with them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.images import load_image
+from ..paths import resolve
+from ..progress import progress
+from ..training.distributed import setup
+from .models import VLM, load_vlm, out_of_memory, quiet_peft
+
+STYLE_PROMPT = "Please describe this image in deepfashion dataset style."  # S1's fixed question
+
+
+@dataclass
+class FinetuneOptions:
+    vlm: str
+    model: str
+    data: str  # run config whose data section names the dataset; its train split is used
+    out: str
+    prompt: str = STYLE_PROMPT
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    lr: float = 2e-4
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    steps: int
+    losses: list[float]
+    seconds: float
+
+
+def lora_config(vlm: VLM, o: FinetuneOptions) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=o.lora_r,
+        lora_alpha=o.lora_alpha,
+        lora_dropout=o.lora_dropout,
+        target_modules=r".*language_model.*\.(q_proj|v_proj)",  # the LLM's attention, not the vision tower's
+        modules_to_save=[vlm.kind.projector],
+    )
+
+
+def training_batch(vlm: VLM, prompt_ids: list[int], images: list, answers: list[str], extra: dict) -> dict:
+    """Prompt (image placeholders included) + answer + end-of-text, right-padded; labels on the answer only."""
+    seqs = [(prompt_ids, vlm.answer_ids(a)) for a in answers]
+    width = max(len(p) + len(a) for p, a in seqs)
+    pad = vlm.tokenizer.pad_token_id
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)  # (B, T)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (p, a) in enumerate(seqs):
+        ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+        mask[i, : len(p) + len(a)] = 1
+        labels[i, len(p) : len(p) + len(a)] = torch.tensor(a)
+    pixels = vlm.processor.image_processor(images, return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels.to(vlm.dtype)}
+    batch |= {k: v.expand(len(seqs), -1) for k, v in extra.items()}  # InstructBLIP's Q-Former prompt
+    return {k: v.to(vlm.device) for k, v in batch.items()}
+
+
+def finetune(o: FinetuneOptions) -> FinetuneResult:
+    from peft import get_peft_model
+
+    from ..config import load_config
+    from ..data.adapters import load_dataset
+
+    start = time.perf_counter()
+    if o.epochs < 1 or o.batch_size < 1 or (o.max_steps is not None and o.max_steps < 1):
+        raise ValueError("--epochs, --batch-size and --max-steps must be at least 1")
+    pairs = [(r.path, c) for r in load_dataset(load_config(resolve(o.data)).data).split("train") for c in r.captions]
+    if not pairs:
+        raise ValueError(f"{o.data}: the dataset has no training captions")
+    _, device = setup(o.device)
+    dtype = o.dtype
+    if dtype == "auto":  # training wants bfloat16's range on a GPU, float32 on a CPU
+        dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    torch.manual_seed(o.seed)
+    vlm = load_vlm(o.vlm, o.model, device, dtype)
+    with quiet_peft():
+        vlm.model = get_peft_model(vlm.model, lora_config(vlm, o))
+    first = vlm.processor(images=[load_image(pairs[0][0])], text=[vlm.prompt_text(o.prompt)], return_tensors="pt")
+    prompt_ids = first["input_ids"][0].tolist()
+    extra = {k: v for k, v in first.items() if k.startswith("qformer_")}
+    params = [p for p in vlm.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=o.lr)
+    steps_per_epoch = (len(pairs) + o.batch_size - 1) // o.batch_size
+    total = min(o.max_steps or o.epochs * steps_per_epoch, o.epochs * steps_per_epoch)
+    rng = random.Random(o.seed)
+    losses: list[float] = []
+    vlm.model.train()
+    bar = progress(total=total, desc=f"LoRA {o.vlm}", unit="step", enabled=o.progress)
+    out = resolve(o.out)
+    for epoch in range(o.epochs):
+        order = rng.sample(pairs, len(pairs))
+        for i in range(0, len(order), o.batch_size):
+            if len(losses) >= total:
+                break
+            chunk = order[i : i + o.batch_size]
+            batch = training_batch(vlm, prompt_ids, [load_image(p) for p, _ in chunk], [c for _, c in chunk], extra)
+            try:
+                loss = vlm.model(**batch).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            except torch.OutOfMemoryError:
+                raise out_of_memory(o.batch_size) from None
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        save_adapter(vlm, out, o, losses, epoch + 1)  # every epoch: an interrupted run keeps the last one
+    bar.close()
+    return FinetuneResult(out, len(losses), losses, time.perf_counter() - start)
+
+
+def save_adapter(vlm: VLM, out: Path, o: FinetuneOptions, losses: list[float], epoch: int) -> None:
+    """Written beside ``out`` then swapped in, so a kill mid-save leaves the previous adapter whole."""
+    tmp = out.with_name(out.name + ".saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vlm.model.save_pretrained(tmp)
+    info = {"options": asdict(o), "epoch": epoch, "steps": len(losses), "losses": losses}
+    (tmp / "finetune.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
