@@ -105,13 +105,14 @@ def test_clear_errors_for_missing_dir_wrong_type_and_out_of_memory(tiny_vlms, vl
     assert main([*args, "--out", str(tmp_path / "b.jsonl")]) == 2
     assert "holds a 'llava' model (config.json model_type), not blip2: pass --vlm llava" in capsys.readouterr().err
 
-    def oom(self, inputs, **g):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(VLM, "generate", oom)
-    assert rebuild(tiny_vlms, vlm_data, "llava", tmp_path / "c.jsonl", "--batch-size", "8") == 2
-    err = capsys.readouterr().err
-    assert "out of memory at batch size 8: lower --batch-size (e.g. 4)" in err and "--load-in-8bit" in err
+    for error in (
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    ):
+        monkeypatch.setattr(VLM, "generate", lambda self, inputs, e=error, **g: (_ for _ in ()).throw(e))
+        assert rebuild(tiny_vlms, vlm_data, "llava", tmp_path / "c.jsonl", "--batch-size", "8") == 2
+        err = capsys.readouterr().err
+        assert "out of memory at batch size 8: lower --batch-size (e.g. 4)" in err and "--load-in-8bit" in err
 
 
 def env() -> dict[str, str]:

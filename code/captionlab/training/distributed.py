@@ -36,6 +36,8 @@ def setup(device_pref: str) -> tuple[DistInfo, torch.device]:
     else:
         device = torch.device(("cuda" if use_cuda else "cpu") if device_pref == "auto" else device_pref)
     if device.type == "cuda":
+        if device.index is None:  # set_device needs an index: plain "cuda" means the current GPU
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return info, device
 

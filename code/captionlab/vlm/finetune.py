@@ -22,7 +22,7 @@ from ..data.images import load_image
 from ..paths import resolve
 from ..progress import progress
 from ..training.distributed import setup
-from .models import VLM, load_vlm, out_of_memory, quiet_peft
+from .models import VLM, is_out_of_memory, load_vlm, out_of_memory, quiet_peft
 
 STYLE_PROMPT = "Please describe this image in deepfashion dataset style."  # S1's fixed question
 
@@ -128,8 +128,10 @@ def finetune(o: FinetuneOptions) -> FinetuneResult:
                 loss = vlm.model(**batch).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-            except torch.OutOfMemoryError:
-                raise out_of_memory(o.batch_size) from None
+            except RuntimeError as e:
+                if is_out_of_memory(e):
+                    raise out_of_memory(o.batch_size) from None
+                raise
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             losses.append(loss.item())

@@ -187,6 +187,13 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """The allocator's OutOfMemoryError, or the same shortage met by cuBLAS or a kernel launch, which
+    surfaces as a plain runtime error ("CUDA error: out of memory", CUBLAS_STATUS_ALLOC_FAILED)."""
+    text = str(e)
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text.lower() or "ALLOC_FAILED" in text
+
+
 def out_of_memory(batch_size: int, what: str = "--batch-size") -> VLMError:
     return VLMError(
         f"CUDA out of memory at batch size {batch_size}: lower {what} (e.g. {max(1, batch_size // 2)}), "
