@@ -111,3 +111,19 @@ def test_clip_pretraining_notebook_executes(tmp_path, monkeypatch):
     assert "| clip_gpt from pre-training beam 3 |" in text and "| clip_gpt from scratch beam 3 |" in text
     for run in ("nb07_pretrain", "nb07_clip_gpt_pretrained", "nb07_clip_gpt_scratch"):
         assert (tmp_path / "runs" / run / "best.pt").is_file()
+
+
+def test_rebuild_and_retrain_notebooks_execute(tmp_path, monkeypatch):
+    overrides = f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1"
+    nb = run_notebook("05_llm_dataset_rebuild.ipynb", tmp_path, monkeypatch, overrides)
+    text = outputs_text(nb)
+    assert "precise: 60 images" in text and "creative: 60 images" in text and "| rebuilt |" in text
+    assert (tmp_path / "data_rebuilt_precise" / "dataset.json").is_file()
+    assert (tmp_path / "rebuild" / "nb05" / "lora" / "adapter_model.safetensors").is_file()
+    images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    assert len(images) == 4  # loss curve, statistics, old/new captions x2
+    nb = run_notebook("06_retrain.ipynb", tmp_path, monkeypatch, overrides)
+    text = outputs_text(nb)
+    assert "| trained on precise |" in text and "CIDEr vs creative" in text and "original reference:" in text
+    for run in ("nb06_original", "nb06_precise", "nb06_creative"):
+        assert (tmp_path / "runs" / run / "best.pt").is_file()

@@ -115,12 +115,10 @@ def stats_table(stats: dict[str, dict[str, Any]]) -> str:
 
 def stats_plot(stats: dict[str, dict[str, Any]], out: Path) -> Path:
     """Length histograms side by side, and each set's most frequent words."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: a notebook's inline backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 1 + len(stats), figsize=(5 + 4 * len(stats), 4))
+    fig = Figure(figsize=(5 + 4 * len(stats), 4))
+    axes = fig.subplots(1, 1 + len(stats))
     for name, s in stats.items():
         lengths = {int(k): v for k, v in s["lengths"].items()}
         total = max(sum(lengths.values()), 1)
@@ -133,5 +131,4 @@ def stats_plot(stats: dict[str, dict[str, Any]], out: Path) -> Path:
         ax.set(title=f"{name}: most frequent words (vocabulary {s['vocabulary']})")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out
