@@ -169,6 +169,7 @@ def test_line_progress_prints_a_few_lines_not_carriage_returns():
     assert (
         lines[0].startswith("work:  25% (25/100 it)") and lines[-1].startswith("work: 100%") and "loss=1.0" in lines[-1]
     )
+    assert " ETA 0:00" in lines[0] and "ETA" not in lines[-1]  # time left, while there is some
     quiet = io.StringIO()
     list(LineProgress(range(100), "short", None, "it", stream=quiet))  # a loop under quiet_s stays silent
     assert quiet.getvalue() == ""

@@ -65,6 +65,23 @@ class Captioner:
         k, n, alpha = self._beam(beam_size, max_len)
         return decoding.decode(self.model, images.to(self.device), k, n, alpha)
 
+    @torch.no_grad()
+    def decode(
+        self,
+        images: Sequence[Image.Image],
+        beam_size: int | None = None,
+        max_len: int | None = None,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> decoding.DecodeOutput:
+        """One batch of PIL images through the engine: beam search (greedy at beam 1) or sampling."""
+        batch = torch.stack([self.transform(to_rgb(im)) for im in images])  # (batch, 3, H, W)
+        if sample:
+            _, n, _ = self._beam(1, max_len)
+            return decoding.sample(self.model, batch.to(self.device), n, temperature=temperature, top_p=top_p)
+        return self.caption_tensor(batch, beam_size, max_len)
+
     def caption(
         self,
         images: Iterable[Image.Image | str | os.PathLike] | Image.Image | str | os.PathLike,
@@ -80,9 +97,8 @@ class Captioner:
         items: Sequence = list(images)
         out: list = []
         for i in range(0, len(items), batch_size):
-            pil = [to_rgb(x) if isinstance(x, Image.Image) else load_image(x) for x in items[i : i + batch_size]]
-            batch = torch.stack([self.transform(im) for im in pil])  # (batch, 3, H, W)
-            decoded = self.caption_tensor(batch, beam_size, max_len)
+            pil = [x if isinstance(x, Image.Image) else load_image(x) for x in items[i : i + batch_size]]
+            decoded = self.decode(pil, beam_size, max_len)
             out.extend(self.traces(decoded) if with_attention else self.words(decoded.tokens))
         return out
 

@@ -30,6 +30,7 @@ EPILOG = """examples:
   captionlab evaluate output/model_ckpt/cnn_gru/best.pt --split test --beam-size 3
   captionlab caption output/model_ckpt/cnn_gru/best.pt photo.jpg photos/
   captionlab score results.json annotations.json
+  captionlab serve output/model_ckpt/cnn_gru/best.pt          # web page + API on http://127.0.0.1:8000/
   captionlab rebuild --vlm llava --model /models/llava-1.5-7b-hf --images code/configs/deepfashion_cnn_gru.yaml \
       --preset precise --out output/rebuild/precise.jsonl   # then rebuild-export, then train on it
 """
@@ -425,9 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     no_progress(s)
     s.set_defaults(func=cmd_demo)
 
-    from .vlm.cli import add_commands
+    from .serve.cli import add_commands as serve_commands
+    from .vlm.cli import add_commands as vlm_commands
 
-    add_commands(command, positive_int)
+    vlm_commands(command, positive_int)
+    serve_commands(command, positive_int)
     return p
 
 

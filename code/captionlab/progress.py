@@ -84,6 +84,9 @@ class LineProgress:
             else f"{self.n} {self.unit}"
         )
         extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
+        if self.total and 0 < self.n < self.total:  # remaining at the rate so far
+            left = (self.total - self.n) * dt / self.n
+            extra += f" ETA {int(left // 60)}:{int(left % 60):02d}"
         self.printed = True
         print(f"{self.desc}: {pct} {self.n / dt:.1f} {self.unit}/s{extra}", file=self.stream or sys.stderr, flush=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -66,6 +67,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
     _check_file(path)
     with _decoding(path), Image.open(path) as img:
+        img.load()
+        return to_rgb(ImageOps.exif_transpose(img))
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
+    """``load_image`` for bytes (an upload): the same checks, plus a pixel limit read from the header,
+    before any decoding, so a small file that would unpack into gigabytes is refused cheaply."""
+    if not data:
+        raise BadImageError(f"image {name} is empty (0 bytes)")
+    with _decoding(Path(name)), Image.open(io.BytesIO(data)) as img:
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise BadImageError(
+                f"refusing image {name}: {img.width}x{img.height} pixels is over the limit of "
+                f"{max_pixels / 1e6:.0f} M pixels (a decompression bomb?)"
+            )
         img.load()
         return to_rgb(ImageOps.exif_transpose(img))
 

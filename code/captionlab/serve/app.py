@@ -1,0 +1,189 @@
+"""``captionlab serve``: a caption web page and a JSON API over one captioner, with dynamic batching.
+
+FastAPI (on Starlette) + uvicorn: maintained, async (many waiting clients cost no threads), multipart
+uploads and OpenAPI docs (/docs) built in. The model runs in the batcher's one worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..captioner import Captioner
+from ..data.images import BadImageError, decode_image
+from .batcher import DynamicBatcher, QueueFull
+
+LIMITS = {"beam_size": (1, 20), "max_len": (1, 100)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to decode; requests with equal settings share a batch."""
+
+    beam_size: int
+    max_len: int
+    sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    attention: bool = False
+
+
+@dataclass
+class ServeOptions:
+    max_batch: int = 32
+    max_wait_ms: float = 10.0
+    max_queue: int = 256
+    max_image_mb: float = 20.0
+    max_pixels: int = 50_000_000
+
+
+def decode_batch(captioner: Captioner, images: list, s: Settings) -> list[dict[str, Any]]:
+    """One batch through the engine (in the worker thread); attention figures when asked and available."""
+    out = captioner.decode(images, s.beam_size, s.max_len, s.sample, s.temperature, s.top_p)
+    captions = captioner.words(out.tokens)
+    logprobs = out.logprobs.sum(1).tolist()  # (batch,) summed over the caption's tokens
+    results = [{"caption": c, "logprob": lp} for c, lp in zip(captions, logprobs)]
+    if s.attention and out.attention is not None:
+        from ..viz import attention_plot
+
+        for image, trace, r in zip(images, captioner.traces(out), results):
+            buf = io.BytesIO()
+            attention_plot(image, trace.words, trace.attention, captioner.config.data.image_size, trace.sentinel, buf)
+            r["attention_png"] = base64.b64encode(buf.getvalue()).decode("ascii")
+    return results
+
+
+def create_app(
+    captioner: Captioner, options: ServeOptions | None = None, info: dict[str, Any] | None = None
+) -> FastAPI:
+    o = options or ServeOptions()
+    max_bytes = int(o.max_image_mb * 1024 * 1024)
+    batcher = DynamicBatcher(
+        lambda items, s: decode_batch(captioner, items, s), o.max_batch, o.max_wait_ms, o.max_queue
+    )
+    d = captioner.config.decode
+    info = {
+        "model": captioner.config.model.name,
+        "vocab_size": len(captioner.vocab),
+        "decode": {"beam_size": d.beam_size, "max_len": d.max_len},
+        "limits": asdict(o),
+        **(info or {}),
+    }
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
+    app = FastAPI(
+        title="captionlab", description="Image captioning with a captionlab checkpoint.", version="1", lifespan=lifespan
+    )
+    app.state.batcher = batcher
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.middleware("http")
+    async def size_limit(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes + 65536:
+            return JSONResponse({"detail": f"upload too large: over the {o.max_image_mb:g} MB limit"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "waiting": batcher.waiting, "batches": batcher.batches}
+
+    @app.get("/info")
+    async def get_info() -> dict[str, Any]:
+        return info
+
+    @app.post("/caption")
+    async def caption(
+        file: Annotated[UploadFile | None, File(description="the image (PNG, JPEG, ...)")] = None,
+        beam_size: Annotated[
+            int | None, Form(description="beam width; 1 is greedy (default: the checkpoint's)")
+        ] = None,
+        max_len: Annotated[int | None, Form(description="longest caption in words (default: the checkpoint's)")] = None,
+        sample: Annotated[bool, Form(description="sample instead of beam search")] = False,
+        temperature: Annotated[float, Form(description="sampling temperature, in (0, 10]")] = 1.0,
+        top_p: Annotated[float, Form(description="nucleus sampling mass, in (0, 1]")] = 1.0,
+        attention: Annotated[bool, Form(description="also return the per-word attention figure")] = False,
+    ) -> dict[str, Any]:
+        start = time.perf_counter()
+        if file is None:
+            raise HTTPException(400, "no image: send it as the multipart form field 'file'")
+        settings = Settings(
+            _within("beam_size", d.beam_size if beam_size is None else beam_size),
+            _within("max_len", d.max_len if max_len is None else max_len),
+            sample,
+            _positive("temperature", temperature, 10.0) if sample else 1.0,
+            _positive("top_p", top_p, 1.0) if sample else 1.0,
+            attention and info.get("attention", False),
+        )
+        data = await file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, f"image over the {o.max_image_mb:g} MB limit")
+        try:
+            image = await run_in_threadpool(decode_image, data, file.filename or "upload", o.max_pixels)
+        except BadImageError as e:
+            raise HTTPException(413 if "over the limit" in str(e) else 400, str(e)) from None
+        try:
+            result = await batcher.submit(image, settings)
+        except QueueFull as e:
+            return JSONResponse({"detail": f"server busy: {e}; retry shortly"}, 503, headers={"Retry-After": "1"})
+        result["timings"]["total_ms"] = (time.perf_counter() - start) * 1000
+        return {"model": info["model"], "settings": asdict(settings), **result}
+
+    return app
+
+
+def _within(name: str, value: int) -> int:
+    lo, hi = LIMITS[name]
+    if not lo <= value <= hi:
+        raise HTTPException(422, f"{name}: {value} is out of range [{lo}, {hi}]")
+    return value
+
+
+def _positive(name: str, value: float, hi: float) -> float:
+    if not 0 < value <= hi:
+        raise HTTPException(422, f"{name}: {value} is out of range (0, {hi:g}]")
+    return value
+
+
+def load_app(checkpoints: list[str | Path], device: str = "auto", options: ServeOptions | None = None) -> FastAPI:
+    """The app for checkpoint files (several: an ensemble); one warm-up decode tells whether the model
+    has attention to show, and makes the first request as fast as the rest."""
+    from PIL import Image
+
+    from ..captioner import load_checkpoint
+    from ..checkpoint import read_checkpoint
+
+    captioner = load_checkpoint([str(c) for c in checkpoints] if len(checkpoints) > 1 else checkpoints[0], device)
+    size = captioner.config.data.image_size
+    warm = captioner.decode([Image.new("RGB", (size, size))], 1, 2)
+    info = {
+        "checkpoints": [str(c) for c in checkpoints],
+        "metrics": {str(c): read_checkpoint(c).get("metrics", {}) for c in checkpoints},
+        "attention": warm.attention is not None,
+    }
+    return create_app(captioner, options, info)

@@ -1,0 +1,180 @@
+"""``captionlab serve`` (issue 13): the API over a tiny checkpoint, dynamic batching, every bad request
+answered with its 4xx, a full queue with 503, and the web page driven in headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from captionlab import load_checkpoint
+from captionlab.paths import ROOT
+from captionlab.serve.app import ServeOptions, load_app
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    cfg, result = trained
+    ckpt = result.run_dir / "best.pt"
+    test = [
+        r.path for r in __import__("captionlab.data", fromlist=["load_dataset"]).load_dataset(cfg.data).split("test")
+    ]
+    return ckpt, test[:6]
+
+
+def call(app, requests: list[dict]) -> list[httpx.Response]:
+    """Send requests concurrently to the app in this process (its own event loop, as under uvicorn)."""
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await asyncio.gather(*(client.request(**r) for r in requests))
+
+    return asyncio.run(go())
+
+
+def upload(data: bytes, **form) -> dict:
+    return {"method": "POST", "url": "/caption", "files": {"file": ("x.png", data, "image/png")}, "data": form}
+
+
+def test_api_round_trip_batches_concurrent_requests_and_matches_offline(served):
+    ckpt, paths = served
+    app = load_app([ckpt], "cpu", ServeOptions(max_batch=8, max_wait_ms=200))
+    offline = load_checkpoint(ckpt, "cpu").caption(paths, beam_size=3)
+    answers = call(app, [upload(p.read_bytes(), beam_size="3") for p in paths])
+    assert [a.status_code for a in answers] == [200] * len(paths)
+    bodies = [a.json() for a in answers]
+    assert [b["caption"] for b in bodies] == offline  # each request gets its own image's caption
+    assert max(b["timings"]["batch"] for b in bodies) > 1  # concurrent requests shared a batch
+    assert all(b["logprob"] < 0 and b["model"] == "cnn_gru" and b["settings"]["beam_size"] == 3 for b in bodies)
+    health, info, docs, page = call(
+        app, [{"method": "GET", "url": u} for u in ("/health", "/info", "/openapi.json", "/")]
+    )
+    assert health.json()["status"] == "ok" and health.json()["batches"] >= 1
+    assert info.json()["vocab_size"] > 10 and info.json()["attention"] is False and str(ckpt) in info.json()["metrics"]
+    assert "/caption" in docs.json()["paths"] and 'id="drop"' in page.text
+    sampled = call(app, [upload(paths[0].read_bytes(), sample="true", temperature="0.7", top_p="0.9")])[0].json()
+    assert sampled["settings"]["sample"] and sampled["caption"]
+
+
+def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_going(served):
+    ckpt, paths = served
+    app = load_app([ckpt], "cpu", ServeOptions(max_image_mb=0.5, max_pixels=4_000_000))
+    good = paths[0].read_bytes()
+    big = Image.new("1", (2500, 2000))  # 5 M pixels of nothing: a few kB as PNG, 15 MB decoded as RGB
+    cases = {
+        "not an image": (upload(b"hello, I am text"), 400, "cannot read image"),
+        "truncated": (upload(good[: len(good) // 2]), 400, "cannot read image"),
+        "empty": (upload(b""), 400, "empty"),
+        "over the size limit": (upload(os.urandom(600_000)), 413, "0.5 MB limit"),
+        "decompression bomb": (upload(png(big)), 413, "over the limit of 4 M pixels"),
+        "no file field": ({"method": "POST", "url": "/caption", "data": {"beam_size": "2"}}, 400, "field 'file'"),
+        "beam out of range": (upload(good, beam_size="0"), 422, "beam_size: 0 is out of range"),
+        "beam not a number": (upload(good, beam_size="many"), 422, "beam_size"),
+        "temperature zero": (upload(good, sample="true", temperature="0"), 422, "temperature"),
+        "top-p above one": (upload(good, sample="true", top_p="1.5"), 422, "top_p"),
+    }
+    answers = call(app, [r for r, _, _ in cases.values()] + [upload(good)])
+    for (name, (_, status, words)), a in zip(cases.items(), answers):
+        assert a.status_code == status, (name, a.text)
+        detail = a.json()["detail"]
+        assert isinstance(detail, str) and "\n" not in detail and words in detail, (name, detail)
+    assert answers[-1].status_code == 200 and answers[-1].json()["caption"]  # and it still captions
+
+
+def test_a_full_queue_answers_503_with_retry_after(served, monkeypatch):
+    ckpt, paths = served
+    app = load_app([ckpt], "cpu", ServeOptions(max_batch=1, max_wait_ms=0, max_queue=1))
+    batcher = app.state.batcher
+    release = threading.Event()
+    run = batcher.run
+    monkeypatch.setattr(batcher, "run", lambda items, key: release.wait(30) and run(items, key))
+    data = paths[0].read_bytes()
+
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            first = asyncio.create_task(client.request(**upload(data)))  # taken, decoding (held)
+            while batcher.queue is None or batcher.worker is None or batcher.batches == 0 and batcher.waiting == 1:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(client.request(**upload(data)))  # waits in the queue
+            while batcher.waiting < 1:
+                await asyncio.sleep(0.01)
+            third = await client.request(**upload(data))  # the queue is full
+            release.set()
+            return [await first, await second, third]
+
+    first, second, third = asyncio.run(go())
+    assert third.status_code == 503 and third.headers["retry-after"] == "1" and "busy" in third.json()["detail"]
+    assert first.status_code == second.status_code == 200  # nothing dropped
+
+
+def test_attention_models_return_the_heat_map_figure(trained_attention):
+    cfg, result = trained_attention
+    app = load_app([result.run_dir / "best.pt"], "cpu")
+    image = next((Path(cfg.data.path) / "images").glob("*.png"))
+    body = call(app, [upload(image.read_bytes(), attention="true", beam_size="1")])[0].json()
+    assert Image.open(io.BytesIO(base64.b64decode(body["attention_png"]))).format == "PNG"
+    assert body["settings"]["attention"] is True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_page_captions_an_uploaded_image_in_headless_chromium(served):
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    ckpt, paths = served
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(load_app([ckpt], "cpu"), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    artifacts = Path(os.environ.get("CAPTIONLAB_TEST_ARTIFACTS", ROOT / "output" / "test_artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    expected = load_checkpoint(ckpt, "cpu").caption([paths[0]], beam_size=3)[0]
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+            page = browser.new_page(viewport={"width": 900, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('model').textContent.startsWith('model:')")
+            page.set_input_files("#file", str(paths[0]))
+            page.click("#go")
+            page.wait_for_function("!['', '…'].includes(document.getElementById('caption').textContent)")
+            assert page.text_content("#caption") == expected and page.text_content("#error") == ""
+            assert "log-probability" in page.text_content("#meta")
+            page.screenshot(path=str(artifacts / "serve_page.png"), full_page=True)
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert (artifacts / "serve_page.png").stat().st_size > 5000
