@@ -180,17 +180,20 @@ def test_two_process_rebuild_shards_and_resumes_per_shard(tiny_vlms, vlm_data, t
     assert not list(tmp_path.glob("*.part-*"))
 
 
-def test_lora_finetune_changes_adapters_and_rebuild_uses_them(tiny_vlms, vlm_data, tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["llava", "instructblip"])  # a chat template; a Q-Former that reads the prompt
+def test_lora_finetune_changes_adapters_and_rebuild_uses_them(kind, tiny_vlms, vlm_data, tmp_path, capsys):
     from safetensors.torch import load_file
 
+    from captionlab.vlm.models import KINDS
+
     adapter = tmp_path / "lora"
-    args = ["vlm-finetune", "--vlm", "llava", "--model", str(tiny_vlms / "llava"), "--data", str(vlm_data)]
+    args = ["vlm-finetune", "--vlm", kind, "--model", str(tiny_vlms / kind), "--data", str(vlm_data)]
     assert main([*args, "--out", str(adapter), "--max-steps", "6", "--batch-size", "4", "--no-progress"]) == 0
     assert "6 steps, loss" in capsys.readouterr().out
     weights = load_file(adapter / "adapter_model.safetensors")
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: training moved it
-    assert any("multi_modal_projector" in k for k in weights)  # the projector is trained and saved too
+    assert any(KINDS[kind].projector in k for k in weights)  # the projector is trained and saved too
     assert json.loads((adapter / "finetune.json").read_text())["steps"] == 6
     cpu = torch.device("cpu")
     base, tuned = (
@@ -200,5 +203,5 @@ def test_lora_finetune_changes_adapters_and_rebuild_uses_them(tiny_vlms, vlm_dat
     name = next(n for n, _ in base.model.named_parameters() if "language_model" in n and "v_proj" in n)
     assert not torch.equal(dict(base.model.named_parameters())[name], dict(tuned.model.named_parameters())[name])
     out = tmp_path / "tuned.jsonl"
-    assert rebuild(tiny_vlms, vlm_data, "llava", out, "--adapter", str(adapter)) == 0
+    assert rebuild(tiny_vlms, vlm_data, kind, out, "--adapter", str(adapter)) == 0
     assert read_records(out)[0]["adapter"] == str(adapter)

@@ -68,15 +68,19 @@ class Captioner:
     @torch.no_grad()
     def decode(
         self,
-        images: Sequence[Image.Image],
+        images: Sequence[Image.Image] | torch.Tensor,
         beam_size: int | None = None,
         max_len: int | None = None,
         sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
     ) -> decoding.DecodeOutput:
-        """One batch of PIL images through the engine: beam search (greedy at beam 1) or sampling."""
-        batch = torch.stack([self.transform(to_rgb(im)) for im in images])  # (batch, 3, H, W)
+        """One batch of PIL images (or of images already through ``transform``, stacked) through the
+        engine: beam search (greedy at beam 1) or sampling."""
+        if isinstance(images, torch.Tensor):
+            batch = images
+        else:
+            batch = torch.stack([self.transform(to_rgb(im)) for im in images])  # (batch, 3, H, W)
         if sample:
             _, n, _ = self._beam(1, max_len)
             return decoding.sample(self.model, batch.to(self.device), n, temperature=temperature, top_p=top_p)

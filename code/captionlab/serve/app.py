@@ -49,18 +49,32 @@ class ServeOptions:
     max_pixels: int = 50_000_000
 
 
-def decode_batch(captioner: Captioner, images: list, s: Settings) -> list[dict[str, Any]]:
+@dataclass
+class Upload:
+    image: Any  # PIL image, for the attention figure
+    tensor: Any  # (3, H, W): transformed in the request's thread, so the model's thread only decodes
+
+
+def prepare(captioner: Captioner, data: bytes, name: str, max_pixels: int) -> Upload:
+    image = decode_image(data, name, max_pixels)
+    return Upload(image, captioner.transform(image))
+
+
+def decode_batch(captioner: Captioner, uploads: list[Upload], s: Settings) -> list[dict[str, Any]]:
     """One batch through the engine (in the worker thread); attention figures when asked and available."""
-    out = captioner.decode(images, s.beam_size, s.max_len, s.sample, s.temperature, s.top_p)
+    import torch
+
+    batch = torch.stack([u.tensor for u in uploads])  # (batch, 3, H, W)
+    out = captioner.decode(batch, s.beam_size, s.max_len, s.sample, s.temperature, s.top_p)
     captions = captioner.words(out.tokens)
     logprobs = out.logprobs.sum(1).tolist()  # (batch,) summed over the caption's tokens
     results = [{"caption": c, "logprob": lp} for c, lp in zip(captions, logprobs)]
     if s.attention and out.attention is not None:
         from ..viz import attention_plot
 
-        for image, trace, r in zip(images, captioner.traces(out), results):
+        for u, trace, r in zip(uploads, captioner.traces(out), results):
             buf = io.BytesIO()
-            attention_plot(image, trace.words, trace.attention, captioner.config.data.image_size, trace.sentinel, buf)
+            attention_plot(u.image, trace.words, trace.attention, captioner.config.data.image_size, trace.sentinel, buf)
             r["attention_png"] = base64.b64encode(buf.getvalue()).decode("ascii")
     return results
 
@@ -144,11 +158,11 @@ def create_app(
         if len(data) > max_bytes:
             raise HTTPException(413, f"image over the {o.max_image_mb:g} MB limit")
         try:
-            image = await run_in_threadpool(decode_image, data, file.filename or "upload", o.max_pixels)
+            item = await run_in_threadpool(prepare, captioner, data, file.filename or "upload", o.max_pixels)
         except BadImageError as e:
             raise HTTPException(413 if "over the limit" in str(e) else 400, str(e)) from None
         try:
-            result = await batcher.submit(image, settings)
+            result = await batcher.submit(item, settings)
         except QueueFull as e:
             return JSONResponse({"detail": f"server busy: {e}; retry shortly"}, 503, headers={"Retry-After": "1"})
         result["timings"]["total_ms"] = (time.perf_counter() - start) * 1000

@@ -28,7 +28,7 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     )
     s.add_argument("checkpoint", nargs="+", metavar="CHECKPOINT", help="best.pt / last.pt; several: an ensemble")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="TCP port")
     s.add_argument("--max-batch", type=positive_int, default=32, help="most requests decoded as one batch")
     s.add_argument(
         "--max-wait-ms", type=float, default=10.0, help="how long the first request of a batch waits for company"
@@ -36,5 +36,10 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     s.add_argument("--max-queue", type=positive_int, default=256, help="waiting requests beyond this get 503")
     s.add_argument("--max-image-mb", type=float, default=20.0, help="largest upload accepted")
     s.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
-    s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (info: one line per request)",
+    )
     s.set_defaults(func=cmd_serve)

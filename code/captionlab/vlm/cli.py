@@ -190,9 +190,9 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
         "--prompt", default="Please describe this image in deepfashion dataset style.", help="the fixed prompt (S1's)"
     )
     s.add_argument("--out", required=True, metavar="DIR", help="adapter folder to write")
-    s.add_argument("--epochs", type=positive_int, default=1)
+    s.add_argument("--epochs", type=positive_int, default=1, help="passes over every (image, caption) pair")
     s.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
-    s.add_argument("--batch-size", type=positive_int, default=8)
+    s.add_argument("--batch-size", type=positive_int, default=8, help="pairs per step (lower it on out of memory)")
     s.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
     s.add_argument("--lora-r", type=positive_int, default=8, help="LoRA rank")
     s.add_argument("--lora-alpha", type=positive_int, default=16, help="LoRA scaling numerator")
