@@ -87,6 +87,19 @@ def state_to_cache(state: dict[str, torch.Tensor], layers: int) -> Any:
 # ---------------------------------------------------------------- tiny stand-ins (offline)
 
 
+def tiny_vision(hidden: int, layers: int, image_size: int, patch_size: int) -> dict[str, int | float]:
+    """The sizes of every tiny ViT-style vision tower here (CLIP's, BLIP's, LLaVA's)."""
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        initializer_range=0.02,  # BLIP's vision default (1e-10) would make every image look the same
+    )
+
+
 def save_tiny_clip(
     out: str | Path, image_size: int = 96, patch_size: int = 16, hidden: int = 64, layers: int = 2, seed: int = 0
 ) -> Path:
@@ -95,15 +108,7 @@ def save_tiny_clip(
 
     quiet()
     torch.manual_seed(seed)
-    cfg = CLIPVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=hidden,
-    )
+    cfg = CLIPVisionConfig(**tiny_vision(hidden, layers, image_size, patch_size), projection_dim=hidden)
     CLIPVisionModel(cfg).save_pretrained(out)
     return Path(out)
 
@@ -126,7 +131,7 @@ def save_tiny_gpt2(
 
     quiet()
     texts = list(texts)
-    tok = _bert_char_tokenizer(texts, Path(out)) if chinese else _byte_bpe_tokenizer(texts)
+    tok = _bert_char_tokenizer(texts, Path(out)) if chinese else byte_bpe_tokenizer(texts)
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     torch.manual_seed(seed)
@@ -140,13 +145,13 @@ def save_tiny_gpt2(
         eos_token_id=eos,
     )
     model = GPT2LMHeadModel(cfg)
-    _language_model(model, [[bos, *tok.encode(t, add_special_tokens=False), eos] for t in texts], lm_steps, eos)
+    train_language_model(model, [[bos, *tok.encode(t, add_special_tokens=False), eos] for t in texts], lm_steps, eos)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return Path(out)
 
 
-def _language_model(model: Any, ids: list[list[int]], steps: int, pad: int, batch: int = 64) -> None:
+def train_language_model(model: Any, ids: list[list[int]], steps: int, pad: int, batch: int = 64) -> None:
     """Next-token training on token id lists (padding ignored by the loss)."""
     if steps <= 0 or not ids:
         return
@@ -214,7 +219,7 @@ def save_tiny_clip_model(out: str | Path, texts: Iterable[str], image_size: int 
     return Path(out)
 
 
-def _byte_bpe_tokenizer(texts: list[str]) -> Any:
+def byte_bpe_tokenizer(texts: list[str]) -> Any:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2TokenizerFast
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..models.hf import _byte_bpe_tokenizer, _language_model, quiet
+from ..models.hf import byte_bpe_tokenizer, quiet, tiny_vision, train_language_model
 from .models import kind_of
 
 # A chat template in llava-1.5's format: "USER: <image>\n{prompt} ASSISTANT: {answer}</s>"
@@ -45,22 +45,14 @@ def save_tiny_vlm(
     quiet()
     k = kind_of(kind)
     texts = [t.strip() for t in texts if t.strip()]
-    tok = _byte_bpe_tokenizer([*texts, *PROMPT_WORDS])
+    tok = byte_bpe_tokenizer([*texts, *PROMPT_WORDS])
     tok.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<image>"]})
     torch.manual_seed(seed)
     lm_cls, lm_config = _language_model_config(k.name, tok, hidden, layers)
     lm = lm_cls(lm_config)
     ids = [[tok.bos_token_id, *tok.encode(" " + t, add_special_tokens=False), tok.eos_token_id] for t in texts]
-    _language_model(lm, ids, lm_steps, tok.pad_token_id)
-    vision = dict(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=patch_size,
-        initializer_range=0.02,
-    )
+    train_language_model(lm, ids, lm_steps, tok.pad_token_id)
+    vision = tiny_vision(hidden, layers, image_size, patch_size)
     out = Path(out)
     if k.chat:
         model, processor = _llava(tf, tok, vision, lm_config, image_size, patch_size)
