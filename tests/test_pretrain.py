@@ -47,6 +47,25 @@ def test_info_nce_is_symmetric_and_rewards_matching_pairs():
     assert right < 0.01 < 2 < wrong and stats["batch_acc"] == 0.0
 
 
+def test_next_token_loss_trains_the_text_tower_as_a_language_model():
+    cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 12).eval()  # no dropout: the two losses see the same numbers
+    images = torch.randn(4, 3, cfg.data.image_size, cfg.data.image_size)
+    caps = torch.tensor([[1, 4, 5, 6, 2, 0], [1, 7, 8, 2, 0, 0], [1, 4, 9, 10, 11, 2], [1, 7, 5, 6, 2, 0]])
+    plain, _ = ContrastiveLoss()(model, images, caps)
+    both, stats = ContrastiveLoss(0.5)(model, images, caps)
+    assert both.item() == pytest.approx(plain.item() + 0.5 * stats["lm_loss"], rel=1e-5)
+    opt = torch.optim.Adam(model.text.parameters(), lr=3e-3)
+    first = stats["lm_loss"]
+    for _ in range(30):
+        loss, stats = ContrastiveLoss(1.0)(model, images, caps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert stats["lm_loss"] < first / 2  # it learns the words that follow each prefix
+
+
 def test_pretraining_retrieves_well_above_chance(pretrained):
     cfg, result = pretrained
     m = result.best_metrics

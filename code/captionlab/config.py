@@ -168,6 +168,12 @@ class TrainConfig:
         choices=("xe", "scst", "contrastive"),
         help="xe: cross-entropy; scst: self-critical on the metric; contrastive: pretrain's InfoNCE",
     )
+    lm_weight: float = opt(
+        0.0,
+        min=0.0,
+        help="contrastive: weight of a next-token loss on the causal text tower (GPT-style), so that "
+        "clip_gpt's decoder starts as a language model",
+    )
     init_from: str | None = None  # start from this checkpoint: its weights, model config and vocabulary
     scst_samples: int = opt(5, min=1, help="captions sampled per image")
     scst_baseline: str = opt(

@@ -147,6 +147,15 @@ class Interrupting(CrossEntropyLoss):
 
 
 def test_ctrl_c_finishes_the_step_and_saves_a_second_one_stops_at_once(tmp_path, tiny_cfg_factory):
+    # Python's own Ctrl-C handler, as in a terminal (a shell starts background jobs with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c(tmp_path, tiny_cfg_factory)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c(tmp_path, tiny_cfg_factory):
     cfg = tiny_cfg_factory(
         tmp_path, "train.epochs=1", "data.synthetic_n=60", "train.batch_size=4", f"data.path={tmp_path / 'data'}"
     )

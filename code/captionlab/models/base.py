@@ -7,6 +7,8 @@ never look inside a model's state.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -131,5 +133,5 @@ class FeatureInput(CaptionModel):
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         return self.model.step(tokens, state)
 
-    def forward(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(feats, captions)
+    def forward(self, feats: torch.Tensor, captions: torch.Tensor, **options: Any) -> Any:
+        return self.model.forward_features(feats, captions, **options)

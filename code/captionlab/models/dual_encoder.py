@@ -67,9 +67,9 @@ class DualEncoder(nn.Module):
         """Encoder features (B, N, C) -> unit vectors (B, D)."""
         return F.normalize(self.image_proj(feats.mean(1)), dim=-1)
 
-    def text_embedding(self, captions: torch.Tensor) -> torch.Tensor:
+    def text_embedding(self, captions: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """<start> w1 .. wn <end> <pad>.. (B, T) -> unit vectors (B, D), read at <end>."""
-        hidden = self.text(captions)  # (B, T, d)
+        hidden = self.text(captions) if hidden is None else hidden  # (B, T, d)
         ends = (captions == CaptionModel.end_id).float().argmax(1)  # (B,): first <end> (T-1 if cut before it)
         ends = torch.where((captions == CaptionModel.end_id).any(1), ends, captions.size(1) - 1)
         return F.normalize(self.text_proj(hidden[torch.arange(captions.size(0)), ends.long()]), dim=-1)
@@ -77,8 +77,11 @@ class DualEncoder(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=math.log(100.0)).exp()  # temperature >= 0.01, as CLIP clamps
 
-    def forward(self, images: torch.Tensor, captions: torch.Tensor):
-        return self.forward_features(self.encode(images), captions)
+    def forward(self, images: torch.Tensor, captions: torch.Tensor, lm: bool = False):
+        return self.forward_features(self.encode(images), captions, lm)
 
-    def forward_features(self, feats: torch.Tensor, captions: torch.Tensor):
-        return self.image_embedding(feats), self.text_embedding(captions), self.scale()
+    def forward_features(self, feats: torch.Tensor, captions: torch.Tensor, lm: bool = False):
+        """(image, text, scale); with ``lm`` also next-word scores (B, T, V) through the tied embedding."""
+        hidden = self.text(captions)  # (B, T, d)
+        out = (self.image_embedding(feats), self.text_embedding(captions, hidden), self.scale())
+        return (*out, hidden @ self.text.embed.weight.t()) if lm else out

@@ -91,7 +91,7 @@ class DynamicBatcher:
             for job in batch:
                 groups.setdefault(job.key, []).append(job)
             for key, jobs in groups.items():
-                jobs = [j for j in jobs if not j.future.done()]  # a client that left is not decoded for
+                jobs = [j for j in jobs if not j.future.done()]  # a request cancelled while waiting is skipped
                 if not jobs:
                     continue
                 start = time.perf_counter()

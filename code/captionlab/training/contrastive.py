@@ -30,18 +30,33 @@ def gather(x: torch.Tensor) -> torch.Tensor:
 
 
 class ContrastiveLoss:
+    """InfoNCE; with ``lm_weight`` > 0 also next-token prediction on the text tower (its causal blocks and
+    tied embeddings read as a GPT), which is what clip_gpt's decoder then starts from."""
+
     name = "contrastive"
+
+    def __init__(self, lm_weight: float = 0.0) -> None:
+        self.lm_weight = lm_weight
 
     def __call__(self, model: Any, images: torch.Tensor, captions: torch.Tensor, idx: torch.Tensor | None = None):
         b = images.size(0)
         first = captions.view(b, captions.size(0) // b, -1)[:, 0]  # one caption per image: (B, T)
-        img, txt, scale = model(images, first)  # unit vectors (B, D) each
+        out = model(images, first, lm=True) if self.lm_weight > 0 else model(images, first)
+        img, txt, scale = out[:3]  # unit vectors (B, D) each, and the logit scale
         img, txt = gather(img), gather(txt)
         logits = scale * img @ txt.t()  # (N, N): image i against every caption
         labels = torch.arange(logits.size(0), device=logits.device)
         loss = (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.t().float(), labels)) / 2
         acc = (logits.argmax(1) == labels).float().mean()
-        return loss, {"loss": float(loss.detach()), "temperature": float(1 / scale.detach()), "batch_acc": float(acc)}
+        stats = {"temperature": float(1 / scale.detach()), "batch_acc": float(acc)}
+        if self.lm_weight > 0:
+            word_logits = out[3][:, :-1]  # (B, T-1, V): the word after each prefix
+            lm = F.cross_entropy(
+                word_logits.reshape(-1, word_logits.size(-1)).float(), first[:, 1:].reshape(-1), ignore_index=0
+            )
+            stats["lm_loss"] = float(lm.detach())
+            loss = loss + self.lm_weight * lm
+        return loss, {"loss": float(loss.detach()), **stats}
 
     @torch.no_grad()
     def validate(self, captioner: Any, dataset: Any, cfg: Any, progress: bool) -> dict[str, float]:

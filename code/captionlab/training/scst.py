@@ -169,7 +169,7 @@ def build_loss(train_cfg: Any) -> Any:
     if train_cfg.loss == "contrastive":
         from .contrastive import ContrastiveLoss
 
-        return ContrastiveLoss()
+        return ContrastiveLoss(train_cfg.lm_weight)
     if train_cfg.loss == "scst":
         return SelfCriticalLoss(
             train_cfg.scst_samples,

@@ -180,12 +180,21 @@ def part_files(out: Path) -> list[Path]:
 
 
 def rebuild(o: RebuildOptions) -> RebuildResult:
-    start = time.perf_counter()
     kind_of(o.vlm)
     generation = generation_settings(o.preset, o.max_new_tokens, o.generation)
     if o.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     info, device = distributed.setup(o.device)
+    try:
+        return _rebuild(o, generation, info, device)
+    finally:
+        distributed.teardown(info)
+
+
+def _rebuild(o: RebuildOptions, generation: dict[str, Any], info: distributed.DistInfo, device: Any) -> RebuildResult:
+    start = time.perf_counter()
+    if not info.is_main:  # rank 0 first: it may have to generate the synthetic set
+        distributed.barrier(info)
     items, _ = source_images(o.images, o.on_bad_image)
     header = make_header(o, generation, len(items))
     out = resolve(o.out)
@@ -195,7 +204,7 @@ def rebuild(o: RebuildOptions) -> RebuildResult:
             for f in [out, *part_files(out)]:
                 f.unlink(missing_ok=True)
         read_records(out)  # repairs a torn last line once, before any rank reads it
-    distributed.barrier(info)
+        distributed.barrier(info)
     done: set[str] = set()
     for f in [out, *part_files(out)]:
         found, records = read_records(f, repair=f == mine)
