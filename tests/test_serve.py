@@ -178,3 +178,29 @@ def test_the_page_captions_an_uploaded_image_in_headless_chromium(served):
         server.should_exit = True
         thread.join(10)
     assert (artifacts / "serve_page.png").stat().st_size > 5000
+
+
+def test_the_serve_command_starts_answers_and_stops_on_ctrl_c(served):
+    import signal
+    import subprocess
+    import sys
+
+    ckpt, paths = served
+    port = free_port()
+    cmd = [sys.executable, "-m", "captionlab.cli", "serve", str(ckpt), "--port", str(port), "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "code")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, health = time.time() + 60, None
+        while time.time() < deadline and health is None and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert health == {"status": "ok", "waiting": 0, "batches": 0}, proc.stderr.read() if proc.poll() else ""
+        r = httpx.post(f"http://127.0.0.1:{port}/caption", files={"file": ("a.png", paths[1].read_bytes())})
+        assert r.json()["caption"] == load_checkpoint(ckpt, "cpu").caption([paths[1]])[0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and f"http://127.0.0.1:{port}/" in out

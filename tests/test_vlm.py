@@ -205,3 +205,31 @@ def test_lora_finetune_changes_adapters_and_rebuild_uses_them(kind, tiny_vlms, v
     out = tmp_path / "tuned.jsonl"
     assert rebuild(tiny_vlms, vlm_data, kind, out, "--adapter", str(adapter)) == 0
     assert read_records(out)[0]["adapter"] == str(adapter)
+
+
+def test_folder_source_bad_images_and_an_unfinished_export(tiny_vlms, vlm_data, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i, p in enumerate(sorted((vlm_data.parent / "data" / "images").glob("*.png"))[:3]):
+        (folder / ("sub" if i else ".") / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = tmp_path / "folder.jsonl"
+    args = [
+        "rebuild",
+        "--vlm",
+        "blip2",
+        "--model",
+        str(tiny_vlms / "blip2"),
+        "--images",
+        str(folder),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--no-progress"]) == 2
+    assert "broken.jpg" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--no-progress", "--on-bad-image", "skip", "--max-sentences", "1"]) == 0
+    assert sorted(keys(out)) == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    # an export needs every image of its source: a rebuild of 3 images cannot stand for the 40-image set
+    assert main(["rebuild-export", str(out), "--source", str(vlm_data), "--out", str(tmp_path / "d.json")]) == 2
+    err = capsys.readouterr().err
+    assert "40 of 40 images" in err and "have no record" in err and "rerun the same command" in err
