@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -62,8 +63,6 @@ def prepare(captioner: Captioner, data: bytes, name: str, max_pixels: int) -> Up
 
 def decode_batch(captioner: Captioner, uploads: list[Upload], s: Settings) -> list[dict[str, Any]]:
     """One batch through the engine (in the worker thread); attention figures when asked and available."""
-    import torch
-
     batch = torch.stack([u.tensor for u in uploads])  # (batch, 3, H, W)
     out = captioner.decode(batch, s.beam_size, s.max_len, s.sample, s.temperature, s.top_p)
     captions = captioner.words(out.tokens)
