@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ from captionlab.paths import CONFIGS
 
 TINY = CONFIGS / "tiny" / "cnn_gru.yaml"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N ARGS``: N local processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
 
 
 def tiny_config(tmp: Path, *overrides: str) -> RunConfig:

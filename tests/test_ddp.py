@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +26,7 @@ def test_two_process_gloo_training_finishes_and_ranks_agree(tmp_path):
         "train.run_name=ddp",
     ]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(Path(__file__).with_name("ddp_worker.py")),
-            str(TINY),
-            str(tmp_path),
-            *overrides,
-        ],
+        torchrun(str(Path(__file__).with_name("ddp_worker.py")), str(TINY), str(tmp_path), *overrides),
         env=env,
         capture_output=True,
         text=True,
@@ -72,18 +60,9 @@ def test_two_process_self_critical_training_keeps_ranks_identical(tmp_path):
         "train.run_name=scst_ddp",
     ]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(Path(__file__).with_name("ddp_worker.py")),
-            str(TINY.with_name("scst.yaml")),
-            str(tmp_path),
-            *overrides,
-        ],
+        torchrun(
+            str(Path(__file__).with_name("ddp_worker.py")), str(TINY.with_name("scst.yaml")), str(tmp_path), *overrides
+        ),
         env=env,
         capture_output=True,
         text=True,

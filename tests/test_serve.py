@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from captionlab import load_checkpoint
+from captionlab.data import load_dataset
 from captionlab.paths import ROOT
 from captionlab.serve.app import ServeOptions, load_app
 
@@ -32,10 +33,7 @@ def png(image: Image.Image) -> bytes:
 def served(trained):
     cfg, result = trained
     ckpt = result.run_dir / "best.pt"
-    test = [
-        r.path for r in __import__("captionlab.data", fromlist=["load_dataset"]).load_dataset(cfg.data).split("test")
-    ]
-    return ckpt, test[:6]
+    return ckpt, [r.path for r in load_dataset(cfg.data).split("test")[:6]]
 
 
 def call(app, requests: list[dict]) -> list[httpx.Response]:

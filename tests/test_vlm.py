@@ -19,6 +19,7 @@ from captionlab.paths import ROOT
 from captionlab.vlm.models import VLM, load_vlm
 from captionlab.vlm.rebuild import clean_caption
 from captionlab.vlm.records import read_records
+from conftest import torchrun
 
 KINDS = ("instructblip", "blip2", "llava")
 PROMPT = "Please describe this image in deepfashion dataset style."
@@ -160,18 +161,9 @@ def test_two_process_rebuild_shards_and_resumes_per_shard(tiny_vlms, vlm_data, t
     kept = [r | {"caption": "kept from before"} for r in records[1:4:2]]
     part.write_text("".join(json.dumps(r) + "\n" for r in [header, *kept]))
     out.unlink()
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "captionlab.cli",
-        *args,
-    ]
-    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        torchrun("-m", "captionlab.cli", *args), env=env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     merged = read_records(out)[1]
     assert [r["image"] for r in merged] == [r["image"] for r in records]  # every image once, in source order

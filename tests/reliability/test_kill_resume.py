@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from captionlab.paths import CONFIGS, ROOT
+from conftest import torchrun as torchrun_command
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +152,7 @@ def descendants(pid: int) -> list[int]:
 
 def torchrun(config: Path, out: Path, run: str, data: Path, *extra: str) -> list[str]:
     cmd = command(config, out, run, data, "train.device=cpu", *extra)
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", *cmd[2:]]
+    return torchrun_command("-m", *cmd[2:])
 
 
 def test_two_process_gloo_training_survives_a_kill(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..files import atomic_write_text
 from ..paths import resolve
-from .rebuild import image_key
+from .rebuild import image_keys
 from .records import read_records
 
 
@@ -42,9 +42,8 @@ def export_rebuilt(
         raise FileNotFoundError(f"{path}: no rebuilt captions (write them with `captionlab rebuild --out {path}`)")
     cfg = load_config(resolve(source_config))
     ds = load_dataset(cfg.data)
-    root = ds.source if ds.source.is_dir() else ds.source.parent
     rebuilt = {r["image"]: r for r in records}
-    keys = [image_key(r.path, root) for r in ds.records]
+    keys = image_keys(ds)
     missing = [k for k in keys if k not in rebuilt]
     if missing:
         raise ValueError(

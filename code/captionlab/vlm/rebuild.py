@@ -95,7 +95,7 @@ def generation_settings(preset: str, max_new_tokens: int, overrides: dict[str, A
     return g
 
 
-def source_images(spec: str | Path, on_bad_image: str = "error") -> tuple[list[Item], Path]:
+def source_images(spec: str | Path, on_bad_image: str = "error") -> list[Item]:
     """The images of a folder, or of the dataset a run config's data section names (all splits)."""
     from ..config import DataConfig, load_config
     from ..data.adapters import load_dataset
@@ -110,12 +110,14 @@ def source_images(spec: str | Path, on_bad_image: str = "error") -> tuple[list[I
             f"--images: {p} is neither a folder of images nor a run config (.yaml) naming a dataset"
         )
     ds = load_dataset(dataclasses.replace(data, on_bad_image=on_bad_image))
+    keys = image_keys(ds)
+    return [Item(k, r.path, r.image_id, r.split) for k, r in zip(keys, ds.records)]
+
+
+def image_keys(ds: Any) -> list[str]:
+    """Each image's path relative to the dataset's folder (a folder source, or the annotation file's)."""
     root = ds.source if ds.source.is_dir() else ds.source.parent
-    return [Item(image_key(r.path, root), r.path, r.image_id, r.split) for r in ds.records], p
-
-
-def image_key(path: Path, root: Path) -> str:
-    return Path(os.path.relpath(path, root)).as_posix()
+    return [Path(os.path.relpath(r.path, root)).as_posix() for r in ds.records]
 
 
 def clean_caption(text: str, prompt: str, specials: list[str], max_sentences: int | None = None) -> str:
@@ -195,7 +197,7 @@ def _rebuild(o: RebuildOptions, generation: dict[str, Any], info: distributed.Di
     start = time.perf_counter()
     if not info.is_main:  # rank 0 first: it may have to generate the synthetic set
         distributed.barrier(info)
-    items, _ = source_images(o.images, o.on_bad_image)
+    items = source_images(o.images, o.on_bad_image)
     header = make_header(o, generation, len(items))
     out = resolve(o.out)
     mine = out if not info.enabled else out.with_name(f"{out.name}.part-{info.rank}-of-{info.world_size}")
