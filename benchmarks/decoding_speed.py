@@ -3,11 +3,16 @@
 Default: a CNN+GRU of the demo's size on random 64x64 images (the CNN included).
 ``--model show_attend_tell`` (or adaptive_attention): the demo-size attention model (ResNet-18 on
 96x96 images, 3x3 grid, the CNN included); with ``--decoder-only`` the decoder alone on given region
-features (7x7 grid of 512-d features). Batched vs one image at a time; the captions are compared.
+features (7x7 grid of 512-d features), with ``--tiny`` the test-size decoder (3x3 grid, embedding 64,
+hidden 128, attention 64). Batched vs one image at a time; the captions are compared. The last
+columns say how close batched decoding runs to the machine's matrix-multiply peak (counted FLOPs of
+the batched run over its time, against a plain matmul of the decoder's largest shape): one image at a
+time cannot be slower than the batched run by more than peak / its own rate allows.
 ``--coco-size``: vocabulary 9,490, embedding/hidden/attention 512, 14x14x2048 region features given
 directly (no CNN), beam 5, every caption run to 20 words (<end> suppressed), random weights: prints
 images/s of the batched decoder.
-Usage: python benchmarks/decoding_speed.py [--model NAME] [--coco-size] [--device cpu|cuda] [--images 64]
+Usage: python benchmarks/decoding_speed.py [--model NAME] [--decoder-only [--tiny]] [--coco-size] [--device cpu|cuda]
+       [--images 64]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import platform
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from captionlab import decoding
 from captionlab.config import EncoderConfig, ModelConfig
@@ -52,6 +58,18 @@ class NoEnd(CaptionModel):
         logprobs, state = self.model.step(tokens, state)
         logprobs[:, self.end_id] = float("-inf")
         return logprobs, state
+
+
+def flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak(rows: int, inner: int, outer: int, device: str) -> float:
+    """GFLOP/s of one (rows x inner) @ (inner x outer) product, best of 50: what the machine allows."""
+    a, b = torch.randn(rows, inner, device=device), torch.randn(inner, outer, device=device)
+    return 2 * rows * inner * outer / timed(lambda: a @ b, 50) / 1e9
 
 
 def machine(device: str) -> str:
@@ -91,10 +109,11 @@ def batched_vs_single(a: argparse.Namespace) -> None:
         inputs = torch.randn(a.images, 3, 96, 96, device=a.device)
         what = "ResNet-18 on 96x96 images, 3x3 grid + decoder"
     elif a.model in ATTENTION:
-        cfg = ModelConfig(name=a.model, embed_dim=128, hidden_dim=256, attention_dim=256, dropout=0.0)
+        e, h, att, grid = (64, 128, 64, 3) if a.tiny else (128, 256, 256, 7)
+        cfg = ModelConfig(name=a.model, embed_dim=e, hidden_dim=h, attention_dim=att, dropout=0.0)
         model = FeatureInput(MODELS.get(a.model)(cfg, 60, feature_dim=512)).to(a.device).eval()
-        inputs = torch.randn(a.images, 49, 512, device=a.device)  # 7x7 grid of ResNet-18 features
-        what = "decoder on given 7x7x512 region features"
+        inputs = torch.randn(a.images, grid * grid, 512, device=a.device)  # a grid of ResNet-18 features
+        what = f"decoder on given {grid}x{grid}x512 region features, embedding {e}, hidden {h}, attention {att}"
     else:
         cfg = ModelConfig(
             name=a.model,
@@ -107,8 +126,10 @@ def batched_vs_single(a: argparse.Namespace) -> None:
         inputs = torch.randn(a.images, 3, 64, 64, device=a.device)
         what = "ResNet-18 on 64x64 images + decoder"
     print(machine(a.device) + f"; {a.model} ({what}), vocab 60, {a.images} images, max_len {a.max_len}")
-    print("| decoder | batched img/s | one-by-one img/s | speed-up | same captions |")
-    print("|---|---|---|---|---|")
+    peak = matmul_peak(a.images * 5, 512 + 256, 4 * 256, a.device)  # an LSTM cell's product at beam 5
+    print(f"matrix-multiply peak: {peak:.0f} GFLOP/s ({a.images * 5} x 768 @ 768 x 1024)")
+    print("| decoder | batched img/s | one-by-one img/s | speed-up | same captions | batched GFLOP/s | of peak |")
+    print("|---|---|---|---|---|---|---|")
     for name, k in (("greedy", 1), ("beam 3", 3), ("beam 5", 5)):
         with torch.no_grad():
             together = decoding.decode(model, inputs, k, a.max_len).tokens
@@ -118,7 +139,11 @@ def batched_vs_single(a: argparse.Namespace) -> None:
             single = timed(
                 lambda k=k: [decoding.decode(model, inputs[i : i + 1], k, a.max_len) for i in range(a.images)], 1
             )
-        print(f"| {name} | {a.images / batched:.0f} | {a.images / single:.0f} | {single / batched:.1f}x | {same} |")
+            rate = flops(lambda k=k: decoding.decode(model, inputs, k, a.max_len)) / batched / 1e9
+        print(
+            f"| {name} | {a.images / batched:.0f} | {a.images / single:.0f} | {single / batched:.1f}x | {same} "
+            f"| {rate:.0f} | {rate / peak:.0%} |"
+        )
 
 
 def main() -> None:
@@ -126,11 +151,14 @@ def main() -> None:
     ap.add_argument("--model", default="cnn_gru", choices=["cnn_gru", "show_tell", *ATTENTION])
     ap.add_argument("--coco-size", action="store_true")
     ap.add_argument("--decoder-only", action="store_true", help="attention models: time the decoder on given features")
+    ap.add_argument("--tiny", action="store_true", help="with --decoder-only: the test-size decoder on a 3x3 grid")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
+    if a.tiny and not (a.decoder_only and a.model in ATTENTION):
+        ap.error("--tiny is for an attention model's --decoder-only run")
     if a.coco_size:
         if a.model not in ATTENTION:
             ap.error("--coco-size is for the attention models")

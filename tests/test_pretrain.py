@@ -95,6 +95,44 @@ def test_clip_gpt_starts_from_the_pretrained_towers(pretrained, tmp_path):
         build_model(bad.model, len(vocab))
 
 
+def test_clip_gpt_takes_one_tower_and_freezes_a_pretrained_image_tower(pretrained, synth_root, tmp_path):
+    from captionlab.training.trainer import train
+
+    _, result = pretrained
+    start = f"model.pretrained_from={result.run_dir / 'best.pt'}"
+    towers = read_checkpoint(result.run_dir / "best.pt")["model"]
+
+    def model(*overrides: str):
+        cfg = load_config(CONFIGS / "tiny" / "clip_gpt.yaml", [start, *overrides])
+        return build_model(cfg.model, len(towers["text.embed.weight"]))
+
+    image = model("model.pretrained_towers=image", "model.hidden_dim=64", "model.num_heads=2")  # any decoder
+    assert image.started_from and all(k.startswith("encoder.") for k in image.started_from)
+    assert torch.equal(image.encoder.cnn.body[0].weight, towers["encoder.cnn.body.0.weight"])
+    text = model("model.pretrained_towers=text", "model.encoder.fine_tune=false")
+    assert not any(k.startswith("encoder.") for k in text.started_from)
+    assert torch.equal(text.embed.weight, towers["text.embed.weight"]) and text.encoder.trainable  # random: trains
+    assert model().encoder.trainable  # the config fine-tunes the image tower
+    frozen = model("model.encoder.fine_tune=false")
+    assert not frozen.encoder.trainable and not any(p.requires_grad for p in frozen.encoder.parameters())
+
+    cfg = load_config(
+        CONFIGS / "tiny" / "clip_gpt.yaml",
+        [
+            start,
+            "model.encoder.fine_tune=false",
+            "train.feature_cache=true",
+            "train.epochs=1",
+            f"train.output_dir={tmp_path / 'runs'}",
+            f"data.path={synth_root / 'tiny'}",
+        ],
+    )
+    run = train(cfg, progress=False)
+    weights = read_checkpoint(run.run_dir / "best.pt")["model"]
+    assert torch.equal(weights["encoder.cnn.body.0.weight"], towers["encoder.cnn.body.0.weight"])  # frozen
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # trained from the cached tower features
+
+
 @pytest.mark.slow
 def test_pretrain_then_caption_from_the_cli(pretrained, synth_root, tmp_path, capsys, monkeypatch):
     _, result = pretrained

@@ -118,6 +118,17 @@ class ModelConfig:
     mapper_layers: int = opt(8, min=1)
     lm_frozen: bool = False  # clipcap: train only the mapper (S4's transformer-mapper recipe)
     pretrained_from: str | None = None  # clip_gpt: the `captionlab pretrain` checkpoint it starts from
+    pretrained_towers: str = opt(
+        "both", choices=("both", "image", "text"), help="clip_gpt: which pre-trained towers it starts from"
+    )
+
+    def image_tower_pretrained(self) -> bool:
+        """The encoder starts from trained weights: ImageNet's, or (clip_gpt) the pre-trained image tower."""
+        return self.encoder.pretrained or (bool(self.pretrained_from) and self.pretrained_towers != "text")
+
+    def encoder_trainable(self) -> bool:
+        """Trained weights stay frozen unless ``encoder.fine_tune``; random ones always train."""
+        return self.encoder.fine_tune or not self.image_tower_pretrained()
 
 
 _REWARD = r"(CIDEr|Bleu_4|METEOR)(:\d+(\.\d*)?)?"

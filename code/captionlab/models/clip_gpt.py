@@ -5,7 +5,10 @@ starts from the pre-trained text tower (embeddings, positions, self-attention an
 every block, final norm), with the output layer tied to the input embedding; only the
 cross-attention and the memory projection start fresh. ``model.pretrained_from`` names the
 ``captionlab pretrain`` checkpoint; the vocabulary is that checkpoint's, so token ids line up.
-Without it, the same model starts from random weights (the comparison the README reports).
+``model.pretrained_towers`` takes only the image or only the text tower. A pre-trained image tower
+is a pretrained encoder like ImageNet's: frozen unless ``model.encoder.fine_tune`` (so the
+feature cache and ``train.fine_tune_from_epoch`` apply to it). Without ``pretrained_from``, the
+same model starts from random weights (the comparison the README reports).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class ClipGPT(ViTTransformer):
         super().__init__(cfg, vocab_size)
         if cfg.pretrained_from:
             self.load_pretrained(cfg)
+            self.encoder.set_trainable(cfg.encoder_trainable())
 
     @staticmethod
     def _pretrain_checkpoint(cfg: ModelConfig) -> dict:
@@ -40,22 +44,23 @@ class ClipGPT(ViTTransformer):
     def load_pretrained(self, cfg: ModelConfig) -> None:
         ckpt = self._pretrain_checkpoint(cfg)
         theirs = ckpt["config"]["model"]
-        for key in MUST_MATCH:
+        text, image = cfg.pretrained_towers in ("both", "text"), cfg.pretrained_towers in ("both", "image")
+        for key in MUST_MATCH if text else ():
             if theirs[key] != getattr(cfg, key):
                 raise ValueError(
                     f"model.{key} = {getattr(cfg, key)!r} but the pre-trained text tower has "
                     f"{theirs[key]!r}: clip_gpt's decoder must have the text tower's shape"
                 )
-        if theirs["encoder"]["name"] != cfg.encoder.name:
+        if image and theirs["encoder"]["name"] != cfg.encoder.name:
             raise ValueError(
                 f"model.encoder.name = {cfg.encoder.name!r} but the pre-trained image tower is "
                 f"{theirs['encoder']['name']!r}"
             )
         state = {}
         for k, v in ckpt["model"].items():
-            if k.startswith("text."):
+            if text and k.startswith("text."):
                 state[k[len("text.") :]] = v
-            elif k.startswith("encoder."):
+            elif image and k.startswith("encoder."):
                 state[k] = v
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
@@ -65,4 +70,6 @@ class ClipGPT(ViTTransformer):
     @classmethod
     def text_vocab(cls, cfg: ModelConfig, tokenizer: str) -> Vocabulary | None:
         """The pre-training checkpoint's vocabulary: its text tower's embedding rows are these tokens."""
-        return Vocabulary(cls._pretrain_checkpoint(cfg)["vocab"]) if cfg.pretrained_from else None
+        if not cfg.pretrained_from or cfg.pretrained_towers == "image":
+            return None
+        return Vocabulary(cls._pretrain_checkpoint(cfg)["vocab"])

@@ -108,9 +108,8 @@ def _init_from(cfg: RunConfig, path: Path) -> tuple[RunConfig, Vocabulary, torch
     """The run takes the checkpoint's model config, vocabulary and weights; the encoder stays as
     trainable as it was (read_model builds it without pretrained weights, which would make it trainable)."""
     model, vocab, ckpt_cfg = read_model(path)
-    enc = ckpt_cfg.model.encoder
     if hasattr(model, "encoder") and hasattr(model.encoder, "set_trainable"):
-        model.encoder.set_trainable(enc.fine_tune or not enc.pretrained)
+        model.encoder.set_trainable(ckpt_cfg.model.encoder_trainable())
     return dataclasses.replace(cfg, model=ckpt_cfg.model), vocab, model
 
 
