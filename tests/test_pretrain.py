@@ -47,6 +47,52 @@ def test_info_nce_is_symmetric_and_rewards_matching_pairs():
     assert right < 0.01 < 2 < wrong and stats["batch_acc"] == 0.0
 
 
+def test_every_caption_of_an_image_is_a_positive_by_hand():
+    class Fixed(torch.nn.Module):
+        def forward(self, images, captions):
+            return images, texts, torch.tensor(2.0)
+
+    images = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)  # 2 images, 2 captions each
+    texts = F.normalize(torch.tensor([[1.0, 0.2], [0.8, 0.6], [0.1, 1.0], [-0.3, 1.0]]), dim=-1)
+    loss, stats = ContrastiveLoss()(Fixed(), images, torch.zeros(4, 3, dtype=torch.long))
+    logits = 2.0 * images @ texts.t()  # (2, 4)
+    i2t = [-torch.log(logits[i].exp()[2 * i : 2 * i + 2].sum() / logits[i].exp().sum()) for i in range(2)]
+    t2i = [-torch.log_softmax(logits[:, j], 0)[j // 2] for j in range(4)]
+    assert loss.item() == pytest.approx(float((sum(i2t) / 2 + sum(t2i) / 4) / 2), rel=1e-6)
+    assert stats["batch_acc"] == pytest.approx(1.0)  # every caption is nearest its own image
+
+
+class _Given(torch.nn.Module):
+    """A stand-in dual encoder: returns the embeddings it was given."""
+
+    def __init__(self, txt: torch.Tensor) -> None:
+        super().__init__()
+        self.txt = txt
+
+    def forward(self, images, captions):
+        return images, self.txt, torch.tensor(3.0)
+
+
+def _gathered_loss(rank: int, world: int, init: str, img: torch.Tensor, txt: torch.Tensor, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    b, k = img.size(0) // world, txt.size(0) // img.size(0)
+    mine = _Given(txt[rank * b * k : (rank + 1) * b * k])
+    loss, _ = ContrastiveLoss()(mine, img[rank * b : (rank + 1) * b], torch.zeros(b * k, 3, dtype=torch.long))
+    torch.save(loss.detach(), f"{out}.{rank}")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_give_the_one_process_loss_over_the_whole_batch(tmp_path):
+    """Under DDP the embeddings of both ranks are gathered, so every rank's loss is the global batch's."""
+    torch.manual_seed(0)
+    img, txt = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(18, 8), dim=-1)  # 3 captions each
+    whole, _ = ContrastiveLoss()(_Given(txt), img, torch.zeros(18, 3, dtype=torch.long))
+    out = str(tmp_path / "loss")
+    torch.multiprocessing.spawn(_gathered_loss, (2, f"file://{tmp_path / 'rendezvous'}", img, txt, out), nprocs=2)
+    for rank in (0, 1):
+        assert torch.load(f"{out}.{rank}").item() == pytest.approx(whole.item(), rel=1e-5)
+
+
 def test_next_token_loss_trains_the_text_tower_as_a_language_model():
     cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml")
     torch.manual_seed(0)

@@ -1,5 +1,7 @@
 """The contrastive loss strategy of ``captionlab pretrain``: symmetric InfoNCE over the batch, and
-retrieval recall on the val split instead of caption metrics.
+retrieval recall on the val split instead of caption metrics. With ``train.seq_per_img`` k > 1 every
+image brings k of its captions, all positives for it (image -> text: their probabilities summed;
+text -> image: each caption has one right image), so one step uses k times the text.
 
 Under DDP the embeddings of every rank are gathered (with gradients) before the loss, so the
 negatives are the whole global batch. Gradient accumulation would not enlarge that batch: the
@@ -40,19 +42,22 @@ class ContrastiveLoss:
 
     def __call__(self, model: Any, images: torch.Tensor, captions: torch.Tensor, idx: torch.Tensor | None = None):
         b = images.size(0)
-        first = captions.view(b, captions.size(0) // b, -1)[:, 0]  # one caption per image: (B, T)
-        out = model(images, first, lm=True) if self.lm_weight > 0 else model(images, first)
-        img, txt, scale = out[:3]  # unit vectors (B, D) each, and the logit scale
-        img, txt = gather(img), gather(txt)
-        logits = scale * img @ txt.t()  # (N, N): image i against every caption
-        labels = torch.arange(logits.size(0), device=logits.device)
-        loss = (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.t().float(), labels)) / 2
-        acc = (logits.argmax(1) == labels).float().mean()
+        k = captions.size(0) // b  # train.seq_per_img captions per image, all of them positives of it
+        out = model(images, captions, lm=True) if self.lm_weight > 0 else model(images, captions)
+        img, txt, scale = out[:3]  # unit vectors (B, D) and (B*k, D), and the logit scale
+        img, txt = gather(img), gather(txt)  # (N, D), (N*k, D): ranks stay in order, so caption j is image j // k's
+        logits = scale * img @ txt.t()  # (N, N*k): image i against every caption
+        owner = torch.arange(txt.size(0), device=logits.device) // k  # (N*k,)
+        positive = owner.unsqueeze(0) == torch.arange(img.size(0), device=logits.device).unsqueeze(1)  # (N, N*k)
+        # image -> text: all k captions of the image are right (their probabilities summed); text -> image: one
+        i2t = (logits.float().logsumexp(1) - logits.float().masked_fill(~positive, float("-inf")).logsumexp(1)).mean()
+        loss = (i2t + F.cross_entropy(logits.t().float(), owner)) / 2
+        acc = (logits.t().argmax(1) == owner).float().mean()  # each caption finds its image
         stats = {"temperature": float(1 / scale.detach()), "batch_acc": float(acc)}
         if self.lm_weight > 0:
-            word_logits = out[3][:, :-1]  # (B, T-1, V): the word after each prefix
+            word_logits = out[3][:, :-1]  # (B*k, T-1, V): the word after each prefix
             lm = F.cross_entropy(
-                word_logits.reshape(-1, word_logits.size(-1)).float(), first[:, 1:].reshape(-1), ignore_index=0
+                word_logits.reshape(-1, word_logits.size(-1)).float(), captions[:, 1:].reshape(-1), ignore_index=0
             )
             stats["lm_loss"] = float(lm.detach())
             loss = loss + self.lm_weight * lm
