@@ -133,24 +133,15 @@ def main() -> None:
     texts = [c for r in load_dataset(load_config(config).data).split("train") for c in r.captions]
     for kind in ("instructblip", "blip2", "llava"):
         save_tiny_vlm(kind, tmp / "vlm" / kind, texts, lm_steps=100)
+
+    def rebuild(kind: str, out: Path, *extra: str, before: str = "") -> tuple[subprocess.CompletedProcess, float]:
+        """``captionlab rebuild`` of the check's 200 images with the tiny model of ``kind``."""
+        model = ["--model", str(tmp / "vlm" / kind)]
+        return cli("rebuild", "--vlm", kind, *model, "--images", str(config), "--out", str(out), *extra, before=before)
+
     for kind, dtype in (("instructblip", "float16"), ("blip2", "float16"), ("llava", "float16"), ("llava", "bfloat16")):
         out = tmp / f"{kind}_{dtype}.jsonl"
-        run, s = cli(
-            "rebuild",
-            "--vlm",
-            kind,
-            "--model",
-            str(tmp / "vlm" / kind),
-            "--images",
-            str(config),
-            "--out",
-            str(out),
-            "--dtype",
-            dtype,
-            "--batch-size",
-            "64",
-            "--no-progress",
-        )
+        run, s = rebuild(kind, out, "--dtype", dtype, "--batch-size", "64", "--no-progress")
         recs = read_records(out)[1] if out.is_file() else []
         check(
             f"rebuild {kind} {dtype}, cuda",
@@ -184,20 +175,7 @@ def main() -> None:
         run.stdout.strip()[-80:],
     )
     out = tmp / "lora.jsonl"
-    run, s = cli(
-        "rebuild",
-        "--vlm",
-        "llava",
-        "--model",
-        str(tmp / "vlm" / "llava"),
-        "--adapter",
-        str(lora),
-        "--images",
-        str(config),
-        "--out",
-        str(out),
-        "--no-progress",
-    )
+    run, s = rebuild("llava", out, "--adapter", str(lora), "--no-progress")
     check(
         "rebuild llava + adapter, float16, cuda",
         run,
@@ -207,22 +185,8 @@ def main() -> None:
     )
     # leave ~40 MB free, then ask for a batch far too big for it
     hog = "import torch; f,_ = torch.cuda.mem_get_info(); torch.cuda.caching_allocator_alloc(int(f - 40e6))"
-    run, s = cli(
-        "rebuild",
-        "--vlm",
-        "llava",
-        "--model",
-        str(tmp / "vlm" / "llava"),
-        "--images",
-        str(config),
-        "--out",
-        str(tmp / "oom.jsonl"),
-        "--batch-size",
-        "200",
-        "--max-new-tokens",
-        "200",
-        "--no-progress",
-        before=hog,
+    run, s = rebuild(
+        "llava", tmp / "oom.jsonl", "--batch-size", "200", "--max-new-tokens", "200", "--no-progress", before=hog
     )
     said = "out of memory at batch size 200" in run.stderr
     ROWS.append(
