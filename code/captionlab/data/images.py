@@ -66,9 +66,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     its EXIF orientation says (phones store photos sideways with a rotation tag), convert to RGB."""
     path = Path(path)
     _check_file(path)
-    with _decoding(path), Image.open(path) as img:
-        img.load()
-        return to_rgb(ImageOps.exif_transpose(img))
+    return _decode(path, path)
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
@@ -76,7 +74,11 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = Non
     before any decoding, so a small file that would unpack into gigabytes is refused cheaply."""
     if not data:
         raise BadImageError(f"image {name} is empty (0 bytes)")
-    with _decoding(Path(name)), Image.open(io.BytesIO(data)) as img:
+    return _decode(io.BytesIO(data), Path(name), max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: Path, max_pixels: int | None = None) -> Image.Image:
+    with _decoding(name), Image.open(source) as img:
         if max_pixels is not None and img.width * img.height > max_pixels:
             raise BadImageError(
                 f"refusing image {name}: {img.width}x{img.height} pixels is over the limit of "
