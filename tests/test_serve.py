@@ -19,6 +19,7 @@ from PIL import Image
 
 from captionlab import load_checkpoint
 from captionlab.data import load_dataset
+from captionlab.data.images import BadImageError, ImageTooLargeError, decode_image
 from captionlab.paths import ROOT
 from captionlab.serve.app import ServeOptions, load_app
 
@@ -94,6 +95,18 @@ def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_going(served)
         detail = a.json()["detail"]
         assert isinstance(detail, str) and "\n" not in detail and words in detail, (name, detail)
     assert answers[-1].status_code == 200 and answers[-1].json()["caption"]  # and it still captions
+
+
+def test_both_pixel_limits_refuse_an_image_as_too_large(monkeypatch):
+    big = png(Image.new("1", (2500, 2000)))  # 5 M pixels
+    with pytest.raises(ImageTooLargeError, match="^refusing image up.png: 2500x2000 pixels is over the limit"):
+        decode_image(big, "up.png", max_pixels=4_000_000)  # ours, before PIL's
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # PIL's own decompression-bomb limit
+    with pytest.raises(ImageTooLargeError, match="^refusing image up.png: "):
+        decode_image(big, "up.png", max_pixels=None)
+    with pytest.raises(BadImageError) as bad:
+        decode_image(b"hello", "up.png")
+    assert not isinstance(bad.value, ImageTooLargeError)
 
 
 def test_a_full_queue_answers_503_with_retry_after(served, monkeypatch):

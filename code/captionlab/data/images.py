@@ -21,6 +21,10 @@ class BadImageError(ValueError):
     """An image file that is missing or cannot be decoded."""
 
 
+class ImageTooLargeError(BadImageError):
+    """An image refused for its pixel count, read from the header before decoding (a decompression bomb)."""
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Greyscale, CMYK, palette and 16-bit images become RGB; transparency is laid on white."""
     if img.mode == "RGB":
@@ -55,8 +59,10 @@ def _decoding(path: Path) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
+    except BadImageError:  # ours, already naming the image
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImageError(f"refusing image {path}: {e}") from None
+        raise ImageTooLargeError(f"refusing image {path}: {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"cannot read image {path}: {e}") from None
 
@@ -80,7 +86,7 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = Non
 def _decode(source: Path | io.BytesIO, name: Path, max_pixels: int | None = None) -> Image.Image:
     with _decoding(name), Image.open(source) as img:
         if max_pixels is not None and img.width * img.height > max_pixels:
-            raise BadImageError(
+            raise ImageTooLargeError(
                 f"refusing image {name}: {img.width}x{img.height} pixels is over the limit of "
                 f"{max_pixels / 1e6:.0f} M pixels (a decompression bomb?)"
             )

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..captioner import Captioner
-from ..data.images import BadImageError, decode_image
+from ..data.images import BadImageError, ImageTooLargeError, decode_image
 from .batcher import DynamicBatcher, QueueFull
 
 LIMITS = {"beam_size": (1, 20), "max_len": (1, 100)}
@@ -159,7 +159,7 @@ def create_app(
         try:
             item = await run_in_threadpool(prepare, captioner, data, file.filename or "upload", o.max_pixels)
         except BadImageError as e:
-            raise HTTPException(413 if "over the limit" in str(e) else 400, str(e)) from None
+            raise HTTPException(413 if isinstance(e, ImageTooLargeError) else 400, str(e)) from None
         try:
             result = await batcher.submit(item, settings)
         except QueueFull as e:
