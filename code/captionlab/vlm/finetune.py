@@ -22,7 +22,7 @@ from ..data.images import load_image
 from ..paths import resolve
 from ..progress import progress
 from ..training.distributed import setup
-from .models import VLM, is_out_of_memory, load_vlm, out_of_memory, quiet_peft
+from .models import VLM, load_vlm, memory_advice, quiet_peft
 
 STYLE_PROMPT = "Please describe this image in deepfashion dataset style."  # S1's fixed question
 
@@ -124,14 +124,10 @@ def finetune(o: FinetuneOptions) -> FinetuneResult:
                 break
             chunk = order[i : i + o.batch_size]
             batch = training_batch(vlm, prompt_ids, [load_image(p) for p, _ in chunk], [c for _, c in chunk], extra)
-            try:
+            with memory_advice(o.batch_size):
                 loss = vlm.model(**batch).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-            except RuntimeError as e:
-                if is_out_of_memory(e):
-                    raise out_of_memory(o.batch_size) from None
-                raise
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             losses.append(loss.item())

@@ -194,6 +194,17 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in text.lower() or "ALLOC_FAILED" in text
 
 
+@contextmanager
+def memory_advice(batch_size: int) -> Iterator[None]:
+    """CUDA running out of memory inside becomes the VLMError that says what to lower; other errors pass."""
+    try:
+        yield
+    except RuntimeError as e:  # OutOfMemoryError is one
+        if is_out_of_memory(e):
+            raise out_of_memory(batch_size) from None
+        raise
+
+
 def out_of_memory(batch_size: int, what: str = "--batch-size") -> VLMError:
     return VLMError(
         f"CUDA out of memory at batch size {batch_size}: lower {what} (e.g. {max(1, batch_size // 2)}), "

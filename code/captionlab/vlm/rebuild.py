@@ -26,7 +26,7 @@ from ..files import atomic_write_text
 from ..paths import resolve
 from ..progress import progress
 from ..training import distributed
-from .models import VLM, is_out_of_memory, kind_of, load_vlm, out_of_memory
+from .models import VLM, kind_of, load_vlm, memory_advice
 from .records import RecordWriter, read_records
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -265,12 +265,8 @@ def caption_items(
 
 
 def _generate(vlm: VLM, images: list, prompt: str, generation: dict[str, Any], batch_size: int) -> list[str]:
-    try:
+    with memory_advice(batch_size):
         return vlm.generate(vlm.inputs(images, prompt), **generation)
-    except RuntimeError as e:  # OutOfMemoryError is one
-        if is_out_of_memory(e):
-            raise out_of_memory(batch_size) from None
-        raise
 
 
 def merge(out: Path, header: dict[str, Any], items: list[Item]) -> None:
