@@ -6,7 +6,7 @@ Default: a CNN+GRU of the demo's size on random 64x64 images (the CNN included).
 features (7x7 grid of 512-d features), with ``--tiny`` the test-size decoder (3x3 grid, embedding 64,
 hidden 128, attention 64). Batched vs one image at a time; the captions are compared. The last
 columns say how close batched decoding runs to the machine's matrix-multiply peak (counted FLOPs of
-the batched run over its time, against a plain matmul of the decoder's largest shape): one image at a
+the batched run over its time, against a plain matmul of about the LSTM cell's size): one image at a
 time cannot be slower than the batched run by more than peak / its own rate allows.
 ``--coco-size``: vocabulary 9,490, embedding/hidden/attention 512, 14x14x2048 region features given
 directly (no CNN), beam 5, every caption run to 20 words (<end> suppressed), random weights: prints
@@ -126,7 +126,7 @@ def batched_vs_single(a: argparse.Namespace) -> None:
         inputs = torch.randn(a.images, 3, 64, 64, device=a.device)
         what = "ResNet-18 on 64x64 images + decoder"
     print(machine(a.device) + f"; {a.model} ({what}), vocab 60, {a.images} images, max_len {a.max_len}")
-    peak = matmul_peak(a.images * 5, 512 + 256, 4 * 256, a.device)  # an LSTM cell's product at beam 5
+    peak = matmul_peak(a.images * 5, 512 + 256, 4 * 256, a.device)  # about an LSTM cell's product at beam 5
     print(f"matrix-multiply peak: {peak:.0f} GFLOP/s ({a.images * 5} x 768 @ 768 x 1024)")
     print("| decoder | batched img/s | one-by-one img/s | speed-up | same captions | batched GFLOP/s | of peak |")
     print("|---|---|---|---|---|---|---|")
