@@ -36,6 +36,8 @@ def timed(fn, repeat: int = 3) -> float:
     fn()  # warm-up
     best = float("inf")
     for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         t = time.perf_counter()
         fn()
         if torch.cuda.is_available():

@@ -6,7 +6,9 @@ bfloat16, and a real CUDA out-of-memory answered with its message. Prints a tabl
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,20 +54,27 @@ def check(name: str, run: subprocess.CompletedProcess, seconds: float, ok: bool,
     print(f"{name}: {status} {seconds:.1f} s {detail}", flush=True)
 
 
+SECTIONS = ("train", "attention", "clip", "resume", "vlm", "oom")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gpu_check.md")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    ap.add_argument("--work", help="working folder, kept (default: a new temporary one); a later call can reuse it")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA GPU")
     head = f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     print(head, flush=True)
-    tmp = Path(tempfile.mkdtemp())
+    tmp = Path(a.work or tempfile.mkdtemp())
+    tmp.mkdir(parents=True, exist_ok=True)
     data = tmp / "data"
     config = tmp / "data.yaml"
     config.write_text(f"data:\n  format: synthetic\n  path: {data}\n  synthetic_n: 200\n  image_size: 64\n")
-    run, _ = cli("synth", "--out", str(data), "--n", "200")
-    assert run.returncode == 0, run.stderr
+    if not (data / "dataset_synthetic.json").is_file():
+        run, _ = cli("synth", "--out", str(data), "--n", "200")
+        assert run.returncode == 0, run.stderr
     common = [
         f"data.path={data}",
         "data.synthetic_n=200",
@@ -73,8 +82,51 @@ def main() -> None:
         "train.device=cuda",
         "--no-progress",
     ]
+    for name in a.sections.split(","):
+        start = time.perf_counter()
+        try:
+            globals()[f"check_{name}"](tmp, data, config, common)
+        except Exception as e:  # one broken section must not hide the others' rows
+            ROWS.append((f"section {name}", f"FAILED ({type(e).__name__})", str(e)[-300:].replace("\n", " / ")))
+        print(f"[section {name}: {time.perf_counter() - start:.0f} s]", flush=True)
+        write_table(a.out, head)
+    print(Path(a.out).read_text())
 
-    # 1. AMP training on the GPU, then the same checkpoint decoded on the GPU and on the CPU
+
+def write_table(out: str, head: str) -> None:
+    table = [f"GPU check on {head}", "", "| check | result | detail |", "|---|---|---|"] + [
+        f"| {n} | {r} | {d} |" for n, r, d in ROWS
+    ]
+    Path(out).write_text("\n".join(table) + "\n")
+
+
+def compare_devices(name: str, ckpt: Path | list[Path], images: list) -> None:
+    """The same checkpoint(s) decoded with beam 3 on the GPU and on the CPU."""
+    from captionlab import load_checkpoint
+
+    paths = [str(p) for p in ckpt] if isinstance(ckpt, list) else str(ckpt)
+    start = time.perf_counter()
+    gpu = load_checkpoint(paths, "cuda").caption(images, beam_size=3)
+    cpu = load_checkpoint(paths, "cpu").caption(images, beam_size=3)
+    same = sum(g == c for g, c in zip(gpu, cpu))
+    ok = same >= len(images) - 2  # float rounding may flip a near-tie in a beam
+    ROWS.append(
+        (
+            name,
+            "ok" if ok else "FAILED",
+            f"{time.perf_counter() - start:.1f} s; {same}/{len(images)} captions identical; first: {gpu[0]!r}",
+        )
+    )
+
+
+def test_images(data: Path, n: int = 32) -> list:
+    from captionlab.data.images import load_image
+
+    return [load_image(p) for p in sorted((data / "images").glob("*.png"))[:n]]
+
+
+def check_train(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
+    """AMP training (CNN+GRU, ViT+Transformer), decoding on the GPU vs the CPU, one-process NCCL."""
     run, s = cli(
         "train", "code/configs/tiny/cnn_gru.yaml", *common, "train.amp=true", "train.epochs=2", "train.run_name=amp_gru"
     )
@@ -86,26 +138,9 @@ def main() -> None:
         len(log) == 3,
         f"{len(log) - 1} epochs logged; last: {log[-1] if log else ''}",
     )
-    from captionlab import load_checkpoint
-    from captionlab.data.images import load_image
-
-    images = [load_image(p) for p in sorted((data / "images").glob("*.png"))[:32]]
-    ckpt = tmp / "runs" / "amp_gru" / "best.pt"
-    if ckpt.is_file():
-        start = time.perf_counter()
-        gpu = [r for r in load_checkpoint(ckpt, "cuda").caption(images, beam_size=3)]
-        cpu = [r for r in load_checkpoint(ckpt, "cpu").caption(images, beam_size=3)]
-        same = sum(g == c for g, c in zip(gpu, cpu))
-        ok = same >= 30  # float rounding may flip a near-tie in a beam
-        ROWS.append(
-            (
-                "beam 3 on cuda vs cpu, same checkpoint",
-                "ok" if ok else "FAILED",
-                f"{time.perf_counter() - start:.1f} s; {same}/32 captions identical",
-            )
-        )
-
-    # 2. ViT + Transformer decoder with AMP; one-process torchrun over NCCL
+    compare_devices(
+        "cnn_gru beam 3 on cuda vs cpu, same checkpoint", tmp / "runs" / "amp_gru" / "best.pt", test_images(data)
+    )
     run, s = cli(
         "train",
         "code/configs/tiny/vit_transformer.yaml",
@@ -124,7 +159,162 @@ def main() -> None:
         "cnn_gru under torchrun (NCCL, 1 GPU)", run, s, (tmp / "runs" / "nccl" / "best.pt").is_file(), "best.pt written"
     )
 
-    # 3. vision-language models: rebuilds in half precision, LoRA in bfloat16, real out-of-memory
+
+def last_row(run_dir: Path) -> dict[str, str]:
+    rows = list(csv.DictReader((run_dir / "log.csv").open())) if (run_dir / "log.csv").is_file() else []
+    return rows[-1] if rows else {}
+
+
+def brief(row: dict[str, str], *keys: str) -> str:
+    return ", ".join(f"{k} {float(row[k]):.3f}" for k in keys if row.get(k, "") != "")
+
+
+def check_attention(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
+    """Show-Attend-Tell from a frozen 'pretrained' ResNet through the feature cache, then its last stage
+    fine-tuned (AMP); adaptive attention (AMP); both decoded on cuda vs cpu and as an ensemble; the
+    attention plot on cuda; SCST (AMP) from the Show-Attend-Tell checkpoint."""
+    from torchvision.models import resnet18
+
+    weights = tmp / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(resnet18().state_dict(), weights)  # stands in for ImageNet weights: loaded, then frozen
+    runs = tmp / "runs"
+    stages = ["model.encoder.pretrained=true", f"model.encoder.weights={weights}", "train.feature_cache=true"]
+    stages += ["train.fine_tune_from_epoch=3", "train.fine_tune_blocks=1", "train.epochs=4"]
+    run, s = cli("train", "code/configs/tiny/attention.yaml", *common, "train.amp=true", *stages, "train.run_name=sat")
+    caches = list((tmp / "cache").glob("*.npy"))
+    row = last_row(runs / "sat")
+    check(
+        "show_attend_tell: feature cache (epochs 1-2), last stage fine-tuned (3-4), AMP, cuda",
+        run,
+        s,
+        row.get("epoch") == "4" and len(caches) == 1,
+        f"{len(caches)} cache file; epoch 4: {brief(row, 'train_loss', 'CIDEr')}",
+    )
+    run, s = cli(
+        "train", "code/configs/tiny/adaptive.yaml", *common, "train.amp=true", "train.epochs=4", "train.run_name=ada"
+    )
+    row = last_row(runs / "ada")
+    check("adaptive_attention train, AMP, cuda", run, s, row.get("epoch") == "4", brief(row, "train_loss", "CIDEr"))
+    images = test_images(data)
+    compare_devices("show_attend_tell beam 3 on cuda vs cpu", runs / "sat" / "best.pt", images)
+    compare_devices(
+        "ensemble (show_attend_tell + adaptive) beam 3 on cuda vs cpu",
+        [runs / "sat" / "best.pt", runs / "ada" / "best.pt"],
+        images,
+    )
+    image = sorted((data / "images").glob("*.png"))[0]
+    plot = tmp / "attention.png"
+    run, s = cli(
+        "caption", str(runs / "ada" / "best.pt"), str(image), "--attention-plot", str(plot), "--device", "cuda"
+    )
+    check("caption --attention-plot (adaptive), cuda", run, s, plot.is_file(), run.stdout.strip()[-80:])
+    scst = [f"train.init_from={runs / 'sat' / 'best.pt'}", "data.image_size=96", "train.scst_samples=4"]
+    run, s = cli("train", "code/configs/tiny/scst.yaml", *common, "train.amp=true", *scst, "train.run_name=scst")
+    row = last_row(runs / "scst")
+    check("SCST from show_attend_tell, AMP, cuda", run, s, row.get("epoch") == "1", brief(row, "train_loss", "CIDEr"))
+
+
+def check_clip(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
+    """Contrastive pre-training under torchrun (NCCL gather), clip_gpt from it, ClipCap over a tiny
+    GPT-2 (Hugging Face classes under autocast)."""
+    runs = tmp / "runs"
+    run, s = cli(
+        "pretrain",
+        "code/configs/tiny/pretrain.yaml",
+        *common,
+        "train.amp=true",
+        "train.epochs=2",
+        "train.run_name=pre",
+        torchrun=True,
+    )
+    row = last_row(runs / "pre")
+    check(
+        "pretrain under torchrun (NCCL), AMP, cuda",
+        run,
+        s,
+        row.get("epoch") == "2",
+        brief(row, "train_loss", "mean_recall"),
+    )
+    clip = [f"model.pretrained_from={runs / 'pre' / 'best.pt'}", "train.epochs=2", "train.run_name=clip_gpt"]
+    run, s = cli("train", "code/configs/tiny/clip_gpt.yaml", *common, "train.amp=true", *clip)
+    row = last_row(runs / "clip_gpt")
+    check(
+        "clip_gpt from the pre-training, AMP, cuda",
+        run,
+        s,
+        row.get("epoch") == "2",
+        brief(row, "train_loss", "CIDEr"),
+    )
+    hf = [f"model.clip={tmp / 'hf' / 'clip'}", f"model.lm={tmp / 'hf' / 'gpt2'}"]
+    run, s = cli("tiny-hf", "code/configs/tiny/clipcap_mlp.yaml", *common[:2], *hf)
+    check("tiny-hf (tiny CLIP + GPT-2 written)", run, s, (tmp / "hf" / "gpt2").is_dir(), "")
+    run, s = cli(
+        "train",
+        "code/configs/tiny/clipcap_mlp.yaml",
+        *common,
+        *hf,
+        "train.amp=true",
+        "train.epochs=2",
+        "train.run_name=clipcap",
+    )
+    row = last_row(runs / "clipcap")
+    check(
+        "clipcap (MLP, GPT-2 tuned), feature cache, AMP, cuda",
+        run,
+        s,
+        row.get("epoch") == "2",
+        brief(row, "train_loss", "CIDEr"),
+    )
+    if (runs / "clipcap" / "best.pt").is_file():
+        compare_devices("clipcap beam 3 on cuda vs cpu", runs / "clipcap" / "best.pt", test_images(data, 16))
+
+
+def check_resume(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
+    """SIGTERM mid-epoch under AMP on the GPU, --resume, against an uninterrupted run (GradScaler state,
+    CUDA RNG, sampler position). GPU kernels (atomic adds in backward) need not repeat bit for bit, so
+    a second uninterrupted run gives the floor the resumed run is held to."""
+    runs = tmp / "runs"
+    args = ["code/configs/tiny/cnn_gru.yaml", *common, "train.amp=true", "data.synthetic_n=200", "train.batch_size=8"]
+    args += ["train.epochs=2", "train.save_every_steps=1", "train.log_every=1", "train.seed=3"]
+    for name in ("straight", "again"):
+        run, s = cli("train", *args, f"train.run_name={name}")
+        check(f"uninterrupted run ({name}), AMP, cuda", run, s, (runs / name / "last.pt").is_file(), "")
+    cmd = [sys.executable, "-m", "captionlab.cli", "train", *args, "train.run_name=stopped"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "code"), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    steps = runs / "stopped" / "steps.csv"
+    while proc.poll() is None and (not steps.is_file() or len(steps.read_text().splitlines()) < 12):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    run, s = cli("train", *args, "train.run_name=stopped", "--resume")
+    floor, floor_loss = differences(runs / "straight", runs / "again")
+    diff, loss = differences(runs / "straight", runs / "stopped")
+    check(
+        "SIGTERM mid-epoch + --resume, AMP, cuda, vs uninterrupted",
+        run,
+        time.perf_counter() - start,
+        proc.returncode == 143 and diff <= 10 * floor + 1e-6,
+        f"stopped exit {proc.returncode}; largest weight / step-loss difference to the uninterrupted run "
+        f"{diff:.2e} / {loss:.2e}; between two uninterrupted runs {floor:.2e} / {floor_loss:.2e}",
+    )
+
+
+def differences(a: Path, b: Path) -> tuple[float, float]:
+    """Largest difference of two runs' final weights and of their logged step losses (inf: missing)."""
+    if not (a / "last.pt").is_file() or not (b / "last.pt").is_file():
+        return float("inf"), float("inf")
+    x = torch.load(a / "last.pt", map_location="cpu", weights_only=True)["model"]
+    y = torch.load(b / "last.pt", map_location="cpu", weights_only=True)["model"]
+    weights = max((x[k].float() - y[k].float()).abs().max().item() for k in x)
+    la, lb = ([float(r["loss"]) for r in csv.DictReader((r / "steps.csv").open())] for r in (a, b))
+    return weights, max(abs(u - v) for u, v in zip(la, lb)) if len(la) == len(lb) else float("inf")
+
+
+def check_vlm(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
+    """Rebuilds in half precision, LoRA in bfloat16, a real CUDA out-of-memory answered with its message."""
     from captionlab.config import load_config
     from captionlab.data.adapters import load_dataset
     from captionlab.vlm.records import read_records
@@ -183,10 +373,31 @@ def main() -> None:
         out.is_file(),
         (read_records(out)[1][0]["caption"][:50] if out.is_file() else ""),
     )
+
+
+def check_oom(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
+    """A real CUDA out-of-memory in rebuild, answered with its message (alone on the GPU: it fills it)."""
+    if not (tmp / "vlm" / "llava").is_dir():
+        from captionlab.config import load_config
+        from captionlab.data.adapters import load_dataset
+        from captionlab.vlm.tiny import save_tiny_vlm
+
+        texts = [c for r in load_dataset(load_config(config).data).split("train") for c in r.captions]
+        save_tiny_vlm("llava", tmp / "vlm" / "llava", texts, lm_steps=100)
     # leave ~40 MB free, then ask for a batch far too big for it
     hog = "import torch; f,_ = torch.cuda.mem_get_info(); torch.cuda.caching_allocator_alloc(int(f - 40e6))"
-    run, s = rebuild(
-        "llava", tmp / "oom.jsonl", "--batch-size", "200", "--max-new-tokens", "200", "--no-progress", before=hog
+    model = ["--vlm", "llava", "--model", str(tmp / "vlm" / "llava"), "--images", str(config)]
+    run, s = cli(
+        "rebuild",
+        *model,
+        "--out",
+        str(tmp / "oom.jsonl"),
+        "--batch-size",
+        "200",
+        "--max-new-tokens",
+        "200",
+        "--no-progress",
+        before=hog,
     )
     said = "out of memory at batch size 200" in run.stderr
     ROWS.append(
@@ -196,12 +407,6 @@ def main() -> None:
             f"{s:.1f} s; " + " / ".join(run.stderr.strip().splitlines()[-3:])[-300:],
         )
     )
-
-    table = [f"GPU check on {head}", "", "| check | result | detail |", "|---|---|---|"] + [
-        f"| {n} | {r} | {d} |" for n, r, d in ROWS
-    ]
-    Path(a.out).write_text("\n".join(table) + "\n")
-    print("\n".join(table))
 
 
 if __name__ == "__main__":
