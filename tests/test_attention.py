@@ -72,6 +72,36 @@ def test_attention_rows_sum_to_one_with_the_sentinel(name):
         assert ((out.sentinel > 0) & (out.sentinel < 1)).all()
 
 
+def test_adaptive_sentinel_is_held_off_for_the_warm_up_batches_and_the_count_survives_a_checkpoint():
+    model = tiny("adaptive_attention", sentinel_warmup_steps=2, sentinel_bias=0.0).train()
+    feats, caps = torch.randn(2, 9, model.feature_dim), captions(2)
+    weights: list[float] = []
+    step = model._step
+
+    def spy(tokens, state):
+        logits, new = step(tokens, state)
+        weights.append(float(new["sentinel"].detach().max()))
+        return logits, new
+
+    model._step = spy
+    largest = []
+    for _ in range(3):
+        weights.clear()
+        model.forward_features(feats, caps)
+        largest.append(max(weights))
+    assert largest[0] == 0.0 and largest[1] == 0.0 and largest[2] > 0.01  # batches 1-2 held off, then open
+    model.eval()
+    weights.clear()
+    model.forward_features(feats, caps)  # decoding and validation never hold it off, nor count
+    assert max(weights) > 0.01 and int(model.batches_seen) == 3
+    resumed = tiny("adaptive_attention", sentinel_warmup_steps=2)
+    resumed.load_state_dict(model.state_dict())
+    assert int(resumed.batches_seen) == 3
+    older = {k: v for k, v in model.state_dict().items() if k != "batches_seen"}  # a checkpoint from before
+    resumed.load_state_dict(older)
+    assert int(resumed.batches_seen) > 2  # taken as past any warm-up
+
+
 def test_doubly_stochastic_term_changes_the_loss_and_its_gradient():
     model = tiny("show_attend_tell").train()
     images, caps = torch.randn(2, 3, 64, 64), captions(2)

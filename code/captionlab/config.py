@@ -103,6 +103,9 @@ class ModelConfig:
     attention_dim: int = opt(512, min=1)
     cell: str = opt("lstm", choices=("lstm", "gru"), help="show_attend_tell's recurrent cell")
     sentinel_bias: float = opt(-6.0, help="adaptive_attention: initial score offset of the visual sentinel")
+    sentinel_warmup_steps: int = opt(
+        0, min=0, help="adaptive_attention: training batches during which the sentinel is held off (0: never)"
+    )
     blind: bool = False  # ablation: zero the image features, so only the language prior is learned
     # Transformer decoder (vit_transformer) and ClipCap's transformer mapper
     num_heads: int = opt(8, min=1)
