@@ -169,6 +169,24 @@ def brief(row: dict[str, str], *keys: str) -> str:
     return ", ".join(f"{k} {float(row[k]):.3f}" for k in keys if row.get(k, "") != "")
 
 
+def trained(
+    label: str,
+    runs: Path,
+    command: str,
+    config: str,
+    name: str,
+    epochs: int,
+    metric: str,
+    *extra: str,
+    torchrun: bool = False,
+) -> None:
+    """``captionlab COMMAND CONFIG`` for ``epochs`` (AMP, on the GPU); checks that every epoch was logged."""
+    args = [*extra, "train.amp=true", f"train.epochs={epochs}", f"train.run_name={name}"]
+    run, s = cli(command, config, *args, torchrun=torchrun)
+    row = last_row(runs / name)
+    check(label, run, s, row.get("epoch") == str(epochs), brief(row, "train_loss", metric))
+
+
 def check_attention(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
     """Show-Attend-Tell from a frozen 'pretrained' ResNet through the feature cache, then its last stage
     fine-tuned (AMP); adaptive attention (AMP); both decoded on cuda vs cpu and as an ensemble; the
@@ -191,11 +209,8 @@ def check_attention(tmp: Path, data: Path, config: Path, common: list[str]) -> N
         row.get("epoch") == "4" and len(caches) == 1,
         f"{len(caches)} cache file; epoch 4: {brief(row, 'train_loss', 'CIDEr')}",
     )
-    run, s = cli(
-        "train", "code/configs/tiny/adaptive.yaml", *common, "train.amp=true", "train.epochs=4", "train.run_name=ada"
-    )
-    row = last_row(runs / "ada")
-    check("adaptive_attention train, AMP, cuda", run, s, row.get("epoch") == "4", brief(row, "train_loss", "CIDEr"))
+    label = "adaptive_attention train, AMP, cuda"
+    trained(label, runs, "train", "code/configs/tiny/adaptive.yaml", "ada", 4, "CIDEr", *common)
     images = test_images(data)
     compare_devices("show_attend_tell beam 3 on cuda vs cpu", runs / "sat" / "best.pt", images)
     compare_devices(
@@ -210,62 +225,24 @@ def check_attention(tmp: Path, data: Path, config: Path, common: list[str]) -> N
     )
     check("caption --attention-plot (adaptive), cuda", run, s, plot.is_file(), run.stdout.strip()[-80:])
     scst = [f"train.init_from={runs / 'sat' / 'best.pt'}", "data.image_size=96", "train.scst_samples=4"]
-    run, s = cli("train", "code/configs/tiny/scst.yaml", *common, "train.amp=true", *scst, "train.run_name=scst")
-    row = last_row(runs / "scst")
-    check("SCST from show_attend_tell, AMP, cuda", run, s, row.get("epoch") == "1", brief(row, "train_loss", "CIDEr"))
+    label = "SCST from show_attend_tell, AMP, cuda"
+    trained(label, runs, "train", "code/configs/tiny/scst.yaml", "scst", 1, "CIDEr", *common, *scst)
 
 
 def check_clip(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
     """Contrastive pre-training under torchrun (NCCL gather), clip_gpt from it, ClipCap over a tiny
     GPT-2 (Hugging Face classes under autocast)."""
     runs = tmp / "runs"
-    run, s = cli(
-        "pretrain",
-        "code/configs/tiny/pretrain.yaml",
-        *common,
-        "train.amp=true",
-        "train.epochs=2",
-        "train.run_name=pre",
-        torchrun=True,
-    )
-    row = last_row(runs / "pre")
-    check(
-        "pretrain under torchrun (NCCL), AMP, cuda",
-        run,
-        s,
-        row.get("epoch") == "2",
-        brief(row, "train_loss", "mean_recall"),
-    )
-    clip = [f"model.pretrained_from={runs / 'pre' / 'best.pt'}", "train.epochs=2", "train.run_name=clip_gpt"]
-    run, s = cli("train", "code/configs/tiny/clip_gpt.yaml", *common, "train.amp=true", *clip)
-    row = last_row(runs / "clip_gpt")
-    check(
-        "clip_gpt from the pre-training, AMP, cuda",
-        run,
-        s,
-        row.get("epoch") == "2",
-        brief(row, "train_loss", "CIDEr"),
-    )
+    label = "pretrain under torchrun (NCCL), AMP, cuda"
+    trained(label, runs, "pretrain", "code/configs/tiny/pretrain.yaml", "pre", 2, "mean_recall", *common, torchrun=True)
+    clip = [f"model.pretrained_from={runs / 'pre' / 'best.pt'}"]
+    label = "clip_gpt from the pre-training, AMP, cuda"
+    trained(label, runs, "train", "code/configs/tiny/clip_gpt.yaml", "clip_gpt", 2, "CIDEr", *common, *clip)
     hf = [f"model.clip={tmp / 'hf' / 'clip'}", f"model.lm={tmp / 'hf' / 'gpt2'}"]
     run, s = cli("tiny-hf", "code/configs/tiny/clipcap_mlp.yaml", *common[:2], *hf)
     check("tiny-hf (tiny CLIP + GPT-2 written)", run, s, (tmp / "hf" / "gpt2").is_dir(), "")
-    run, s = cli(
-        "train",
-        "code/configs/tiny/clipcap_mlp.yaml",
-        *common,
-        *hf,
-        "train.amp=true",
-        "train.epochs=2",
-        "train.run_name=clipcap",
-    )
-    row = last_row(runs / "clipcap")
-    check(
-        "clipcap (MLP, GPT-2 tuned), feature cache, AMP, cuda",
-        run,
-        s,
-        row.get("epoch") == "2",
-        brief(row, "train_loss", "CIDEr"),
-    )
+    label = "clipcap (MLP, GPT-2 tuned), feature cache, AMP, cuda"
+    trained(label, runs, "train", "code/configs/tiny/clipcap_mlp.yaml", "clipcap", 2, "CIDEr", *common, *hf)
     if (runs / "clipcap" / "best.pt").is_file():
         compare_devices("clipcap beam 3 on cuda vs cpu", runs / "clipcap" / "best.pt", test_images(data, 16))
 

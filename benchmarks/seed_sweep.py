@@ -14,6 +14,7 @@ Test metrics: Bleu_4, ROUGE_L, CIDEr (pycocoevalcap, simple tokenizer: no Java n
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import statistics
 import subprocess
@@ -40,6 +41,9 @@ def train(config: str, seed: int, out: Path, device: str, threads: int, override
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{run} failed: {done.stderr[-1500:]}")
+    with (out / run / "log.csv").open() as f:
+        val = [float(r["CIDEr"]) for r in csv.DictReader(f)]
+    print(f"{run}: val CIDEr-D by epoch " + " ".join(f"{v:.3f}" for v in val), flush=True)
     return out / run / "best.pt"
 
 
