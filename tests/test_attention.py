@@ -100,6 +100,8 @@ def test_adaptive_sentinel_is_held_off_for_the_warm_up_batches_and_the_count_sur
     older = {k: v for k, v in model.state_dict().items() if k != "batches_seen"}  # a checkpoint from before
     resumed.load_state_dict(older)
     assert int(resumed.batches_seen) > 2  # taken as past any warm-up
+    resumed.train().forward_features(feats, caps)  # and training on from it keeps it so
+    assert int(resumed.batches_seen) > 2
 
 
 def test_doubly_stochastic_term_changes_the_loss_and_its_gradient():

@@ -193,11 +193,15 @@ class AdaptiveAttention(GridAttentionCaptioner):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         # checkpoints from before the warm-up have no counter; they are trained, so past any warm-up
-        state_dict.setdefault(prefix + "batches_seen", torch.tensor(torch.iinfo(torch.long).max))
+        # (2**62, not the largest int64: training on from it must not wrap the count to negative)
+        state_dict.setdefault(prefix + "batches_seen", torch.tensor(2**62))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        self.sentinel_held = self.training and int(self.batches_seen) < self.sentinel_warmup
+        # reads the counter (a GPU sync) only while a warm-up is configured
+        self.sentinel_held = (
+            self.training and self.sentinel_warmup > 0 and int(self.batches_seen) < self.sentinel_warmup
+        )
         if self.training:
             self.batches_seen += 1
         try:
