@@ -22,6 +22,11 @@ sys.path.insert(0, str(ROOT / "code"))
 ROWS: list[tuple[str, str, str]] = []
 
 
+def package_env() -> dict[str, str]:
+    """This environment with the checkout's package first on the path (what every CLI run here gets)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "code"), os.environ.get("PYTHONPATH", "")])}
+
+
 def cli(*args: str, torchrun: bool = False, before: str = "") -> tuple[subprocess.CompletedProcess, float]:
     """``python -m captionlab.cli ARGS`` (under torchrun, or after the Python statement ``before``)."""
     head = (
@@ -41,7 +46,7 @@ def cli(*args: str, torchrun: bool = False, before: str = "") -> tuple[subproces
         cmd,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "code"), os.environ.get("PYTHONPATH", "")])},
+        env=package_env(),
     )
     return run, time.perf_counter() - start
 
@@ -258,9 +263,8 @@ def check_resume(tmp: Path, data: Path, config: Path, common: list[str]) -> None
         run, s = cli("train", *args, f"train.run_name={name}")
         check(f"uninterrupted run ({name}), AMP, cuda", run, s, (runs / name / "last.pt").is_file(), "")
     cmd = [sys.executable, "-m", "captionlab.cli", "train", *args, "train.run_name=stopped"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "code"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=package_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     steps = runs / "stopped" / "steps.csv"
     while proc.poll() is None and (not steps.is_file() or len(steps.read_text().splitlines()) < 12):
         time.sleep(0.01)
