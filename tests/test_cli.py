@@ -141,6 +141,7 @@ def test_missing_pretrained_weights_say_where_to_put_them(tmp_path, monkeypatch,
     from conftest import TINY
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("CAPTIONLAB_OFFLINE", "1")  # the download path is tested in test_pretrained_weights.py
     code = main(
         [
             "train",

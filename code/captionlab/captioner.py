@@ -47,7 +47,7 @@ class Captioner:
         self.vocab = vocab
         self.config = config
         self.tokenizer = build_tokenizer(config.data.tokenizer)
-        mean, std = getattr(model, "image_norm", (IMAGENET_MEAN, IMAGENET_STD))  # CLIP has its own
+        mean, std = getattr(model, "image_norm", (IMAGENET_MEAN, IMAGENET_STD))  # the encoder's own
         self.transform = build_transform(config.data.image_size, config.data.resize, mean, std)
 
     def words(self, tokens: torch.Tensor) -> list[str]:

@@ -456,10 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from .data.images import BadImageError
     from .metrics.coco import JavaMissingError
-    from .models.encoders import MissingWeightsError
     from .training.resume import TrainingStopped
     from .training.trainer import NonFiniteLossError
     from .vlm.models import VLMError
+    from .weights import MissingWeightsError
 
     previous = warnings.showwarning
     warnings.showwarning = _show_warning

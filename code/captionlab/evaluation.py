@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,27 @@ def evaluate_split(
             out / "metrics.json",
         )
     return results, scores
+
+
+def most_frequent_caption(records: Sequence[ImageRecord]) -> str:
+    """The blind baseline's one caption for every image: the training caption written most often
+    (case, spacing and a final full stop ignored; ties go to the one met first)."""
+    counts = Counter(" ".join(c.lower().rstrip(" .").split()) for r in records for c in r.captions)
+    if not counts:
+        raise ValueError("no training captions to count")
+    return counts.most_common(1)[0][0]
+
+
+def constant_caption_scores(
+    caption: str,
+    dataset: CaptionDataset,
+    split: str,
+    metrics: Sequence[str] = ALL_METRICS,
+    tokenizer: str = "ptb",
+) -> dict[str, Any]:
+    """What a model that ignores its images scores on ``split`` by writing ``caption`` for each."""
+    references = dataset.references(split)
+    return score({k: caption for k in references}, references, metrics, tokenizer)
 
 
 def compare_checkpoints(

@@ -1,9 +1,10 @@
 """Grid-attention captioners: Show, Attend and Tell (Xu et al. 2015) and adaptive attention with a
 visual sentinel ("Knowing when to look", Lu et al. 2017).
 
-The ResNet feature map is pooled to a ``grid_size`` x ``grid_size`` grid of regions. Region features
-and their attention projection are computed once per image in ``init_state`` and kept per image
-(``image_*`` State entries): beam search reorders only the small per-row state, never the regions.
+The CNN's feature map (ResNet or EfficientNet-Lite) is pooled to a ``grid_size`` x ``grid_size`` grid
+of regions. Region features and their attention projection are computed once per image in
+``init_state`` and kept per image (``image_*`` State entries): beam search reorders only the small
+per-row state, never the regions.
 Each step stores its attention weights under ``"attention"`` (rows, regions) and, for the adaptive
 model, the sentinel weight under ``"sentinel"`` (rows,), so the one decoding engine returns them
 with every word.
@@ -12,40 +13,12 @@ with every word.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from .base import CaptionModel, State
-from .encoders import ResNetEncoder
+from .encoders import GridEncoder
 from .registry import MODELS
-
-
-class GridEncoder(nn.Module):
-    """images (B, 3, H, W) -> region features (B, grid*grid, C)."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cnn = ResNetEncoder(cfg.encoder)
-        self.grid = cfg.grid_size
-        self.out_dim = self.cnn.out_dim
-
-    @property
-    def trainable(self) -> bool:
-        return self.cnn.trainable
-
-    def set_trainable(self, trainable: bool) -> None:
-        self.cnn.set_trainable(trainable)
-
-    def stages(self, last: int) -> list[nn.Module]:
-        return self.cnn.stages(last)
-
-    def fine_tune_last(self, blocks: int) -> None:
-        self.cnn.fine_tune_last(blocks)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = F.adaptive_avg_pool2d(self.cnn(images), self.grid)  # (B, C, grid, grid)
-        return fmap.flatten(2).transpose(1, 2)  # (B, regions, C)
 
 
 class GridAttentionCaptioner(CaptionModel):

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..data.vocab import Vocabulary
 
 
@@ -73,6 +74,11 @@ class State(dict):
         return self.get("attention")
 
 
+def image_norm_of(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    encoder = model._modules.get("encoder")
+    return getattr(encoder, "norm", None) or (IMAGENET_MEAN, IMAGENET_STD)
+
+
 class CaptionModel(nn.Module):
     """Base class of every captioner; subclasses implement ``encode``, ``init_state``, ``step``, ``forward``."""
 
@@ -81,6 +87,12 @@ class CaptionModel(nn.Module):
     def __init__(self, vocab_size: int) -> None:
         super().__init__()
         self.vocab_size = vocab_size
+
+    @property
+    def image_norm(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The (mean, std) images are normalised with: what the image encoder's weights were trained
+        with (ImageNet's for ResNet and ViT, TF-Lite's for EfficientNet-Lite, CLIP's for ClipCap)."""
+        return image_norm_of(self)
 
     def init_state(self, images: torch.Tensor) -> State:
         raise NotImplementedError

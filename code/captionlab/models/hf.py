@@ -1,8 +1,9 @@
 """Hugging Face models from local directories, and their key/value caches as ``State`` entries.
 
 Real weights load with ``from_pretrained(local_files_only=True)`` from a directory laid out as
-``save_pretrained`` writes it; nothing is downloaded. A missing directory fails with a message
-naming the config key and what to put there. Tests build tiny random models of the same classes
+``save_pretrained`` writes it: the one a config key names, or the Hugging Face cache's snapshot of a
+repository id, downloaded first where the network allows (``weights.py``). Anything missing fails with
+a message naming the config key and what to put there. Tests build tiny random models of the same classes
 (``save_tiny_clip``, ``save_tiny_gpt2``) and load them back through this same path.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from ..paths import resolve
-from .encoders import MissingWeightsError
+from ..weights import model_dir
 
 with warnings.catch_warnings():  # transformers imports tqdm.auto, which warns about ipywidgets in a notebook:
     warnings.filterwarnings("ignore", message="IProgress not found")  # import it once, quietly, first
@@ -26,26 +27,9 @@ CACHE_PREFIX = "lm_"
 
 
 def require_dir(path: str | Path | None, key: str) -> Path:
-    """The local model directory behind config ``key``, or a message saying what belongs there."""
-    if not path:
-        raise MissingWeightsError(
-            f"{key} is not set: give the local directory of a Hugging Face model "
-            f"(the files save_pretrained writes: config.json, model.safetensors, ...), "
-            f"e.g. {key}=/models/clip-vit-base-patch32"
-        )
-    p = resolve(path)
-    if not p.is_dir():
-        raise MissingWeightsError(
-            f"{key}: directory not found: {p}. captionlab never downloads weights: put a Hugging Face model "
-            f"there (e.g. `huggingface-cli download openai/clip-vit-base-patch32 --local-dir {p}` or "
-            f"`gpt2` on a machine with access, then copy it), or point {key} at one"
-        )
-    if not (p / "config.json").is_file():
-        raise MissingWeightsError(
-            f"{key}: {p} has no config.json: not a Hugging Face model directory "
-            "(save_pretrained writes config.json and the weights)"
-        )
-    return p
+    """The local model directory behind config ``key``: a directory, or a Hub repository id resolved
+    through the cache or a download (``weights.model_dir``); else a message saying what belongs there."""
+    return model_dir(path, key)
 
 
 def quiet() -> None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .base import CaptionModel, State
-from .encoders import ResNetEncoder
+from .encoders import build_cnn
 from .registry import MODELS
 
 
@@ -22,7 +22,7 @@ class GlobalRNNCaptioner(CaptionModel):
         super().__init__(vocab_size)
         self.blind = cfg.blind
         self.num_layers, self.hidden_dim = cfg.num_layers, cfg.hidden_dim
-        self.encoder = ResNetEncoder(cfg.encoder)
+        self.encoder = build_cnn(cfg.encoder)
         feat = self.encoder.out_dim
         self.image_proj = nn.Sequential(nn.Linear(feat, cfg.embed_dim), nn.ReLU(), nn.Dropout(cfg.dropout))
         n_init = cfg.num_layers * cfg.hidden_dim * (2 if self.cell == "lstm" else 1)
@@ -82,13 +82,13 @@ class GlobalRNNCaptioner(CaptionModel):
 
 @MODELS.register("cnn_gru")
 class CNNGRU(GlobalRNNCaptioner):
-    """S0's baseline: ResNet global feature + GRU."""
+    """S0's baseline: CNN global feature + GRU."""
 
     cell = "gru"
 
 
 @MODELS.register("show_tell")
 class ShowTell(GlobalRNNCaptioner):
-    """Show and Tell (Vinyals et al.): ResNet global feature + LSTM."""
+    """Show and Tell (Vinyals et al.): CNN global feature + LSTM."""
 
     cell = "lstm"

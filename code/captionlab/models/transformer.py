@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .attention import GridEncoder
 from .base import CaptionModel, State
-from .encoders import ViTEncoder, is_vit
+from .encoders import image_encoder
 from .registry import MODELS
 
 
@@ -158,7 +157,7 @@ class ViTTransformer(TokenPositions, CaptionModel):
         d = cfg.hidden_dim
         self.blind = cfg.blind
         if feature_dim is None:
-            self.encoder = ViTEncoder(cfg.encoder) if is_vit(cfg.encoder.name) else GridEncoder(cfg)
+            self.encoder = image_encoder(cfg)
             feature_dim = self.encoder.out_dim
         self.memory = nn.Sequential(nn.Linear(feature_dim, d), nn.LayerNorm(d))
         self._init_tokens(cfg, vocab_size, d)
