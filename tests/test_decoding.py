@@ -52,6 +52,17 @@ def test_scores_are_the_summed_token_logprobs_of_the_returned_caption():
         assert out.logprobs[kind].sum().item() == pytest.approx(out.scores[kind].item(), abs=1e-4)
 
 
+def test_greedy_and_beam_never_choose_unk_and_report_the_models_own_logprobs():
+    model = MarkovCaptioner(seed=1)
+    model.table[:, :, model.unk_id] = 5.0  # <unk> is by far the likeliest next token everywhere
+    for out in (decoding.greedy(model, KINDS, max_len=6), decoding.beam_search(model, KINDS, beam_size=3, max_len=6)):
+        assert not (out.tokens == model.unk_id).any()
+        for kind in range(4):
+            assert out.logprobs[kind].sum().item() == pytest.approx(
+                model.sequence_logprob(kind, _trim(out.tokens[kind])), abs=1e-4
+            )
+
+
 def test_nothing_follows_end_and_lengths_count_it():
     model = MarkovCaptioner(seed=1)
     for out in (decoding.greedy(model, KINDS, 10), decoding.beam_search(model, KINDS, 3, 10)):
@@ -92,7 +103,8 @@ def test_sampling_respects_top_k_and_is_reproducible():
 def test_top_p_keeps_only_the_nucleus():
     model = MarkovCaptioner(seed=0)
     out = decoding.sample(model, KINDS.repeat(16, 1), 1, top_p=1e-6, generator=torch.Generator().manual_seed(1))
-    first = model.table[KINDS.repeat(16, 1).view(-1), model.start_id].argmax(-1)
+    first = model.table[KINDS.repeat(16, 1).view(-1), model.start_id]
+    first = first.index_fill(-1, torch.tensor([model.unk_id]), float("-inf")).argmax(-1)  # <unk> is never drawn
     assert torch.equal(out.tokens[:, 0], first)
 
 

@@ -48,8 +48,9 @@ class MarkovCaptioner(CaptionModel):
 
 
 def best_by_enumeration(model: MarkovCaptioner, kind: int, max_len: int) -> tuple[list[int], float]:
-    """The most probable caption (ended by <end>, or cut at max_len) found by trying them all."""
-    words = [w for w in range(model.vocab_size) if w not in (model.pad_id, model.start_id)]
+    """The most probable caption (ended by <end>, or cut at max_len) found by trying them all; <unk>,
+    which the engine never chooses, is left out."""
+    words = [w for w in range(model.vocab_size) if w not in (model.pad_id, model.start_id, model.unk_id)]
     best, best_lp = None, float("-inf")
     for n in range(1, max_len + 1):
         for seq in itertools.product(words, repeat=n):

@@ -73,8 +73,14 @@ def _sequential(
     )
 
 
+def _no_unk(logprobs: torch.Tensor) -> torch.Tensor:
+    """No decoder chooses <unk> (greedy, beam search, sampling): it matches no reference word
+    (ruotianluo's ``suppress_UNK``). The log-probabilities of the words chosen stay the model's own."""
+    return logprobs.index_fill(1, logprobs.new_tensor([CaptionModel.unk_id], dtype=torch.long), float("-inf"))
+
+
 def _argmax(logprobs: torch.Tensor) -> torch.Tensor:
-    return logprobs.argmax(-1)
+    return _no_unk(logprobs).argmax(-1)
 
 
 @torch.no_grad()
@@ -98,7 +104,7 @@ def sample(
     top-k / top-p), and gradients flow through them, as self-critical training needs."""
 
     def pick(lp: torch.Tensor) -> torch.Tensor:
-        logits = lp.detach() / max(temperature, 1e-6)
+        logits = _no_unk(lp.detach()) / max(temperature, 1e-6)
         if top_k > 0:
             kth = logits.topk(min(top_k, logits.size(-1)), -1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -145,7 +151,7 @@ def beam_search(
     offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (batch, 1)
     for _ in range(max_len):
         logprobs, state = model.step(tokens, state)  # (batch*k, vocab)
-        logprobs = _mask_finished(logprobs.float(), finished, model.pad_id)
+        logprobs = _no_unk(_mask_finished(logprobs.float(), finished, model.pad_id))
         vocab = logprobs.size(1)
         cand = (scores.view(-1, 1) + logprobs).view(batch, k * vocab)
         scores, flat = cand.topk(k, dim=1)  # (batch, k)

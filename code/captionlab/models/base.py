@@ -82,7 +82,7 @@ def image_norm_of(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...
 class CaptionModel(nn.Module):
     """Base class of every captioner; subclasses implement ``encode``, ``init_state``, ``step``, ``forward``."""
 
-    pad_id, start_id, end_id = Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.end_id
+    pad_id, start_id, end_id, unk_id = Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.end_id, Vocabulary.unk_id
 
     def __init__(self, vocab_size: int) -> None:
         super().__init__()
