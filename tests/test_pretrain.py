@@ -216,6 +216,23 @@ def test_pretrain_then_caption_from_the_cli(pretrained, synth_root, tmp_path, ca
     assert "mean_recall" in capsys.readouterr().out
 
 
+def test_a_pretraining_checkpoint_is_refused_by_what_captions_in_one_line(pretrained, tmp_path, capsys):
+    """`caption` on a dual encoder's best.pt used to end in an AttributeError traceback (no init_state)."""
+    from captionlab.captioner import load_dual_encoder
+
+    _, result = pretrained
+    best = result.run_dir / "best.pt"
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert main(["caption", str(best), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "dual_encoder checkpoint" in err and "model.pretrained_from=" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    towers = load_dual_encoder(best, "cpu")  # what retrieval (notebook 07) loads it with
+    side = towers.config.data.image_size
+    assert towers.model.image_embedding(towers.model.encode(torch.zeros(1, 3, side, side))).shape[0] == 1
+
+
 def test_clipscore_matches_a_hand_computation(tmp_path, capsys):
     save_tiny_clip_model(tmp_path / "clip", ["a red circle", "two blue squares", "a small star"])
     paths = {}

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from . import decoding
-from .checkpoint import read_checkpoint
+from .checkpoint import CheckpointError, read_checkpoint
 from .config import RunConfig
 from .data.images import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image, to_rgb
 from .data.lm_vocab import load_vocab
@@ -136,6 +136,30 @@ def read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
     return model, vocab, cfg
 
 
+def read_captioner_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
+    """``read_model`` for what decodes: a checkpoint of a model that writes captions, else one line
+    saying what the file is and what it is good for (a pre-training checkpoint is no captioner)."""
+    model, vocab, cfg = read_model(path)
+    if not isinstance(model, CaptionModel):
+        raise CheckpointError(
+            f"{path} is a {cfg.model.name} checkpoint (`captionlab pretrain`: image and text towers for "
+            f"retrieval), not a captioner: start a captioner from it with model.name=clip_gpt "
+            f"model.pretrained_from={path}, or use it for image-text retrieval (captionlab.metrics.retrieval)"
+        )
+    return model, vocab, cfg
+
+
+def load_dual_encoder(path: str | Path, device: str | torch.device = "auto") -> Captioner:
+    """A ``captionlab pretrain`` checkpoint for retrieval: its towers (``.model``), input transform,
+    vocabulary and tokenizer. It writes no captions; ``load_checkpoint`` refuses it."""
+    model, vocab, cfg = read_model(path)
+    if isinstance(model, CaptionModel):
+        raise CheckpointError(
+            f"{path} is a {cfg.model.name} captioner, not a pre-training checkpoint: use load_checkpoint"
+        )
+    return Captioner(model, vocab, cfg, pick_device(str(device)))
+
+
 def load_checkpoint(path: str | Path | Sequence[str | Path], device: str | torch.device = "auto") -> Captioner:
     """Everything needed to caption comes from the file: config, vocabulary and weights. The encoder
     is rebuilt without pretrained weights (they are in the checkpoint), so no download is needed.
@@ -144,11 +168,11 @@ def load_checkpoint(path: str | Path | Sequence[str | Path], device: str | torch
     probabilities); they must share a vocabulary and an input size."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if len(paths) == 1:
-        model, vocab, cfg = read_model(paths[0])
+        model, vocab, cfg = read_captioner_model(paths[0])
         return Captioner(model, vocab, cfg, pick_device(str(device)))
     from .models.ensemble import Ensemble
 
-    loaded = [read_model(p) for p in paths]
+    loaded = [read_captioner_model(p) for p in paths]
     _, vocab, cfg = loaded[0]
     for p, (_, v, c) in zip(paths[1:], loaded[1:]):
         if v != vocab:
