@@ -79,6 +79,8 @@ def test_rebuild_end_to_end(kind, tiny_vlms, vlm_data, tmp_path, capsys, monkeyp
     assert "different rebuild" in err and "preset: 'creative' there, 'precise' now" in err and "--overwrite" in err
     assert rebuild(tiny_vlms, vlm_data, kind, out, "--preset", "precise", "--overwrite") == 0
     assert read_records(out)[0]["preset"] == "precise" and sorted(keys(out)) == all_images(vlm_data)
+    assert rebuild(tiny_vlms, vlm_data, kind, out, "--preset", "precise", "--dtype", "bfloat16") == 2
+    assert "dtype: 'auto' there, 'bfloat16' now" in capsys.readouterr().err  # another precision is another rebuild
 
 
 def test_clean_caption_strips_echoes_specials_and_extra_sentences():

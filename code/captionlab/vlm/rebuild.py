@@ -35,7 +35,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 SAMPLING_ONLY = ("temperature", "top_p")
 # What makes two runs the same run: a file written under other settings is never continued silently.
-IDENTITY = ("vlm", "model", "adapter", "prompt", "preset", "generation", "postprocess", "images", "seed")
+IDENTITY = (
+    "vlm",
+    "model",
+    "adapter",
+    "dtype",
+    "load_in_8bit",
+    "prompt",
+    "preset",
+    "generation",
+    "postprocess",
+    "images",
+    "seed",
+)
+OLD_HEADER = {"load_in_8bit": False}  # what files written before a key was recorded were made with
 ECHOES = ("ASSISTANT:", "Assistant:", "USER:", "Answer:", "Caption:")
 
 
@@ -150,7 +163,7 @@ def make_header(o: RebuildOptions, generation: dict[str, Any], n_images: int) ->
         "type": "header",
         "format": "captionlab-rebuild/1",
         "vlm": o.vlm,
-        "model": str(resolve(o.model)),
+        "model": str(resolve(o.model)) if resolve(o.model).exists() else o.model,  # a directory, or a Hub id
         "adapter": str(resolve(o.adapter)) if o.adapter else None,
         "prompt": o.prompt,
         "preset": o.preset,
@@ -160,6 +173,7 @@ def make_header(o: RebuildOptions, generation: dict[str, Any], n_images: int) ->
         "seed": o.seed,
         "n_images": n_images,
         "dtype": o.dtype,
+        "load_in_8bit": o.load_in_8bit,
         "versions": versions,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -168,9 +182,13 @@ def make_header(o: RebuildOptions, generation: dict[str, Any], n_images: int) ->
 def check_header(found: dict[str, Any] | None, wanted: dict[str, Any], path: Path) -> None:
     if found is None:
         return
-    diff = [k for k in IDENTITY if found.get(k) != wanted.get(k)]
+
+    def there(k: str) -> Any:
+        return found.get(k, OLD_HEADER.get(k))
+
+    diff = [k for k in IDENTITY if there(k) != wanted.get(k)]
     if diff:
-        what = "; ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in diff)
+        what = "; ".join(f"{k}: {there(k)!r} there, {wanted.get(k)!r} now" for k in diff)
         raise ValueError(
             f"{path} was written by a different rebuild ({what}). Pass --overwrite to start it again, "
             "or --out another file"
