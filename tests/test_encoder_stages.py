@@ -48,6 +48,10 @@ def test_cached_features_give_the_on_the_fly_loss_and_a_changed_transform_rebuil
     assert first_loss(cached.run_dir) == pytest.approx(first_loss(plain.run_dir), rel=2e-3)
     cache_dir = tmp_path / "b" / "cache"
     assert len(list(cache_dir.glob("*.npy"))) == 1
+    noisy = ("train.feature_cache=true", "model.dropout=0.3")  # dropout draws from the global generator
+    builds = train(frozen(tiny_cfg_factory, tmp_path / "d", weights, *noisy), progress=False)
+    finds = train(frozen(tiny_cfg_factory, tmp_path / "d", weights, *noisy, "train.run_name=again"), progress=False)
+    assert first_loss(finds.run_dir) == first_loss(builds.run_dir)  # building the cache changes no random draw
     train(
         frozen(
             tiny_cfg_factory,

@@ -151,7 +151,8 @@ class _FeatureSource:
                 self.progress,
             )
             if self.info.is_main:  # rank 0 builds; the others open what it wrote
-                build_or_open(*args)
+                with torch.random.fork_rng(devices=[]):  # its DataLoader draws a seed: a run that builds
+                    build_or_open(*args)  # the cache must train exactly as one that finds it built
             D.barrier(self.info)
             self._set = CachedGroups(self.train_set, build_or_open(*args))
         return self._set
