@@ -98,3 +98,27 @@ def test_every_shipped_config_loads(path):
 
     cfg = load_config(path)
     assert cfg.model.name in MODELS
+
+
+def test_spice_without_corenlp_names_the_jars_and_downloads_nothing(monkeypatch):
+    import urllib.request
+    from pathlib import Path
+
+    import pycocoevalcap.spice
+
+    from captionlab.metrics import score
+    from captionlab.weights import MissingWeightsError
+
+    lib = Path(pycocoevalcap.spice.__file__).parent / "lib"
+    if (lib / "stanford-corenlp-3.6.0-models.jar").is_file():
+        pytest.skip(f"Stanford CoreNLP is installed in {lib}")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("SPICE started its CoreNLP download")
+
+    import pycocoevalcap.spice.get_stanford_models as fetch
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", no_download)
+    monkeypatch.setattr(fetch, "urlretrieve", no_download)  # imported by name there
+    with pytest.raises(MissingWeightsError, match=r"stanford-corenlp-3\.6\.0-models\.jar .* into .*spice/lib"):
+        score({1: "a dog"}, {1: ["a dog runs"]}, ("SPICE",), tokenizer="simple")

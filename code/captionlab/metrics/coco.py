@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_text
+from ..weights import MissingWeightsError
 
 ALL_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
 FAST_METRICS = ("Bleu", "ROUGE_L", "CIDEr")  # no Java: for per-epoch validation
@@ -33,6 +34,25 @@ def _need_java(what: str) -> None:
             f"{what} needs Java 8+ ('java' is not on PATH). Install it, e.g. "
             "'apt-get install default-jre-headless', or score with tokenizer='simple' "
             "and without METEOR."
+        )
+
+
+CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+
+
+def _need_corenlp() -> None:
+    """pycocoevalcap's SPICE downloads Stanford CoreNLP at run time when its jars are absent: say which
+    files to put where instead, and never start that download."""
+    _need_java("SPICE")
+    import pycocoevalcap.spice
+
+    lib = Path(pycocoevalcap.spice.__file__).parent / "lib"
+    missing = [j for j in CORENLP_JARS if not (lib / j).is_file()]
+    if missing:
+        raise MissingWeightsError(
+            f"SPICE needs Stanford CoreNLP 3.6.0: put {' and '.join(missing)} (from "
+            f"http://nlp.stanford.edu/software/stanford-corenlp-full-2015-12-09.zip) into {lib}; "
+            "captionlab does not download them"
         )
 
 
@@ -83,6 +103,7 @@ def _scorers(metrics: Iterable[str], fast_cider: bool = False):
 
             yield name, Cider()
         elif name == "SPICE":
+            _need_corenlp()
             from pycocoevalcap.spice.spice import Spice
 
             yield name, Spice()
