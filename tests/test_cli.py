@@ -176,3 +176,17 @@ def test_local_pretrained_weights_file_is_loaded(tmp_path):
     assert not enc.trainable and not any(p.requires_grad for p in enc.parameters())
     enc.train()
     assert not enc.body[1].training  # a frozen CNN keeps its BatchNorm statistics
+
+
+def test_demo_refuses_to_replace_a_run_it_does_not_own(tmp_path, capsys):
+    """`captionlab demo --config X` used to train with overwrite=True and wipe whatever run X names."""
+    from conftest import TINY
+
+    run = tmp_path / "tiny_cnn_gru"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"a user's checkpoint")
+    args = ["demo", "--config", str(TINY), f"train.output_dir={tmp_path}", f"data.path={tmp_path / 'data'}"]
+    assert main([*args, "data.synthetic_n=6", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err
+    assert (run / "last.pt").read_bytes() == b"a user's checkpoint" and not (tmp_path / "data").exists()

@@ -229,7 +229,9 @@ def cmd_score(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import DEMO_CONFIG, run_demo
 
-    run_demo(a.config or DEMO_CONFIG, _overrides(a), beam_size=a.beam_size, progress=not a.no_progress)
+    run_demo(
+        a.config or DEMO_CONFIG, _overrides(a), beam_size=a.beam_size, progress=not a.no_progress, overwrite=a.overwrite
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="run config (default: code/configs/demo/cnn_gru.yaml)")
     overrides(s)
     s.add_argument("--beam-size", type=positive_int, default=3, help="beam width of the test evaluation")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run folder the config names (the demo's own is always replaced)",
+    )
     no_progress(s)
     s.set_defaults(func=cmd_demo)
 

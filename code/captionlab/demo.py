@@ -10,11 +10,19 @@ from .captioner import load_checkpoint
 from .config import load_config
 from .data.adapters import load_dataset
 from .evaluation import evaluate_split, format_report
-from .paths import CONFIGS
+from .paths import CONFIGS, resolve
+from .training.rundir import check_run_dir
 from .training.trainer import train
 from .viz import caption_grid, plot_training_curves
 
 DEMO_CONFIG = CONFIGS / "demo" / "cnn_gru.yaml"
+
+
+SYNTHETIC_ONLY = (
+    "note: this model has seen only synthetic shapes and cannot caption photographs. For real photos, train "
+    "code/configs/flickr8k_show_attend_tell.yaml (a pretrained EfficientNet-Lite0 from the package index) or "
+    "run code/08_real_photos.ipynb; README 'Real photographs'"
+)
 
 
 def run_demo(
@@ -23,14 +31,19 @@ def run_demo(
     beam_size: int = 3,
     n_samples: int = 8,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, float]:
+    """``make demo``: train, evaluate and show one model. It replaces its own run folder
+    (``demo_*`` run names) on every run; any other is refused unless ``overwrite``, as ``train`` does."""
     t0 = time.time()
     cfg = load_config(config, overrides)
+    overwrite = overwrite or cfg.train.run_name.startswith("demo_")
+    check_run_dir(resolve(cfg.train.output_dir) / cfg.train.run_name, False, overwrite)  # before any data is made
     print(f"[1/4] data: {cfg.data.format} dataset at {cfg.data.path}")
     dataset = load_dataset(cfg.data)  # generates the synthetic set on first use
     print("      splits: " + ", ".join(f"{k}={v}" for k, v in dataset.splits().items()))
     print(f"[2/4] training {cfg.model.name} ({cfg.model.encoder.name}) for {cfg.train.epochs} epochs")
-    result = train(cfg, overwrite=True, progress=progress, dataset=dataset)  # the demo's own run folder
+    result = train(cfg, overwrite=overwrite, progress=progress, dataset=dataset)
     run_dir = result.run_dir
     plot_training_curves(run_dir / "log.csv", run_dir / "curves.png")
     print(f"      best epoch {result.best_epoch}; curves: {run_dir / 'curves.png'}")
@@ -55,4 +68,6 @@ def run_demo(
         references=[r.captions[0] for r in records],
     )
     print(f"done in {time.time() - t0:.0f}s; checkpoints and outputs in {run_dir}")
+    if cfg.data.format == "synthetic":
+        print(SYNTHETIC_ONLY)
     return metrics
