@@ -131,3 +131,24 @@ def pretrained(tmp_path_factory, synth_root, trained):
         [*PRETRAIN, f"train.output_dir={tmp / 'runs'}", f"data.path={synth_root / 'tiny'}"],
     )
     return cfg, train(cfg, progress=False)
+
+
+SUBSET = CONFIGS.parents[2] / "shared" / "flickr8k_subset"  # beside the checkout; research use, never copied
+
+
+@pytest.fixture(scope="session")
+def flickr_small(tmp_path_factory) -> Path:
+    """A few hundred real Flickr8k photographs of ../shared/flickr8k_subset: a Karpathy JSON of its first
+    300 training photos and all 113 val ones, written here, with ``images`` linked to the subset's own
+    folder (the photographs are read from there, never copied). Skips where the subset is absent."""
+    import json
+
+    if not (SUBSET / "dataset_flickr8k.json").is_file():
+        pytest.skip(f"the Flickr8k subset is not at {SUBSET} (a user's clone does not have it; CI does)")
+    data = json.loads((SUBSET / "dataset_flickr8k.json").read_text())
+    train = [im for im in data["images"] if im["split"] == "train"][:300]
+    val = [im for im in data["images"] if im["split"] == "val"]
+    root = tmp_path_factory.mktemp("flickr_small")
+    (root / "dataset_flickr8k.json").write_text(json.dumps({"dataset": "flickr8k", "images": train + val}))
+    (root / "images").symlink_to(SUBSET / "images", target_is_directory=True)
+    return root

@@ -262,3 +262,15 @@ def test_a_hub_id_in_the_cache_loads_as_a_directory_would(hf_cache, tmp_path, mo
 def test_a_path_that_is_neither_directory_nor_repository_id(tmp_path):
     with pytest.raises(MissingWeightsError, match="directory not found: .*no/such/dir.*not a Hugging Face"):
         model_dir(str(tmp_path / "no" / "such" / "dir"), "model.lm")
+
+
+def test_a_frozen_random_encoder_stays_fixed_and_frozen_with_fine_tune_is_refused():
+    from captionlab.config import ConfigError, load_config
+
+    cfg = load_config(None, ["model.name=show_attend_tell", "model.encoder.name=resnet18",
+                             "model.encoder.pretrained=false", "model.encoder.frozen=true"])  # fmt: skip
+    assert not cfg.model.encoder_trainable()
+    model = build_model(cfg.model, 20)
+    assert not model.encoder.trainable and not any(p.requires_grad for p in model.encoder.parameters())
+    with pytest.raises(ConfigError, match="frozen and model.encoder.fine_tune are both true"):
+        load_config(None, ["model.encoder.frozen=true", "model.encoder.fine_tune=true"])

@@ -1,0 +1,47 @@
+"""Real photographs: Show, Attend and Tell from cached ImageNet EfficientNet-Lite0 features on a few
+hundred Flickr8k photos must see what is in them: far above a blind caption and above the same model
+on a random frozen encoder. Needs ../shared/flickr8k_subset (skips, saying so, where it is absent)."""
+
+from __future__ import annotations
+
+import pytest
+
+from captionlab.config import load_config
+from captionlab.data import load_dataset
+from captionlab.evaluation import constant_caption_scores, most_frequent_caption
+from captionlab.metrics import FAST_METRICS
+from captionlab.paths import CONFIGS
+from captionlab.training.trainer import train
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["train.epochs=4", "train.lr_step_epochs=4", "model.hidden_dim=256", "model.attention_dim=256"]
+
+
+def sat(root, tmp, *extra: str):
+    cfg = load_config(
+        CONFIGS / "flickr8k_show_attend_tell.yaml",
+        [
+            f"data.path={root / 'dataset_flickr8k.json'}",
+            f"data.image_root={root / 'images'}",
+            f"train.output_dir={tmp / 'runs'}",
+            "train.tensorboard=false",
+            *SMALL,
+            *extra,
+        ],
+    )
+    return cfg, train(cfg, progress=False)
+
+
+def test_pretrained_features_see_what_blind_and_random_features_cannot(flickr_small, tmp_path):
+    cfg, pretrained = sat(flickr_small, tmp_path, "train.run_name=pretrained")
+    _, random = sat(flickr_small, tmp_path, "train.run_name=random", "model.encoder.pretrained=false",
+                    "model.encoder.frozen=true")  # fmt: skip
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # both trained from the feature cache
+    dataset = load_dataset(cfg.data)
+    blind = constant_caption_scores(most_frequent_caption(dataset.split("train")), dataset, "val", FAST_METRICS,
+                                    "simple")  # fmt: skip
+    ours, theirs = pretrained.best_metrics, random.best_metrics
+    print(f"val CIDEr-D: pretrained {ours['CIDEr']:.3f}, random {theirs['CIDEr']:.3f}, blind {blind['CIDEr']:.3f}")
+    assert ours["CIDEr"] > 2 * blind["CIDEr"] and ours["CIDEr"] > 2 * theirs["CIDEr"]
+    assert ours["Bleu_4"] > blind["Bleu_4"] and ours["Bleu_4"] > theirs["Bleu_4"]
