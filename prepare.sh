@@ -38,5 +38,7 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
 .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+# JupyterLab (requirements.txt) runs the notebooks; the venv's kernel is registered inside the venv.
+.venv/bin/python -m ipykernel install --prefix "$PWD/.venv" --name captionlab --display-name "captionlab (.venv)" >/dev/null
 echo "$want" > "$stamp"
 echo "prepare.sh: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

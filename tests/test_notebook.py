@@ -127,3 +127,29 @@ def test_rebuild_and_retrain_notebooks_execute(tmp_path, monkeypatch):
     assert "| trained on precise |" in text and "CIDEr vs creative" in text and "original reference:" in text
     for run in ("nb06_original", "nb06_precise", "nb06_creative"):
         assert (tmp_path / "runs" / run / "best.pt").is_file()
+
+
+def test_real_photos_notebook_executes_on_the_subset_or_a_stand_in(tmp_path, monkeypatch, request):
+    """On a few hundred Flickr8k photos where ../shared/flickr8k_subset is present, else on the tiny
+    synthetic stand-in; and the saved notebook holds no Flickr photograph (captions only)."""
+    from conftest import SUBSET
+
+    overrides = "train.epochs=1 model.hidden_dim=128 model.attention_dim=128 data.synthetic_n=60"
+    if (SUBSET / "dataset_flickr8k.json").is_file():
+        monkeypatch.setenv("CAPTIONLAB_REAL_PHOTOS", str(request.getfixturevalue("flickr_small")))
+    else:
+        monkeypatch.setenv("CAPTIONLAB_REAL_PHOTOS", str(tmp_path / "absent"))
+        overrides += f" data.path={tmp_path / 'standin'}"
+    nb = run_notebook("08_real_photos.ipynb", tmp_path, monkeypatch, overrides)
+    text = outputs_text(nb)
+    assert "show_attend_tell, efficientnet_lite0 ImageNet (frozen)" in text and "blind:" in text and "METEOR" in text
+    assert "skimage.data.chelsea():" in text and "rocket.webp:" in text and "astronaut.tif:" in text
+    assert (tmp_path / "runs" / "nb08_show_attend_tell" / "eval_val_beam3" / "metrics.json").is_file()
+    images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    assert len(images) == 4  # training curves and three heat-map figures of scikit-image photos, nothing else
+
+
+def test_the_committed_real_photos_notebook_shows_no_flickr_photograph():
+    nb = nbformat.read(ROOT / "code" / "08_real_photos.ipynb", as_version=4)
+    images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+    assert len(images) <= 4 and "efficientnet_lite0" in outputs_text(nb)

@@ -15,7 +15,13 @@ from captionlab.training.trainer import train
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["train.epochs=4", "train.lr_step_epochs=4", "model.hidden_dim=256", "model.attention_dim=256"]
+SMALL = [
+    "train.epochs=6",
+    "train.lr=2.0e-3",
+    "train.lr_step_epochs=4",
+    "model.hidden_dim=256",
+    "model.attention_dim=256",
+]
 
 
 def sat(root, tmp, *extra: str):
