@@ -44,14 +44,15 @@ def is_vit(name: str) -> bool:
 def load_pretrained_state(cfg: EncoderConfig) -> dict[str, torch.Tensor]:
     """torchvision weights: ``encoder.weights``, else torch.hub's cache, else a hash-checked download."""
     if cfg.weights:
-        path = explicit_weights(cfg)
+        path = explicit_file(cfg.weights)
     else:
         path = url_weights(WEIGHT_URLS[cfg.name], cfg.name, "model.encoder.weights")
     return read_state(path)
 
 
-def explicit_weights(cfg: EncoderConfig) -> Path:
-    path = resolve(cfg.weights)
+def explicit_file(weights: str) -> Path:
+    """``model.encoder.weights``: a state-dict file, which must exist."""
+    path = resolve(weights)
     if not path.is_file():
         raise MissingWeightsError(f"model.encoder.weights: file not found: {path}")
     return path
@@ -117,7 +118,7 @@ class ResNetEncoder(StagedEncoder):
             load_checked(net, load_pretrained_state(cfg), cfg.name, "fc.")
         self.out_dim: int = net.fc.in_features
         self.body = nn.Sequential(*list(net.children())[:-2])
-        # Randomly initialised weights must be trained; pretrained ones only when asked.
+        # Random weights train (unless frozen); pretrained ones only when asked.
         self.set_trainable(cfg.trainable())
 
     def stages(self, last: int) -> list[nn.Module]:
@@ -193,7 +194,7 @@ def _resize_positions(pos: torch.Tensor, grid: int | tuple[int, int]) -> torch.T
 # lukemelas/EfficientNet-PyTorch layout; ``lite_state_to_timm`` maps their names once, here.
 LITE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}  # side trained at
 # TF-Lite preprocessing, (pixel - 127) / 128 on 0..255 values: not ImageNet's mean/std. The ImageNet
-# test in tests/test_pretrained_encoders.py checks that it classifies better than ImageNet's would.
+# test in tests/test_pretrained_weights.py checks that it classifies better than ImageNet's would.
 LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
 _LITE_BLOCK = {  # lukemelas module -> timm module, in blocks with and without the 1x1 expansion
     True: {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
@@ -254,9 +255,7 @@ def efficientnet_lite(name: str, pretrained: bool, weights: str | None = None) -
         raise MissingWeightsError(f"the {name} encoder is built by timm: pip install timm") from None
     net = timm.create_model(f"tf_{name}", pretrained=False)
     if pretrained:
-        path = resolve(weights) if weights else lite_weights_file(name)
-        if not path.is_file():
-            raise MissingWeightsError(f"model.encoder.weights: file not found: {path}")
+        path = explicit_file(weights) if weights else lite_weights_file(name)
         state = lite_state_to_timm(read_state(path), net)
         load_checked(net, state, name, "classifier.")
         if "classifier.weight" in state:
