@@ -133,7 +133,7 @@ def test_caption_reports_a_bad_image_or_skips_it(trained, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["caption", str(result.run_dir / "best.pt"), str(tmp_path / "empty"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert "empty is a folder with no images in it (.bmp," in err and "not an image file" not in err
+    assert "empty is a directory with no images in it (.bmp," in err and "not an image file" not in err
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):

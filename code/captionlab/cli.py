@@ -162,9 +162,7 @@ def cmd_caption(a: argparse.Namespace) -> None:
     paths: list[Path] = []
     for p in map(Path, a.inputs[n_ckpt:]):
         found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file()) if p.is_dir() else [p]
-        if not found:
-            raise BadImageError(f"{p} is a folder with no images in it ({', '.join(sorted(IMAGE_EXTS))})")
-        paths.extend(found)
+        paths.extend(found or [p])  # an empty folder (or a folder named like an image) is reported below
     images, kept, skipped = [], [], 0
     for p in paths:
         try:

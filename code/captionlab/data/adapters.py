@@ -13,10 +13,10 @@ from ..config import DataConfig
 from ..paths import resolve
 from ..registry import Registry
 from .dataset import CaptionDataset, ImageRecord, check_images
+from .images import IMAGE_EXTS
 
 ADAPTERS: Registry[Callable[[DataConfig], CaptionDataset]] = Registry("dataset format")
 KARPATHY_SPLITS = ("train", "restval", "val", "test", "all")
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def load_dataset(cfg: DataConfig) -> CaptionDataset:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import transforms
 
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}  # what a folder of images holds
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -45,6 +46,8 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         raise BadImageError(f"image file not found: {path}")
     if not path.is_file():
+        if not any(q.suffix.lower() in IMAGE_EXTS for q in path.rglob("*")):
+            raise BadImageError(f"{path} is a directory with no images in it ({', '.join(sorted(IMAGE_EXTS))})")
         raise BadImageError(f"{path} is a directory, not an image file")
     if path.stat().st_size == 0:
         raise BadImageError(f"image file is empty (0 bytes): {path}")
