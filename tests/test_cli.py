@@ -27,38 +27,36 @@ def test_console_script_synthesises_a_dataset(tmp_path):
     assert len(list((tmp_path / "images").glob("*.png"))) == 12
 
 
-def test_train_cli_runs_a_config_with_overrides(tmp_path, synth_root):
+def test_train_cli_runs_a_config_refuses_to_reuse_its_folder_and_overwrites_on_request(tmp_path, capsys):
+    """A run folder with any run file in it (not only last.pt) is refused with a message, untouched;
+    --overwrite starts again and removes the old run's files and evaluations (eval_* described the old model)."""
     from conftest import TINY
 
-    code = main(
-        [
-            "train",
-            str(TINY),
-            f"train.output_dir={tmp_path}",
-            f"data.path={tmp_path / 'data'}",
-            "data.synthetic_n=30",
-            "train.epochs=1",
-            "train.run_name=cli",
-            "--no-progress",
-        ]
-    )
-    assert code == 0
-    assert (tmp_path / "cli" / "best.pt").is_file() and (tmp_path / "cli" / "curves.png").is_file()
-    assert (
-        main(
-            [
-                "train",
-                str(TINY),
-                f"train.output_dir={tmp_path}",
-                f"data.path={tmp_path / 'data'}",
-                "data.synthetic_n=30",
-                "train.epochs=1",
-                "train.run_name=cli",
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
+    args = [
+        "train",
+        str(TINY),
+        f"train.output_dir={tmp_path}",
+        f"data.path={tmp_path / 'data'}",
+        "data.synthetic_n=30",
+        "train.epochs=1",
+        "train.run_name=cli",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    run = tmp_path / "cli"
+    assert (run / "best.pt").is_file() and (run / "curves.png").is_file()
+    (run / "eval_test_beam3").mkdir()
+    (run / "eval_test_beam3" / "metrics.json").write_text("{}")
+    (run / "last.pt").unlink()  # best.pt, log.csv and an evaluation are left: still a run
+    best = (run / "best.pt").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{run} already holds a run (best.pt, log.csv" in err and "--overwrite" in err and err.count("\n") == 1
+    assert (run / "best.pt").read_bytes() == best and not (run / "last.pt").exists()  # nothing touched
+    assert main([*args, "--overwrite"]) == 0
+    assert (run / "last.pt").is_file() and not (run / "eval_test_beam3").exists()
+    assert len((run / "log.csv").read_text().splitlines()) == 2  # header + the new run's one epoch
 
 
 def test_evaluate_writes_results_and_metrics_that_score_reproduces(trained, tmp_path, capsys):
@@ -190,3 +188,27 @@ def test_demo_refuses_to_replace_a_run_it_does_not_own(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--overwrite" in err
     assert (run / "last.pt").read_bytes() == b"a user's checkpoint" and not (tmp_path / "data").exists()
+
+
+def test_expected_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch, capsys):
+    """A mistake the user can fix (here a registry's UnknownNameError, a KeyError) is one line with its
+    whole message; a KeyError or ValueError from a bug is not turned into one (before, the CLI printed
+    only the key of any KeyError and hid every ValueError's traceback)."""
+    import captionlab.metrics
+    from captionlab.registry import Registry
+
+    (tmp_path / "r.json").write_text("[]")
+    score = ["score", str(tmp_path / "r.json"), str(tmp_path / "r.json")]
+    monkeypatch.setattr(captionlab.metrics, "score_files", lambda *a, **k: Registry("metric for this test").get("X"))
+    assert main(score) == 2
+    assert capsys.readouterr().err == "captionlab score: error: unknown metric for this test 'X'; known: (none)\n"
+
+    def bug(*args, **kwargs):
+        return {}["a key that a bug looks up"]
+
+    monkeypatch.setattr(captionlab.metrics, "score_files", bug)
+    with pytest.raises(KeyError, match="a key that a bug looks up"):
+        main(score)
+    monkeypatch.setattr(captionlab.metrics, "score_files", lambda *a, **k: int("not a number"))
+    with pytest.raises(ValueError, match="invalid literal"):
+        main(score)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .errors import InputError, MissingError
 from .files import atomic_write
 
 FORMAT = 2
@@ -22,7 +23,7 @@ REQUIRED = ("model", "config", "vocab", "epoch")
 WHAT = "a captionlab checkpoint is the best.pt / last.pt that 'captionlab train' writes under output/model_ckpt/<run>/"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A file that is not a usable captionlab checkpoint; the message says what it is not, in one line."""
 
 
@@ -62,7 +63,7 @@ def save_checkpoint(
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file; {WHAT}")
     if path.stat().st_size == 0:

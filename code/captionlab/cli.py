@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import InputError
 from .paths import resolve
 
 METRICS_HELP = "comma-separated metrics: Bleu, METEOR, ROUGE_L, CIDEr (SPICE where its jars are installed)"
@@ -122,6 +123,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from .evaluation import evaluate_split, format_report
 
     captioner = load_checkpoint(a.checkpoint, a.device)
+    max_len = captioner.check_max_len(a.max_len or captioner.config.decode.max_len)  # before the data loads
     dataset = _dataset_for(a, captioner.config)
     beam = a.beam_size or captioner.config.decode.beam_size
     tag = f"ensemble{len(a.checkpoint)}_" if len(a.checkpoint) > 1 else ""
@@ -131,7 +133,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         dataset,
         a.split,
         beam,
-        a.max_len or captioner.config.decode.max_len,
+        max_len,
         _metrics(a.metrics),
         a.tokenizer,
         a.batch_size,
@@ -155,10 +157,12 @@ def cmd_caption(a: argparse.Namespace) -> None:
 
     n_ckpt = next((i for i, x in enumerate(a.inputs) if Path(x).suffix.lower() not in (".pt", ".pth")), len(a.inputs))
     if n_ckpt == 0:
-        raise ValueError(f"the first argument must be a checkpoint (.pt), got {a.inputs[0]!r}")
+        raise InputError(f"the first argument must be a checkpoint (.pt), got {a.inputs[0]!r}")
     if n_ckpt == len(a.inputs):
-        raise ValueError("no image given: captionlab caption CHECKPOINT.pt [...] IMAGE [IMAGE ...]")
+        raise InputError("no image given: captionlab caption CHECKPOINT.pt [...] IMAGE [IMAGE ...]")
     captioner = load_checkpoint(a.inputs[:n_ckpt], a.device)
+    if a.max_len:
+        captioner.check_max_len(a.max_len)  # before any image is read
     paths: list[Path] = []
     for p in map(Path, a.inputs[n_ckpt:]):
         found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file()) if p.is_dir() else [p]
@@ -199,7 +203,7 @@ def cmd_score(a: argparse.Namespace) -> None:
     from .metrics.coco import write_json
 
     if a.fast and "METEOR" in _metrics(a.metrics or ""):
-        raise ValueError("--fast scores without Java, and METEOR needs it: drop METEOR from --metrics or --fast")
+        raise InputError("--fast scores without Java, and METEOR needs it: drop METEOR from --metrics or --fast")
     metrics = score_files(
         a.results,
         a.annotations,
@@ -461,12 +465,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from .data.images import BadImageError
-    from .metrics.coco import JavaMissingError
+    from .errors import CaptionlabError
     from .training.resume import TrainingStopped
-    from .training.trainer import NonFiniteLossError
-    from .vlm.models import VLMError
-    from .weights import MissingWeightsError
 
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
@@ -477,20 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingStopped as e:
         print(f"captionlab {args.command}: {e}", file=sys.stderr)
         return e.code
-    except (
-        FileNotFoundError,
-        FileExistsError,
-        ValueError,
-        KeyError,
-        BadImageError,
-        MissingWeightsError,
-        JavaMissingError,
-        OSError,
-        NonFiniteLossError,
-        VLMError,
-    ) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"captionlab {args.command}: error: {msg}", file=sys.stderr)
+    except (CaptionlabError, OSError) as e:  # what a user can fix, and the machine (disk, permissions); bugs keep
+        print(f"captionlab {args.command}: error: {e}", file=sys.stderr)  # their traceback
         return 2
     finally:
         warnings.showwarning = previous

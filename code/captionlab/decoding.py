@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
 from .models.base import CaptionModel, State
 
 
@@ -204,7 +205,7 @@ def decode(
 ) -> DecodeOutput:
     """Greedy for ``beam_size == 1``, beam search otherwise."""
     if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        raise InputError(f"beam_size must be >= 1, got {beam_size}")
     if beam_size == 1:
         return greedy(model, images, max_len)
     return beam_search(model, images, beam_size, max_len, alpha)

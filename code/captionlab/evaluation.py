@@ -13,6 +13,7 @@ from . import progress as P
 from .captioner import Captioner, load_checkpoint
 from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_images
 from .data.tokenizers import Tokenizer, metric_text
+from .errors import InputError
 from .metrics import ALL_METRICS, score
 from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
 from .metrics.coco import write_json
@@ -88,9 +89,9 @@ def evaluate_split(
     with ``grounding`` (attention models), ``grounding`` (see metrics/grounding.py)."""
     records = dataset.split(split)
     if grounding and not is_synthetic(records):
-        raise ValueError("the grounding rate needs object boxes: the synthetic dataset has them")
+        raise InputError("the grounding rate needs object boxes: the synthetic dataset has them")
     if grounding and not captioner.tokenizer.ptb_scoring:
-        raise ValueError(
+        raise InputError(
             f"the grounding rate reads English object words; this model writes {captioner.config.data.tokenizer} tokens"
         )
     captions = caption_records(
@@ -139,7 +140,7 @@ def most_frequent_caption(records: Sequence[ImageRecord]) -> str:
     (case, spacing and a final full stop ignored; ties go to the one met first)."""
     counts = Counter(" ".join(c.lower().rstrip(" .").split()) for r in records for c in r.captions)
     if not counts:
-        raise ValueError("no training captions to count")
+        raise InputError("no training captions to count")
     return counts.most_common(1)[0][0]
 
 

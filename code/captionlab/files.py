@@ -12,8 +12,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import CaptionlabError
 
-class OutputWriteError(OSError):
+
+class OutputWriteError(CaptionlabError, OSError):
     """Writing an output file failed; the message names the path, the reason, and that the old file is intact."""
 
 

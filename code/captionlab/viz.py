@@ -11,6 +11,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .data.images import load_image
+from .errors import InputError
 from .training.runlog import read_log
 
 
@@ -19,7 +20,7 @@ def plot_training_curves(
 ):
     rows = read_log(log_csv)
     if not rows:
-        raise ValueError(f"{log_csv}: no epochs logged yet")
+        raise InputError(f"{log_csv}: no epochs logged yet")
     epochs = [int(r["epoch"]) for r in rows]  # 1-based, as printed during training
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o")
@@ -45,7 +46,7 @@ def plot_rewards(runs: dict[str, str | Path], out: str | Path | None = None, met
     for name, run_dir in runs.items():
         steps = read_log(Path(run_dir) / "steps.csv")
         if not steps or "reward" not in steps[0]:
-            raise ValueError(f"{run_dir}: no reward logged (is it a train.loss=scst run?)")
+            raise InputError(f"{run_dir}: no reward logged (is it a train.loss=scst run?)")
         (line,) = ax1.plot([r["step"] for r in steps], [r["reward"] for r in steps], label=f"{name}: sample reward")
         ax1.plot(
             [r["step"] for r in steps],
@@ -139,7 +140,7 @@ def caption_grid(
     """
     n = len(images)
     if n == 0:
-        raise ValueError("caption_grid needs at least one image")
+        raise InputError("caption_grid needs at least one image")
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
     texts = []

@@ -168,3 +168,64 @@ def _ctrl_c(tmp_path, tiny_cfg_factory):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, resume=True, progress=False, loss_fn=Interrupting(at=2, times=2))
     assert read_checkpoint(tmp_path / "runs" / "tiny_cnn_gru" / "last.pt")["extra"]["step_in_epoch"] == 3
+
+
+def test_a_non_finite_self_critical_loss_is_skipped_like_cross_entropy(trained, tmp_path, capsys, monkeypatch):
+    """The SCST path: a NaN reward for one batch makes its policy-gradient loss NaN; the step is skipped and
+    counted as with cross-entropy, and the epoch finishes (it raised FloatingPointError before)."""
+    from captionlab.config import load_config
+    from captionlab.paths import CONFIGS
+    from captionlab.training.scst import Reward
+
+    cfg, result = trained
+    calls = {"n": 0}
+    real = Reward.__call__
+
+    def poisoned(self, captions, record_ids):
+        calls["n"] += 1
+        out = real(self, captions, record_ids)
+        return out * math.nan if calls["n"] == 3 else out  # the second batch's samples (1: samples, 2: greedy)
+
+    monkeypatch.setattr(Reward, "__call__", poisoned)
+    scst = load_config(
+        CONFIGS / "tiny" / "scst.yaml",
+        [
+            f"train.output_dir={tmp_path}",
+            f"data.path={tmp_path / 'data'}",
+            "data.synthetic_n=40",
+            "train.batch_size=8",
+            f"train.init_from={result.run_dir / 'best.pt'}",
+            "train.epochs=1",
+        ],
+    )
+    out = train(scst, progress=False)
+    assert capsys.readouterr().out.count("non-finite loss") == 1
+    steps = read_log(out.run_dir / "steps.csv")
+    assert sum(r.get("skipped_nonfinite", 0) for r in steps) == 1
+    assert all(torch.isfinite(p).all() for p in out.model.parameters())
+    assert out.history[-1]["epoch"] == 1 and math.isfinite(out.history[-1]["train_loss"])
+
+
+def test_a_kill_between_last_pt_and_its_log_row_loses_no_row(tmp_path, tiny_cfg_factory, monkeypatch):
+    """Fault injection in the window: epoch 1's last.pt is written, then the process dies before log.csv
+    gets epoch 1's row. The resumed run rebuilds that row from last.pt (it was lost for good before)."""
+    from captionlab.training.runlog import RunLog
+
+    cfg = tiny_cfg_factory(
+        tmp_path, "train.epochs=1", "data.synthetic_n=40", "train.batch_size=8", f"data.path={tmp_path / 'data'}"
+    )
+    real = RunLog.epoch_row
+
+    def killed(self, row):
+        raise SystemExit(137)  # what SIGKILL would leave: last.pt on disk, no row
+
+    monkeypatch.setattr(RunLog, "epoch_row", killed)
+    with pytest.raises(SystemExit):
+        train(cfg, progress=False)
+    assert read_checkpoint(cfg_dir := tmp_path / "runs" / cfg.train.run_name / "last.pt")["epoch"] == 1
+    assert not (cfg_dir.parent / "log.csv").is_file() or len(read_log(cfg_dir.parent / "log.csv")) == 0
+    monkeypatch.setattr(RunLog, "epoch_row", real)
+    cfg.train.epochs = 2
+    result = train(cfg, resume=True, progress=False)
+    rows = read_log(result.run_dir / "log.csv")
+    assert [r["epoch"] for r in rows] == [1, 2] and all("CIDEr" in r and "train_loss" in r for r in rows)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig
+from ..errors import InputError, MissingError
 from ..paths import resolve
 from ..registry import Registry
 from .dataset import CaptionDataset, ImageRecord, check_images
@@ -23,25 +24,25 @@ def load_dataset(cfg: DataConfig) -> CaptionDataset:
     ds = ADAPTERS.get(cfg.format)(cfg)
     ds.records = check_images(ds.records, cfg.on_bad_image, ds.source)
     if not ds.records:
-        raise ValueError(f"{ds.source}: no usable images")
+        raise InputError(f"{ds.source}: no usable images")
     return ds
 
 
 def read_json(path: Path, what: str = "annotation file") -> Any:
     """Parse a JSON file; errors name ``what`` the file is (annotation file, results file) and where."""
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingError(f"{what} not found: {path}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {path} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise InputError(f"{what} {path} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def _caption(text: Any, where: str) -> str:
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{where}: empty caption")
+        raise InputError(f"{where}: empty caption")
     return text.strip()
 
 
@@ -51,21 +52,21 @@ def load_karpathy(cfg: DataConfig) -> CaptionDataset:
     path = resolve(cfg.path)
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{path}: expected an object with an 'images' list (Karpathy split format)")
+        raise InputError(f"{path}: expected an object with an 'images' list (Karpathy split format)")
     root = resolve(cfg.image_root) if cfg.image_root else path.parent
     records = []
     for i, img in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
         if not isinstance(img, dict) or "filename" not in img or "sentences" not in img:
-            raise ValueError(f"{where}: needs 'filename' and 'sentences'")
+            raise InputError(f"{where}: needs 'filename' and 'sentences'")
         if not isinstance(img["filename"], str) or not isinstance(img["sentences"], list):
-            raise ValueError(f"{where}: 'filename' must be a string and 'sentences' a list")
+            raise InputError(f"{where}: 'filename' must be a string and 'sentences' a list")
         if not isinstance(img.get("filepath", ""), str):
-            raise ValueError(f"{where}: 'filepath' must be a string")
+            raise InputError(f"{where}: 'filepath' must be a string")
         where += f" ({img['filename']})"
         split = img.get("split", "train")
         if split not in KARPATHY_SPLITS:
-            raise ValueError(f"{where}: unknown split {split!r}; expected one of {', '.join(KARPATHY_SPLITS)}")
+            raise InputError(f"{where}: unknown split {split!r}; expected one of {', '.join(KARPATHY_SPLITS)}")
         split = "train" if split == "restval" else split
         caps = []
         for j, s in enumerate(img["sentences"]):
@@ -75,13 +76,13 @@ def load_karpathy(cfg: DataConfig) -> CaptionDataset:
                 text = " ".join(str(t) for t in tokens)
             caps.append(_caption(text, f"{where} sentences[{j}]"))
         if not caps and split != "all":
-            raise ValueError(f"{where}: no sentences")
+            raise InputError(f"{where}: no sentences")
         image_id = img.get("cocoid", img.get("imgid", i))
         if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or not str(image_id).isdigit():
-            raise ValueError(f"{where}: image id {image_id!r} is not a whole number")
+            raise InputError(f"{where}: image id {image_id!r} is not a whole number")
         objects = img.get("objects", [])
         if not isinstance(objects, list):
-            raise ValueError(f"{where}: 'objects' must be a list")
+            raise InputError(f"{where}: 'objects' must be a list")
         records.append(
             ImageRecord(int(image_id), root / img.get("filepath", "") / img["filename"], split, caps, objects)
         )
@@ -132,7 +133,7 @@ def load_deepfashion(cfg: DataConfig) -> CaptionDataset:
 def _fashion_captions(path: Path) -> dict[str, str]:
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object mapping image file name -> caption")
+        raise InputError(f"{path}: expected an object mapping image file name -> caption")
     return {name: _caption(text, f"{path}: entry {name!r}") for name, text in data.items()}
 
 
@@ -144,7 +145,7 @@ def load_tsv(cfg: DataConfig) -> CaptionDataset:
     are split like deepfashion's: seeded ``test_fraction``, then ``val_fraction`` of the rest."""
     path = resolve(cfg.path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingError(f"annotation file not found: {path}")
     root = (
         resolve(cfg.image_root)
         if cfg.image_root
@@ -153,17 +154,17 @@ def load_tsv(cfg: DataConfig) -> CaptionDataset:
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+        raise InputError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     captions: dict[str, list[str]] = {}
     for n, line in enumerate(lines, 1):
         if not line.strip() or (n == 1 and line.lower().startswith("image_id\t")):
             continue
         if "\t" not in line:
-            raise ValueError(f"{path}: line {n}: expected image_id<TAB>caption, got {line[:60]!r}")
+            raise InputError(f"{path}: line {n}: expected image_id<TAB>caption, got {line[:60]!r}")
         image_id, text = line.split("\t", 1)
         captions.setdefault(image_id.strip(), []).append(_caption(text, f"{path}: line {n} ({image_id.strip()})"))
     if not captions:
-        raise ValueError(f"{path}: no image_id<TAB>caption lines")
+        raise InputError(f"{path}: no image_id<TAB>caption lines")
     names = sorted(captions)
     rng = random.Random(cfg.split_seed)
     rng.shuffle(names)
@@ -192,8 +193,8 @@ def load_folder(cfg: DataConfig) -> CaptionDataset:
     """Every image under a folder (recursively), without captions: for captioning and rebuilds."""
     root = resolve(cfg.path)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
+        raise MissingError(f"image folder not found: {root}")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
     if not files:
-        raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))})")
+        raise InputError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))})")
     return CaptionDataset(root.name, [ImageRecord(i, p, "all", []) for i, p in enumerate(files)], root)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import InputError
 from ..progress import progress
 from .images import BadImageError, check_image, load_image
 from .tokenizers import Tokenizer
@@ -37,7 +38,7 @@ class CaptionDataset:
         recs = [r for r in self.records if r.split == name]
         if not recs:
             have = sorted({r.split for r in self.records})
-            raise ValueError(f"{self.source}: split {name!r} is empty; splits present: {have}")
+            raise InputError(f"{self.source}: split {name!r} is empty; splits present: {have}")
         return recs
 
     def splits(self) -> dict[str, int]:
@@ -63,7 +64,7 @@ class CaptionDataset:
 def check_images(records: list[ImageRecord], policy: str, source: Path) -> list[ImageRecord]:
     """Decode every image once up front so that a bad file fails (or is skipped) before training starts."""
     if policy not in ("error", "skip"):
-        raise ValueError(f"on_bad_image must be 'error' or 'skip', got {policy!r}")
+        raise InputError(f"on_bad_image must be 'error' or 'skip', got {policy!r}")
     good, bad = [], []
     for r in progress(records, desc="checking images", unit="img", enabled=len(records) >= 2000):
         try:
@@ -99,7 +100,7 @@ class CaptionGroups(Dataset):
     ) -> None:
         self.records = [r for r in records if r.captions]
         if not self.records:
-            raise ValueError("no training captions")
+            raise InputError("no training captions")
         self.transform = transform
         self.seq_per_img = seq_per_img
         self.seed = seed

@@ -13,12 +13,14 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import transforms
 
+from ..errors import InputError
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}  # what a folder of images holds
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class BadImageError(ValueError):
+class BadImageError(InputError):
     """An image file that is missing or cannot be decoded."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from ..errors import InputError
+
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
 
@@ -14,9 +16,9 @@ class Vocabulary:
 
     def __init__(self, tokens: Sequence[str]) -> None:
         if tuple(tokens[:4]) != SPECIALS:
-            raise ValueError(f"a vocabulary must start with {SPECIALS}, got {tuple(tokens[:4])}")
+            raise InputError(f"a vocabulary must start with {SPECIALS}, got {tuple(tokens[:4])}")
         if len(set(tokens)) != len(tokens):
-            raise ValueError("vocabulary has duplicate tokens")
+            raise InputError("vocabulary has duplicate tokens")
         self.itos: list[str] = list(tokens)
         self.stoi: dict[str, int] = {t: i for i, t in enumerate(self.itos)}
 

@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..data.dataset import ImageRecord
 from ..data.synthetic import COLOURS, COLS, NUMBERS, ROWS, SHAPES, SIZES
+from ..errors import InputError
 from .tables import markdown_table
 
 ATTRIBUTES = ("colour", "shape", "size", "position", "count")
@@ -131,7 +132,7 @@ def attribute_accuracy(captions: Mapping[int, str], records: Sequence[ImageRecor
     blind floor and how often each attribute is mentioned per caption."""
     recs = [r for r in records if r.image_id in captions and r.objects]
     if not recs:
-        raise ValueError("attribute accuracy needs synthetic records with stored objects")
+        raise InputError("attribute accuracy needs synthetic records with stored objects")
     with Image.open(recs[0].path) as im:
         size = im.size[0]
     scenes = [scene_of(r, size) for r in recs]

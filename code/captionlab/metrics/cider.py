@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 N = 4
 SIGMA = 6.0
 
@@ -101,7 +103,7 @@ class DocumentFrequency:
 def _base(vocab: dict[str, int]) -> int:
     base = len(vocab) + 1
     if base**N >= 2**62:
-        raise ValueError(f"vocabulary of {len(vocab)} words is too large for 64-bit 4-gram keys")
+        raise InputError(f"vocabulary of {len(vocab)} words is too large for 64-bit 4-gram keys")
     return base
 
 
@@ -127,12 +129,12 @@ def cider_d(
     """
     keys = list(candidates)
     if set(keys) != set(references):
-        raise ValueError("candidates and references must have the same image ids")
+        raise InputError("candidates and references must have the same image ids")
     for k in keys:
         if len(candidates[k]) != 1:
-            raise ValueError(f"image {k!r}: expected exactly one candidate caption, got {len(candidates[k])}")
+            raise InputError(f"image {k!r}: expected exactly one candidate caption, got {len(candidates[k])}")
         if not references[k]:
-            raise ValueError(f"image {k!r}: no references")
+            raise InputError(f"image {k!r}: no references")
     n_img = len(keys)
     n_refs = np.array([len(references[k]) for k in keys])
     ref_image = np.repeat(np.arange(n_img), n_refs)  # (R,)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import CaptionlabError, InputError
 from ..files import atomic_write_text
 from ..weights import MissingWeightsError
 
@@ -24,8 +25,8 @@ KEY_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr
 _PUNCT = re.compile(r"[^\w\s']|_")
 
 
-class JavaMissingError(RuntimeError):
-    pass
+class JavaMissingError(CaptionlabError, RuntimeError):
+    """Java, which pycocoevalcap's PTB tokenizer and METEOR run on, is not installed."""
 
 
 def _need_java(what: str) -> None:
@@ -64,7 +65,7 @@ def _tokenize(captions: Mapping[Any, Sequence[str]], tokenizer: str) -> dict[Any
     if tokenizer == "simple":
         return {k: [simple_tokenize(c) for c in v] for k, v in captions.items()}
     if tokenizer != "ptb":
-        raise ValueError(f"tokenizer must be 'ptb' or 'simple', got {tokenizer!r}")
+        raise InputError(f"tokenizer must be 'ptb' or 'simple', got {tokenizer!r}")
     _need_java("the PTB tokenizer")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -108,7 +109,7 @@ def _scorers(metrics: Iterable[str], fast_cider: bool = False):
 
             yield name, Spice()
         else:
-            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS + ('SPICE',))}")
+            raise InputError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS + ('SPICE',))}")
 
 
 def score(
@@ -126,13 +127,13 @@ def score(
     computes it with the vectorised scorer (metrics/cider.py: equal to 1e-6, many times faster).
     """
     if not results:
-        raise ValueError("no results to score")
+        raise InputError("no results to score")
     missing = [k for k in results if k not in references]
     if missing:
-        raise ValueError(f"{len(missing)} result image id(s) have no references, e.g. {missing[:5]}")
+        raise InputError(f"{len(missing)} result image id(s) have no references, e.g. {missing[:5]}")
     empty = [k for k in results if not references[k]]
     if empty:
-        raise ValueError(f"{len(empty)} image(s) have an empty reference list, e.g. {empty[:5]}")
+        raise InputError(f"{len(empty)} image(s) have an empty reference list, e.g. {empty[:5]}")
     ids = list(results)
     gts = _tokenize({k: list(references[k]) for k in ids}, tokenizer)
     res = _tokenize({k: [results[k]] for k in ids}, tokenizer)
@@ -165,15 +166,15 @@ def load_results(path: str | Path) -> dict[Any, str]:
     path = Path(path)
     data = read_json(path, "results file")
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of {{'image_id', 'caption'}} objects")
+        raise InputError(f"{path}: expected a list of {{'image_id', 'caption'}} objects")
     out: dict[Any, str] = {}
     for i, r in enumerate(data):
         if not isinstance(r, dict) or "image_id" not in r or "caption" not in r:
-            raise ValueError(f"{path}: entry {i} needs 'image_id' and 'caption'")
+            raise InputError(f"{path}: entry {i} needs 'image_id' and 'caption'")
         if r["image_id"] in out:
-            raise ValueError(f"{path}: image_id {r['image_id']!r} appears twice (entry {i})")
+            raise InputError(f"{path}: image_id {r['image_id']!r} appears twice (entry {i})")
         if not isinstance(r["caption"], str):
-            raise ValueError(f"{path}: entry {i}: caption must be a string")
+            raise InputError(f"{path}: entry {i}: caption must be a string")
         out[r["image_id"]] = r["caption"]
     return out
 
@@ -185,13 +186,13 @@ def load_annotations(path: str | Path) -> dict[Any, list[str]]:
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise ValueError(f"{path}: expected an object with an 'annotations' list (COCO caption format)")
+        raise InputError(f"{path}: expected an object with an 'annotations' list (COCO caption format)")
     refs: dict[Any, list[str]] = {img["id"]: [] for img in data.get("images", []) if isinstance(img, dict)}
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict) or "image_id" not in a or "caption" not in a:
-            raise ValueError(f"{path}: annotations[{i}] needs 'image_id' and 'caption'")
+            raise InputError(f"{path}: annotations[{i}] needs 'image_id' and 'caption'")
         if not isinstance(a["caption"], str) or not a["caption"].strip():
-            raise ValueError(f"{path}: annotations[{i}] (image {a['image_id']!r}): empty caption")
+            raise InputError(f"{path}: annotations[{i}] (image {a['image_id']!r}): empty caption")
         refs.setdefault(a["image_id"], []).append(a["caption"])
     return refs
 
@@ -225,7 +226,7 @@ def score_files(
     unknown = [k for k in results if k not in refs]
     if unknown:
         shown = ", ".join(map(repr, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
-        raise ValueError(
+        raise InputError(
             f"{len(unknown)} image id(s) in results file {results_path} are not in annotation file "
             f"{annotations_path}: {shown}"
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from ..checkpoint import read_checkpoint
 from ..config import ModelConfig
 from ..data.vocab import Vocabulary
+from ..errors import InputError
 from ..paths import resolve
 from .registry import MODELS
 from .transformer import ViTTransformer
@@ -35,7 +36,7 @@ class ClipGPT(ViTTransformer):
     def _pretrain_checkpoint(cfg: ModelConfig) -> dict:
         ckpt = read_checkpoint(resolve(cfg.pretrained_from))
         if ckpt["config"]["model"]["name"] != "dual_encoder":
-            raise ValueError(
+            raise InputError(
                 f"model.pretrained_from: {cfg.pretrained_from} is not a 'captionlab pretrain' checkpoint "
                 f"(its model is {ckpt['config']['model']['name']})"
             )
@@ -47,12 +48,12 @@ class ClipGPT(ViTTransformer):
         text, image = cfg.pretrained_towers in ("both", "text"), cfg.pretrained_towers in ("both", "image")
         for key in MUST_MATCH if text else ():
             if theirs[key] != getattr(cfg, key):
-                raise ValueError(
+                raise InputError(
                     f"model.{key} = {getattr(cfg, key)!r} but the pre-trained text tower has "
                     f"{theirs[key]!r}: clip_gpt's decoder must have the text tower's shape"
                 )
         if image and theirs["encoder"]["name"] != cfg.encoder.name:
-            raise ValueError(
+            raise InputError(
                 f"model.encoder.name = {cfg.encoder.name!r} but the pre-trained image tower is "
                 f"{theirs['encoder']['name']!r}"
             )
@@ -64,7 +65,7 @@ class ClipGPT(ViTTransformer):
                 state[k] = v
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
-            raise ValueError(f"model.pretrained_from: unexpected weights {unexpected[:5]}")
+            raise InputError(f"model.pretrained_from: unexpected weights {unexpected[:5]}")
         self.started_from = sorted(state)  # what came from pre-training (tests check it)
 
     @classmethod

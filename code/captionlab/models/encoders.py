@@ -14,6 +14,7 @@ from torchvision import models as tvm
 
 from ..config import EncoderConfig, ModelConfig
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import InputError
 from ..paths import resolve
 from ..weights import MissingWeightsError, url_weights
 
@@ -69,7 +70,7 @@ def load_checked(net: nn.Module, state: dict[str, torch.Tensor], name: str, head
     """Load pretrained weights, allowing only the classifier (``head``) to be absent."""
     missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
     if [k for k in missing if not k.startswith(head)] or unexpected:
-        raise ValueError(
+        raise InputError(
             f"{name} weights do not match the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
 
@@ -142,7 +143,7 @@ class ViTEncoder(StagedEncoder):
         builder, weights = VITS[cfg.name]
         if builder is None:
             if cfg.pretrained:
-                raise ValueError(f"{cfg.name} has no pretrained weights: set model.encoder.pretrained=false")
+                raise InputError(f"{cfg.name} has no pretrained weights: set model.encoder.pretrained=false")
             net = tvm.VisionTransformer(
                 cfg.image_size, patch_size=16, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=768
             )
@@ -238,12 +239,12 @@ def lite_state_to_timm(state: dict[str, torch.Tensor], net: nn.Module) -> dict[s
             i, module, rest = int(parts[1]), parts[2], ".".join(parts[3:])
             expand = f"_blocks.{i}._expand_conv.weight" in state
             if i >= len(flat) or module not in _LITE_BLOCK[expand]:
-                raise ValueError(f"EfficientNet-Lite weights: {k} has no place in this architecture")
+                raise InputError(f"EfficientNet-Lite weights: {k} has no place in this architecture")
             out[f"{flat[i]}.{_LITE_BLOCK[expand][module]}.{rest}"] = v
         elif parts[0] in _LITE_TOP:
             out[".".join([_LITE_TOP[parts[0]], *parts[1:]])] = v
         else:
-            raise ValueError(f"EfficientNet-Lite weights: unexpected key {k}")
+            raise InputError(f"EfficientNet-Lite weights: unexpected key {k}")
     return out
 
 
@@ -292,7 +293,7 @@ CNNS = {**{name: ResNetEncoder for name in RESNETS}, **{name: EfficientNetLiteEn
 def build_cnn(cfg: EncoderConfig) -> StagedEncoder:
     """A CNN feature-map encoder (ResNet or EfficientNet-Lite) by ``encoder.name``."""
     if cfg.name not in CNNS:
-        raise ValueError(f"{cfg.name!r} is not a CNN encoder; choose one of {', '.join(CNNS)}")
+        raise InputError(f"{cfg.name!r} is not a CNN encoder; choose one of {', '.join(CNNS)}")
     return CNNS[cfg.name](cfg)
 
 

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InputError
+
 
 class QueueFull(Exception):
     """More requests wait than ``max_queue``: the caller should answer 503 and ask the client to retry."""
@@ -39,7 +41,7 @@ class DynamicBatcher:
     ) -> None:
         """``run(items, key)`` decodes one batch (in the worker thread) and returns one dict per item."""
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch and max_queue must be at least 1, max_wait_ms at least 0")
+            raise InputError("max_batch and max_queue must be at least 1, max_wait_ms at least 0")
         self.run, self.max_batch, self.max_wait, self.max_queue = run, max_batch, max_wait_ms / 1000, max_queue
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="captionlab-decode")
         self.queue: asyncio.Queue[Job] | None = None

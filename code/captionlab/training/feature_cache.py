@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.dataset import CaptionGroups, ImageItems, ImageRecord, collate_images
+from ..errors import InputError
 from ..progress import progress as progress_bar
 
 
@@ -88,7 +89,7 @@ class CachedGroups(CaptionGroups):
     def __init__(self, groups: CaptionGroups, features: np.ndarray) -> None:
         self.__dict__.update(groups.__dict__)
         if len(features) != len(self.records):
-            raise ValueError(f"feature cache holds {len(features)} images, the training split {len(self.records)}")
+            raise InputError(f"feature cache holds {len(features)} images, the training split {len(self.records)}")
         self.features = features
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, list[torch.Tensor], int]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError, MissingError
 from ..files import atomic_write_text
 from ..paths import resolve
 from .rebuild import image_keys
@@ -39,14 +40,14 @@ def export_rebuilt(
     path = resolve(records_file)
     header, records = read_records(path, repair=False)
     if header is None:
-        raise FileNotFoundError(f"{path}: no rebuilt captions (write them with `captionlab rebuild --out {path}`)")
+        raise MissingError(f"{path}: no rebuilt captions (write them with `captionlab rebuild --out {path}`)")
     cfg = load_config(resolve(source_config))
     ds = load_dataset(cfg.data)
     rebuilt = {r["image"]: r for r in records}
     keys = image_keys(ds)
     missing = [k for k in keys if k not in rebuilt]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{len(missing)} of {len(keys)} images of {ds.source} have no record in {path} (first: {missing[0]}): "
             "finish the rebuild (rerun the same command; it continues), or check that --source is the dataset "
             f"the rebuild captioned ({header.get('images')})"

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..data.images import load_image
+from ..errors import InputError
 from ..paths import resolve
 from ..progress import progress
 from ..training.distributed import setup
@@ -93,10 +94,10 @@ def finetune(o: FinetuneOptions) -> FinetuneResult:
 
     start = time.perf_counter()
     if o.epochs < 1 or o.batch_size < 1 or (o.max_steps is not None and o.max_steps < 1):
-        raise ValueError("--epochs, --batch-size and --max-steps must be at least 1")
+        raise InputError("--epochs, --batch-size and --max-steps must be at least 1")
     pairs = [(r.path, c) for r in load_dataset(load_config(resolve(o.data)).data).split("train") for c in r.captions]
     if not pairs:
-        raise ValueError(f"{o.data}: the dataset has no training captions")
+        raise InputError(f"{o.data}: the dataset has no training captions")
     _, device = setup(o.device)
     dtype = o.dtype
     if dtype == "auto":  # training wants bfloat16's range on a GPU, float32 on a CPU

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..data.images import load_image
+from ..errors import InputError, MissingError
 from ..files import atomic_write_text
 from ..paths import resolve
 from ..progress import progress
@@ -94,14 +95,14 @@ class RebuildResult:
 
 def generation_settings(preset: str, max_new_tokens: int, overrides: dict[str, Any]) -> dict[str, Any]:
     if preset not in PRESETS:
-        raise ValueError(f"unknown --preset {preset!r}; expected one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown --preset {preset!r}; expected one of {', '.join(PRESETS)}")
     g = {"max_new_tokens": max_new_tokens, **PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     if g.get("temperature") is not None and g["temperature"] <= 0:
-        raise ValueError(f"--temperature must be > 0 (got {g['temperature']}); for no randomness use --preset precise")
+        raise InputError(f"--temperature must be > 0 (got {g['temperature']}); for no randomness use --preset precise")
     if g.get("top_p") is not None and not 0 < g["top_p"] <= 1:
-        raise ValueError(f"--top-p must be in (0, 1] (got {g['top_p']})")
+        raise InputError(f"--top-p must be in (0, 1] (got {g['top_p']})")
     if g.get("num_beams", 1) < 1 or g["max_new_tokens"] < 1:
-        raise ValueError("--num-beams and --max-new-tokens must be at least 1")
+        raise InputError("--num-beams and --max-new-tokens must be at least 1")
     if not g["do_sample"]:
         for k in SAMPLING_ONLY:
             g.pop(k, None)
@@ -119,9 +120,7 @@ def source_images(spec: str | Path, on_bad_image: str = "error") -> list[Item]:
     elif p.suffix.lower() in (".yaml", ".yml") and p.is_file():
         data = load_config(p).data
     else:
-        raise FileNotFoundError(
-            f"--images: {p} is neither a folder of images nor a run config (.yaml) naming a dataset"
-        )
+        raise MissingError(f"--images: {p} is neither a folder of images nor a run config (.yaml) naming a dataset")
     ds = load_dataset(dataclasses.replace(data, on_bad_image=on_bad_image))
     keys = image_keys(ds)
     return [Item(k, r.path, r.image_id, r.split) for k, r in zip(keys, ds.records)]
@@ -189,7 +188,7 @@ def check_header(found: dict[str, Any] | None, wanted: dict[str, Any], path: Pat
     diff = [k for k in IDENTITY if there(k) != wanted.get(k)]
     if diff:
         what = "; ".join(f"{k}: {there(k)!r} there, {wanted.get(k)!r} now" for k in diff)
-        raise ValueError(
+        raise InputError(
             f"{path} was written by a different rebuild ({what}). Pass --overwrite to start it again, "
             "or --out another file"
         )
@@ -203,7 +202,7 @@ def rebuild(o: RebuildOptions) -> RebuildResult:
     kind_of(o.vlm)
     generation = generation_settings(o.preset, o.max_new_tokens, o.generation)
     if o.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise InputError("--batch-size must be at least 1")
     info, device = distributed.setup(o.device)
     try:
         return _rebuild(o, generation, info, device)

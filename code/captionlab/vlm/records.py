@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 
-class RecordFileError(ValueError):
+
+class RecordFileError(InputError):
     """A records file that is not what a rebuild writes."""
 
 
