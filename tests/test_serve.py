@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
 from PIL import Image
 
 from captionlab import load_checkpoint
@@ -81,9 +83,14 @@ def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_going(served)
         "not an image": (upload(b"hello, I am text"), 400, "cannot read image"),
         "truncated": (upload(good[: len(good) // 2]), 400, "cannot read image"),
         "empty": (upload(b""), 400, "empty"),
-        "over the size limit": (upload(os.urandom(600_000)), 413, "0.5 MB limit"),
+        "body over the limit": (upload(os.urandom(600_000)), 413, "upload too large: over the 0.5 MB limit"),
+        "image over the limit": (upload(os.urandom(540_000)), 413, "image over the 0.5 MB limit"),  # body within
         "decompression bomb": (upload(png(big)), 413, "over the limit of 4 M pixels"),
-        "no file field": ({"method": "POST", "url": "/caption", "data": {"beam_size": "2"}}, 400, "field 'file'"),
+        "no file field": (
+            {"method": "POST", "url": "/caption", "data": {"beam_size": "2"}},
+            422,
+            "file: Field required: send the image as the multipart form field 'file'",
+        ),
         "beam out of range": (upload(good, beam_size="0"), 422, "beam_size: 0 is out of range"),
         "beam not a number": (upload(good, beam_size="many"), 422, "beam_size"),
         "temperature zero": (upload(good, sample="true", temperature="0"), 422, "temperature"),
@@ -95,6 +102,27 @@ def test_bad_requests_get_a_4xx_with_a_reason_and_the_server_keeps_going(served)
         detail = a.json()["detail"]
         assert isinstance(detail, str) and "\n" not in detail and words in detail, (name, detail)
     assert answers[-1].status_code == 200 and answers[-1].json()["caption"]  # and it still captions
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_while_it_is_read(served):
+    """No Content-Length (chunked transfer): the server counts the bytes as they arrive and answers 413
+    before the rest is sent, instead of parsing the whole body first."""
+    ckpt, _ = served
+    app = load_app([ckpt], "cpu", ServeOptions(max_image_mb=0.5))
+    boundary, chunk, n_chunks = "captionlab", b"\0" * 65536, 64  # 4 MB offered
+    sent = {"chunks": 0}
+
+    async def body():
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'.encode()
+        for _ in range(n_chunks):
+            sent["chunks"] += 1
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    answer = call(app, [{"method": "POST", "url": "/caption", "content": body(), "headers": headers}])[0]
+    assert answer.status_code == 413 and "upload too large: over the 0.5 MB limit" in answer.json()["detail"]
+    assert sent["chunks"] < 16  # stopped at about 0.6 MB, not after reading all 4 MB
 
 
 def test_both_pixel_limits_refuse_an_image_as_too_large(monkeypatch):
@@ -154,7 +182,10 @@ def free_port() -> int:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+NO_CHROMIUM = "Debian's chromium is not installed: `sudo apt-get install chromium` (as .ci/run does) runs it"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_page_captions_an_uploaded_image_in_headless_chromium(served):
     import uvicorn
     from playwright.sync_api import sync_playwright
@@ -215,3 +246,18 @@ def test_the_serve_command_starts_answers_and_stops_on_ctrl_c(served):
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and f"http://127.0.0.1:{port}/" in out
+
+
+@pytest.fixture
+def api_schema(served):
+    """The served app's own /openapi.json, for schemathesis to fuzz the app against (in process, over ASGI)."""
+    ckpt, _ = served
+    return schemathesis.openapi.from_asgi("/openapi.json", load_app([ckpt], "cpu", ServeOptions(max_image_mb=0.5)))
+
+
+@schemathesis.pytest.from_fixture("api_schema").parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_every_answer_of_the_api_is_one_its_openapi_schema_documents(case):
+    """schemathesis (the OpenAPI fuzzer) with all its checks: status codes, bodies and headers are the
+    documented ones, no 5xx, required fields required; bounded (25 examples per operation, fixed seed)."""
+    case.call_and_validate()

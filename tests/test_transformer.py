@@ -149,3 +149,35 @@ def test_sampling_through_the_cache_carries_gradients_for_scst():
     out.logprobs.sum().backward()
     assert model.layers[0].self_attn.q.weight.grad.abs().sum() > 0  # through the cached keys/values
     assert model.layers[0].cross_attn.kv.weight.grad.abs().sum() > 0  # and the per-image cross-attention keys
+
+
+def test_every_front_door_refuses_a_caption_longer_than_the_model_has_positions(trained_vit, capsys):
+    """The tiny vit_transformer has 40 positions: max_len 40 decodes, 41 is refused in one line by
+    `caption`, `evaluate` and `serve` (422 naming the limit, /info shows it) instead of a traceback or a 500."""
+    from captionlab.cli import main
+    from captionlab.serve.app import load_app
+    from test_serve import call, upload
+
+    cfg, result = trained_vit
+    ckpt = result.run_dir / "best.pt"
+    image = load_dataset(cfg.data).split("test")[0].path
+    captioner = load_checkpoint(ckpt, "cpu")
+    n = cfg.model.max_positions
+    assert captioner.max_words == n == 40
+    assert captioner.caption(image, beam_size=2, max_len=n)  # the longest caption it has positions for
+    for argv in (["caption", str(ckpt), str(image)], ["evaluate", str(ckpt), "--split", "test"]):
+        assert main([*argv, "--max-len", str(n + 1), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"max_len {n + 1} is longer than this vit_transformer model can write" in err
+        assert f"at most {n} words" in err
+    app = load_app([ckpt], "cpu")
+    too_long, fine, info = call(
+        app,
+        [
+            upload(image.read_bytes(), max_len=str(n + 1)),
+            upload(image.read_bytes(), max_len=str(n)),
+            {"method": "GET", "url": "/info"},
+        ],
+    )
+    assert too_long.status_code == 422 and f"at most {n} words" in too_long.json()["detail"], too_long.text
+    assert fine.status_code == 200 and info.json()["max_words"] == n

@@ -19,6 +19,7 @@ from .data.images import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_imag
 from .data.lm_vocab import load_vocab
 from .data.tokenizers import build_tokenizer
 from .data.vocab import Vocabulary
+from .errors import InputError
 from .models import CaptionModel, build_model
 
 
@@ -50,13 +51,33 @@ class Captioner:
         mean, std = getattr(model, "image_norm", (IMAGENET_MEAN, IMAGENET_STD))  # the encoder's own
         self.transform = build_transform(config.data.image_size, config.data.resize, mean, std)
 
+    def batch(self, images: Sequence[Image.Image | str | os.PathLike]) -> torch.Tensor:
+        """PIL images and/or paths -> the model's input (N, 3, H, W), already on its device: the one way
+        a notebook or script hands images to ``model`` or ``decoding`` on a GPU as on a CPU."""
+        pil = [to_rgb(x) if isinstance(x, Image.Image) else load_image(x) for x in images]
+        return torch.stack([self.transform(im) for im in pil]).to(self.device)
+
     def words(self, tokens: torch.Tensor) -> list[str]:
         """Token ids (batch, T) -> caption strings."""
         return [self.tokenizer.detokenize(self.vocab.decode(row.tolist())) for row in tokens]
 
+    @property
+    def max_words(self) -> int | None:
+        """The longest caption this model can decode (None: no limit); see ``CaptionModel.max_words``."""
+        return self.model.max_words
+
+    def check_max_len(self, max_len: int) -> int:
+        """Refuse, in one line, a caption length the model has no positions for (before any decoding)."""
+        if self.max_words is not None and max_len > self.max_words:
+            raise InputError(
+                f"max_len {max_len} is longer than this {self.config.model.name} model can write: at most "
+                f"{self.max_words} words"
+            )
+        return max_len
+
     def _beam(self, beam_size: int | None, max_len: int | None) -> tuple[int, int, float]:
         d = self.config.decode
-        return (beam_size or d.beam_size, max_len or d.max_len, d.length_penalty)
+        return (beam_size or d.beam_size, self.check_max_len(max_len or d.max_len), d.length_penalty)
 
     @torch.no_grad()
     def caption_tensor(
@@ -77,10 +98,7 @@ class Captioner:
     ) -> decoding.DecodeOutput:
         """One batch of PIL images (or of images already through ``transform``, stacked) through the
         engine: beam search (greedy at beam 1) or sampling."""
-        if isinstance(images, torch.Tensor):
-            batch = images
-        else:
-            batch = torch.stack([self.transform(to_rgb(im)) for im in images])  # (batch, 3, H, W)
+        batch = images if isinstance(images, torch.Tensor) else self.batch(images)  # (batch, 3, H, W)
         if sample:
             _, n, _ = self._beam(1, max_len)
             return decoding.sample(self.model, batch.to(self.device), n, temperature=temperature, top_p=top_p)
@@ -108,7 +126,7 @@ class Captioner:
 
     def traces(self, decoded: decoding.DecodeOutput) -> list[CaptionTrace]:
         if decoded.attention is None:
-            raise ValueError(
+            raise InputError(
                 f"model {self.config.model.name} has no attention to show; attention maps come from "
                 "show_attend_tell and adaptive_attention"
             )
@@ -165,7 +183,7 @@ def load_checkpoint(path: str | Path | Sequence[str | Path], device: str | torch
     is rebuilt without pretrained weights (they are in the checkpoint), so no download is needed.
 
     Several paths give one captioner that decodes them as an ensemble (averaged next-word
-    probabilities); they must share a vocabulary and an input size."""
+    probabilities); they must share a vocabulary, a tokenizer, an input size and an image normalisation."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if len(paths) == 1:
         model, vocab, cfg = read_captioner_model(paths[0])
@@ -176,14 +194,19 @@ def load_checkpoint(path: str | Path | Sequence[str | Path], device: str | torch
     _, vocab, cfg = loaded[0]
     for p, (_, v, c) in zip(paths[1:], loaded[1:]):
         if v != vocab:
-            raise ValueError(
+            raise InputError(
                 f"cannot ensemble {paths[0]} and {p}: their vocabularies differ "
                 f"({len(vocab)} vs {len(v)} tokens{'' if len(v) != len(vocab) else ', same size, other words'}); "
                 "ensemble checkpoints trained on the same data and tokenizer"
             )
         if (c.data.image_size, c.data.resize) != (cfg.data.image_size, cfg.data.resize):
-            raise ValueError(
+            raise InputError(
                 f"cannot ensemble {paths[0]} and {p}: input sizes differ ({cfg.data.image_size} vs {c.data.image_size})"
+            )
+        if c.data.tokenizer != cfg.data.tokenizer:
+            raise InputError(
+                f"cannot ensemble {paths[0]} and {p}: their tokenizers differ "
+                f"({cfg.data.tokenizer} vs {c.data.tokenizer}), so their captions are written differently"
             )
     names = "+".join(c.model.name for _, _, c in loaded)
     cfg = copy.deepcopy(cfg)

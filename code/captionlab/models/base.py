@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..data.vocab import Vocabulary
+from ..errors import InputError
 
 
 class State(dict):
@@ -94,6 +95,12 @@ class CaptionModel(nn.Module):
         with (ImageNet's for ResNet and ViT, TF-Lite's for EfficientNet-Lite, CLIP's for ClipCap)."""
         return image_norm_of(self)
 
+    @property
+    def max_words(self) -> int | None:
+        """The longest caption the model can decode, in steps (``<end>`` included): a Transformer has
+        ``model.max_positions`` positions, GPT-2 its own less the prefix; None where nothing limits it (RNNs)."""
+        return None
+
     def init_state(self, images: torch.Tensor) -> State:
         raise NotImplementedError
 
@@ -101,7 +108,7 @@ class CaptionModel(nn.Module):
     def expand_for(state: State, captions: torch.Tensor) -> State:
         n, rem = divmod(captions.size(0), state.batch_size)
         if rem or n < 1:
-            raise ValueError(
+            raise InputError(
                 f"{captions.size(0)} captions for {state.batch_size} images: "
                 "need the same number of captions for every image"
             )
@@ -138,6 +145,10 @@ class FeatureInput(CaptionModel):
     @property
     def attention_maps(self) -> torch.Tensor | None:
         return getattr(self.model, "attention_maps", None)
+
+    @property
+    def max_words(self) -> int | None:
+        return self.model.max_words
 
     def init_state(self, feats: torch.Tensor) -> State:
         return self.model.init_state_from_features(feats)

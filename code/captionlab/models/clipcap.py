@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..data.lm_vocab import LMVocabulary, from_lm_logits
+from ..errors import InputError
 from .base import CaptionModel, State
 from .encoders import StagedEncoder
 from .hf import cache_to_state, load_pretrained, state_to_cache
@@ -87,7 +88,7 @@ class ClipCap(CaptionModel):
         from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel
 
         if not isinstance(vocab, LMVocabulary) or len(vocab) != vocab_size:
-            raise ValueError("clipcap needs the vocabulary of its language model's tokenizer (LMVocabulary)")
+            raise InputError("clipcap needs the vocabulary of its language model's tokenizer (LMVocabulary)")
         if assets:  # from a checkpoint: the architectures it saved; its weights follow
             clip = CLIPVisionModel(CLIPVisionConfig.from_dict(assets["clip_config"]))
             lm = GPT2LMHeadModel(GPT2Config.from_dict(assets["lm_config"]))
@@ -95,7 +96,7 @@ class ClipCap(CaptionModel):
             clip = load_pretrained(CLIPVisionModel, cfg.clip, "model.clip")
             lm = load_pretrained(GPT2LMHeadModel, cfg.lm, "model.lm")
         if lm.get_input_embeddings().num_embeddings < vocab.lm_size:
-            raise ValueError(
+            raise InputError(
                 f"model.lm: its tokenizer has {vocab.lm_size} tokens but the model embeds only "
                 f"{lm.get_input_embeddings().num_embeddings}"
             )
@@ -113,6 +114,10 @@ class ClipCap(CaptionModel):
         if cfg.lm_frozen:
             for p in lm.parameters():
                 p.requires_grad_(False)
+
+    @property
+    def max_words(self) -> int | None:
+        return self.lm.config.n_positions - self.mapper.prefix_len  # the prefix takes the first positions
 
     @classmethod
     def text_vocab(cls, cfg: ModelConfig, tokenizer: str) -> LMVocabulary:

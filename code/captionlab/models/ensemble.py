@@ -3,7 +3,8 @@ next-word probabilities are averaged, inside the same greedy or beam search as a
 
 The ensemble is itself a ``CaptionModel``: its State holds each member's entries under
 ``<name>@<member>``, so ``State.select``/``expand`` reorder all members at once and the engine needs
-no change. Members must share one vocabulary.
+no change. Members must share one vocabulary and one image normalisation (the captioner checks
+the input size and the tokenizer).
 """
 
 from __future__ import annotations
@@ -14,18 +15,34 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .base import CaptionModel, State
 
 
 class Ensemble(CaptionModel):
     def __init__(self, members: Sequence[CaptionModel]) -> None:
         if not members:
-            raise ValueError("an ensemble needs at least one model")
+            raise InputError("an ensemble needs at least one model")
         sizes = {m.vocab_size for m in members}
         if len(sizes) != 1:
-            raise ValueError(f"ensemble members have different vocabulary sizes: {sorted(sizes)}")
+            raise InputError(f"ensemble members have different vocabulary sizes: {sorted(sizes)}")
+        norms = {m.image_norm for m in members}
+        if len(norms) != 1:
+            raise InputError(
+                "ensemble members normalise images differently (mean, std): "
+                f"{' vs '.join(str(n) for n in sorted(norms))}; every member must read the same input tensor"
+            )
         super().__init__(members[0].vocab_size)
         self.members = nn.ModuleList(members)
+
+    @property
+    def image_norm(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self.members[0].image_norm  # one for all: checked above (CLIP's for ClipCap members)
+
+    @property
+    def max_words(self) -> int | None:
+        limits = [m.max_words for m in self.members if m.max_words is not None]
+        return min(limits) if limits else None
 
     def _split(self, state: State) -> list[State]:
         parts: list[dict] = [{} for _ in self.members]

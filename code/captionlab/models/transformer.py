@@ -13,12 +13,15 @@ heads) is the model's ``attention``, for heat-maps and the grounding rate.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..config_rules import position_problems
+from ..errors import InputError
 from .base import CaptionModel, State
 from .encoders import image_encoder
 from .registry import MODELS
@@ -28,7 +31,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"model.hidden_dim ({dim}) must be divisible by model.num_heads ({heads})")
+            raise InputError(f"model.hidden_dim ({dim}) must be divisible by model.num_heads ({heads})")
         self.heads, self.head_dim = heads, dim // heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
@@ -137,10 +140,14 @@ class TokenPositions:
             self.register_buffer("sinusoid", sinusoid(cfg.max_positions, d), persistent=False)
             self.positions = None
 
+    @property
+    def max_words(self) -> int | None:
+        return self.max_positions  # a step at position t feeds token t: max_len steps need max_len positions
+
     def _position(self, start: int, length: int, device: torch.device) -> torch.Tensor:
         """Positions start .. start+length-1 -> (length, d)."""
         if start + length > self.max_positions:
-            raise ValueError(
+            raise InputError(
                 f"a caption of {start + length} tokens is longer than model.max_positions "
                 f"({self.max_positions}): decode with a smaller max_len or cut captions (data.max_caption_len)"
             )
@@ -151,6 +158,10 @@ class TokenPositions:
 @MODELS.register("vit_transformer")
 class ViTTransformer(TokenPositions, CaptionModel):
     """ViT patch tokens (or a ResNet grid) -> Transformer decoder with a key/value cache."""
+
+    @classmethod
+    def config_problems(cls, cfg: Any) -> list[str]:
+        return position_problems(cfg)
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
         super().__init__(vocab_size)
@@ -192,16 +203,17 @@ class ViTTransformer(TokenPositions, CaptionModel):
         return state
 
     def _decode(
-        self, tokens: torch.Tensor, state: State, cached: bool, need_weights: bool = False
+        self, tokens: torch.Tensor, state: State, cached: bool, need_weights: bool = False, last_only: bool = False
     ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
-        """tokens (rows, T) after what ``state`` holds -> logits (rows, T, vocab), new state, last
-        layer's cross-attention (rows, T, N) when asked."""
+        """tokens (rows, T) after what ``state`` holds -> logits (rows, T, vocab) (``last_only``: (rows, 1,
+        vocab), all a decoding step needs), new state, last layer's cross-attention (rows, T, N) when asked."""
         start = state["k0"].size(2) if cached else 0
         x = self.dropout(self.embed(tokens) + self._position(start, tokens.size(1), tokens.device))  # (rows, T, d)
         new = State(state)
         weights = None
         for i, layer in enumerate(self.layers):
             x, weights = layer(x, state, new, i, cached, need_weights and i == len(self.layers) - 1)
+        x = x[:, -1:] if last_only else x  # a step without the cache reads only the newest position
         return self.out(self.norm(x)), new, weights
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -209,7 +221,7 @@ class ViTTransformer(TokenPositions, CaptionModel):
             logits, new, weights = self._decode(tokens.unsqueeze(1), state, cached=True, need_weights=True)
         else:
             prefix = torch.cat([state["prefix"], tokens.unsqueeze(1)], 1)  # (rows, t+1): all of it again
-            logits, new, weights = self._decode(prefix, state, cached=False, need_weights=True)
+            logits, new, weights = self._decode(prefix, state, cached=False, need_weights=True, last_only=True)
             new["prefix"] = prefix
         new["attention"] = weights[:, -1]  # (rows, N)
         return torch.log_softmax(logits[:, -1].float(), -1), new

@@ -20,6 +20,7 @@ import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..captioner import Captioner
@@ -27,6 +28,24 @@ from ..data.images import BadImageError, ImageTooLargeError, decode_image
 from .batcher import DynamicBatcher, QueueFull
 
 LIMITS = {"beam_size": (1, 20), "max_len": (1, 100)}
+
+
+class Error(BaseModel):
+    """Every refusal: one line saying what is wrong (not FastAPI's list of validation errors)."""
+
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error, "description": "the upload is not a readable image (or is empty)"},
+    413: {"model": Error, "description": "the upload is over the size limit, or the image over the pixel limit"},
+    422: {"model": Error, "description": "a form field is missing or out of range; the detail names it"},
+    503: {
+        "model": Error,
+        "description": "the queue is full: retry after the Retry-After seconds",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,7 @@ def create_app(
         "model": captioner.config.model.name,
         "vocab_size": len(captioner.vocab),
         "decode": {"beam_size": d.beam_size, "max_len": d.max_len},
+        "max_words": captioner.max_words,  # the longest caption the model can write (None: no limit)
         "limits": asdict(o),
         **(info or {}),
     }
@@ -109,14 +129,10 @@ def create_app(
     async def one_line(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "request"
-        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+        hint = ": send the image as the multipart form field 'file'" if where == "file" else ""
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}{hint}"}, status_code=422)
 
-    @app.middleware("http")
-    async def size_limit(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes + 65536:
-            return JSONResponse({"detail": f"upload too large: over the {o.max_image_mb:g} MB limit"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes + 65536, mb=o.max_image_mb)  # + room for the form
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
@@ -130,9 +146,9 @@ def create_app(
     async def get_info() -> dict[str, Any]:
         return info
 
-    @app.post("/caption")
+    @app.post("/caption", responses=ERRORS)
     async def caption(
-        file: Annotated[UploadFile | None, File(description="the image (PNG, JPEG, ...)")] = None,
+        file: Annotated[UploadFile, File(description="the image (PNG, JPEG, ...)")],
         beam_size: Annotated[
             int | None, Form(description="beam width; 1 is greedy (default: the checkpoint's)")
         ] = None,
@@ -143,11 +159,9 @@ def create_app(
         attention: Annotated[bool, Form(description="also return the per-word attention figure")] = False,
     ) -> dict[str, Any]:
         start = time.perf_counter()
-        if file is None:
-            raise HTTPException(400, "no image: send it as the multipart form field 'file'")
         settings = Settings(
             _within("beam_size", d.beam_size if beam_size is None else beam_size),
-            _within("max_len", d.max_len if max_len is None else max_len),
+            _within("max_len", d.max_len if max_len is None else max_len, captioner.max_words),
             sample,
             _positive("temperature", temperature, 10.0) if sample else 1.0,
             _positive("top_p", top_p, 1.0) if sample else 1.0,
@@ -170,10 +184,39 @@ def create_app(
     return app
 
 
-def _within(name: str, value: int) -> int:
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` while it is read (a chunked upload has no Content-Length
+    to check first): the receive channel counts bytes and raises 413 past the limit, so an oversized
+    upload is never parsed whole. ``mb`` is the limit users set, for the message."""
+
+    def __init__(self, app: Any, max_bytes: int, mb: float) -> None:
+        self.app, self.max_bytes, self.message = app, max_bytes, f"upload too large: over the {mb:g} MB limit"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, self.message)  # FastAPI passes it on from form parsing as it is
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _within(name: str, value: int, model_limit: int | None = None) -> int:
     lo, hi = LIMITS[name]
+    hi = min(hi, model_limit) if model_limit is not None else hi
     if not lo <= value <= hi:
-        raise HTTPException(422, f"{name}: {value} is out of range [{lo}, {hi}]")
+        why = f": this model writes at most {hi} words" if hi == model_limit else ""
+        raise HTTPException(422, f"{name}: {value} is out of range [{lo}, {hi}]{why}")
     return value
 
 
