@@ -62,6 +62,31 @@ def test_synthetic_same_seed_gives_identical_bytes(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+def test_regenerating_over_other_settings_leaves_only_the_new_set(tmp_path, monkeypatch):
+    """A smaller set over a larger one keeps none of the old PNGs; a regeneration cut short leaves no
+    annotation file describing half-new images (before: the old one stayed, then was rewritten in place)."""
+    synthetic.ensure(tmp_path, n=12, seed=0, size=32)
+    ann = synthetic.ensure(tmp_path, n=6, seed=1, size=32)
+    names = {im["filename"] for im in json.loads(ann.read_text())["images"]}
+    assert sorted(p.name for p in (tmp_path / "images").glob("*.png")) == sorted(names) and len(names) == 6
+    calls = {"n": 0}
+    real = synthetic.render_scene
+
+    def dies_after_three(*args):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(synthetic, "render_scene", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.ensure(tmp_path, n=6, seed=2, size=32)
+    assert not ann.exists()  # the next ensure() regenerates instead of trusting a file about other images
+    monkeypatch.setattr(synthetic, "render_scene", real)
+    again = synthetic.ensure(tmp_path, n=6, seed=2, size=32)
+    assert json.loads(again.read_text())["meta"]["seed"] == 2 and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_synthetic_records_carry_captions_boxes_and_all_splits(tmp_path):
     ann = synthetic.generate(tmp_path, n=60, seed=0, size=96)
     data = json.loads(ann.read_text())

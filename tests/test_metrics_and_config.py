@@ -122,3 +122,26 @@ def test_spice_without_corenlp_names_the_jars_and_downloads_nothing(monkeypatch)
     monkeypatch.setattr(fetch, "urlretrieve", no_download)  # imported by name there
     with pytest.raises(MissingWeightsError, match=r"stanford-corenlp-3\.6\.0-models\.jar .* into .*spice/lib"):
         score({1: "a dog"}, {1: ["a dog runs"]}, ("SPICE",), tokenizer="simple")
+
+
+@pytest.mark.parametrize(
+    "config, override, words",
+    [
+        ("vit_transformer.yaml", "train.val_max_len=41", "train.val_max_len (41) is longer than model.max_positions"),
+        ("vit_transformer.yaml", "model.num_heads=3", "must be divisible by model.num_heads (3)"),
+        ("vit_transformer.yaml", "data.max_caption_len=45", "data.max_caption_len (45) needs 46 positions"),
+        ("cnn_gru.yaml", "train.fine_tune_from_epoch=2", "needs a frozen pretrained encoder"),
+        ("cnn_gru.yaml", "train.loss=contrastive", "contrastive pre-training goes with model.name=dual_encoder"),
+        ("pretrain.yaml", "data.max_caption_len=60", "needs 62 positions"),
+    ],
+)
+def test_rules_across_keys_are_checked_before_any_data_or_run_folder_is_made(tmp_path, capsys, config, override, words):
+    """Each of these used to pass the config check and fail later: after synthesising the data, or (val_max_len)
+    after a whole epoch of training."""
+    from captionlab.cli import main
+
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    code = main(["train", str(CONFIGS / "tiny" / config), f"data.path={data}", f"train.output_dir={runs}", override])
+    err = capsys.readouterr().err
+    assert code != 0 and words in err and err.strip().count("\n") == 0, err
+    assert not data.exists() and not runs.exists()  # nothing generated, nothing written

@@ -20,11 +20,13 @@ from typing import Any
 
 import yaml
 
+from .config_rules import problems
+from .errors import InputError, MissingError
 from .files import atomic_write_text
 from .registry import registry_names
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config key or value that cannot be used; the message is one line naming the key."""
 
 
@@ -238,6 +240,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
+    def __post_init__(self) -> None:
+        found = problems(self)  # rules across sections, and each model family's own
+        if found:
+            raise ConfigError(found[0])
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -402,7 +409,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
+            raise MissingError(f"config file not found: {p}")
         try:
             d = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:

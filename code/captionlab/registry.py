@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from .errors import InputError, UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -17,7 +19,7 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
             if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                raise InputError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = obj
             return obj
 
@@ -28,7 +30,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -45,3 +47,9 @@ def registry_names(kind: str) -> list[str]:
     so ``config.py`` needs no import of the modules that fill the registries."""
     reg = _ALL.get(kind)
     return reg.names() if reg is not None else []
+
+
+def registry_get(kind: str, name: str) -> object | None:
+    """What ``name`` is registered as under ``kind``, or None (unknown, or the registry not filled yet)."""
+    reg = _ALL.get(kind)
+    return reg._items.get(name) if reg is not None else None

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import InputError
+from ..files import atomic_write_text
 from ..progress import progress
 from .synthetic_zh import captions_zh
 from .tokenizers import ChineseCharTokenizer, EnglishWordTokenizer
@@ -174,10 +176,12 @@ def generate(
     """Write ``images/*.png`` and ``dataset_synthetic.json`` (Karpathy format). Same arguments, same bytes.
     ``lang="zh"``: the same scenes with Chinese captions (``tokens`` are characters)."""
     if lang not in _TOKENIZERS:
-        raise ValueError(f"synthetic captions come in {', '.join(_TOKENIZERS)}, not {lang!r}")
+        raise InputError(f"synthetic captions come in {', '.join(_TOKENIZERS)}, not {lang!r}")
     if n < 3:
-        raise ValueError("the synthetic dataset needs n >= 3 (train, val and test each get an image)")
+        raise InputError("the synthetic dataset needs n >= 3 (train, val and test each get an image)")
     out = Path(out)
+    ann = out / "dataset_synthetic.json"
+    ann.unlink(missing_ok=True)  # an interrupted regeneration leaves no annotation over half-new images
     (out / "images").mkdir(parents=True, exist_ok=True)
     n_val = max(1, round(n * val_fraction))
     n_test = max(1, round(n * test_fraction))
@@ -211,8 +215,11 @@ def generate(
         "max_objects": max_objects,
         "lang": lang,
     }
-    ann = out / "dataset_synthetic.json"
-    ann.write_text(json.dumps({"dataset": "synthetic", "meta": meta, "images": images}, indent=1))
+    keep = {im["filename"] for im in images}
+    for old in (out / "images").glob("synth_*.png"):  # scenes of an earlier, larger set
+        if old.name not in keep:
+            old.unlink()
+    atomic_write_text(ann, json.dumps({"dataset": "synthetic", "meta": meta, "images": images}, indent=1), "annotation")
     return ann
 
 

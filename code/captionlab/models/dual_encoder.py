@@ -11,12 +11,14 @@ captioning decoder from them.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..config_rules import position_problems
 from .base import CaptionModel, image_norm_of
 from .encoders import image_encoder
 from .registry import MODELS
@@ -47,6 +49,10 @@ class TextTower(TokenPositions, nn.Module):
 @MODELS.register("dual_encoder")
 class DualEncoder(nn.Module):
     """images (B, 3, H, W), captions (B, T) -> unit image and text embeddings (B, D) and the logit scale."""
+
+    @classmethod
+    def config_problems(cls, cfg: Any) -> list[str]:
+        return position_problems(cfg, text_tower=True)
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.dataset import CaptionDataset
+from ..errors import ExistsError, MissingError
 from ..files import remove_stale_temporaries
 from ..models import MODELS
 from ..paths import resolve
@@ -18,22 +19,31 @@ from ..paths import resolve
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "steps.csv", "tensorboard", "config.yaml", "curves.png")
 
 
+def run_contents(run_dir: Path) -> list[Path]:
+    """What a run leaves in its folder: its files and its evaluations (``eval_*``, results of its model)."""
+    if not run_dir.is_dir():
+        return []
+    return [run_dir / n for n in RUN_FILES if (run_dir / n).exists()] + sorted(run_dir.glob("eval_*"))
+
+
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an existing run, before anything is loaded or written."""
-    if (run_dir / "last.pt").exists() and not resume and not overwrite:
-        raise FileExistsError(
-            f"{run_dir} already holds a run; pass --resume to continue it, --overwrite "
+    """Refuse to clobber an existing run (any of its files, not only last.pt), before anything is loaded or written."""
+    held = run_contents(run_dir)
+    if held and not resume and not overwrite:
+        names = ", ".join(p.name for p in held[:4]) + (", ..." if len(held) > 4 else "")
+        raise ExistsError(
+            f"{run_dir} already holds a run ({names}); pass --resume to continue it, --overwrite "
             "to start again, or choose another train.run_name"
         )
     if resume is True and not (run_dir / "last.pt").exists():
-        raise FileNotFoundError(f"nothing to resume: {run_dir / 'last.pt'} does not exist")
+        raise MissingError(f"nothing to resume: {run_dir / 'last.pt'} does not exist")
 
 
 def create_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Called only once the run can start, so a failed start leaves no debris."""
+    """Called only once the run can start, so a failed start leaves no debris. ``overwrite`` removes the
+    old run's files and evaluations (they describe a model that is about to be replaced), nothing else."""
     if overwrite and not resume:
-        for name in RUN_FILES:
-            p = run_dir / name
+        for p in run_contents(run_dir):
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)  # a checkpoint write that a kill cut short

@@ -41,6 +41,13 @@ class RunLog:
             {k: v for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}, int(row["epoch"]), "epoch/"
         )
 
+    def restore_row(self, row: dict[str, Any]) -> None:
+        """Append the epoch row a checkpoint carries unless log.csv already has it: the run was killed
+        after writing last.pt and before this row, which would otherwise be lost for good."""
+        logged = read_log(self.csv_path) if self.csv_path.is_file() else []
+        if self.enabled and not any(r.get("epoch") == row["epoch"] for r in logged):
+            self.epoch_row(row)
+
     def step_row(self, values: dict[str, float], step: int) -> None:
         """Training statistics at one optimizer step (the reward curve of self-critical training)."""
         if self.enabled:

@@ -26,6 +26,7 @@ from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
 from ..data.tokenizers import build_tokenizer, metric_text
 from ..data.vocab import Vocabulary
+from ..errors import CaptionlabError, InputError
 from ..evaluation import caption_records, scoring_inputs
 from ..metrics import FAST_METRICS, score
 from ..metrics.coco import simple_tokenize
@@ -40,7 +41,7 @@ from .runlog import RunLog, read_log
 from .scst import build_loss
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(CaptionlabError, RuntimeError):
     """train.max_bad_steps non-finite losses in a row; the message names the last good checkpoint."""
 
 
@@ -69,7 +70,7 @@ def lr_factor(cfg: RunConfig, epoch: int, step: int) -> float:
     elif t.lr_schedule == "cosine":
         f = 0.5 * (1 + math.cos(math.pi * epoch / max(1, t.epochs)))
     else:
-        raise ValueError(f"train.lr_schedule must be constant, step or cosine; got {t.lr_schedule!r}")
+        raise InputError(f"train.lr_schedule must be constant, step or cosine; got {t.lr_schedule!r}")
     return f * min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else f
 
 
@@ -195,13 +196,6 @@ def _train(
     dataset: CaptionDataset | None,
 ) -> TrainResult:
     t = cfg.train
-    if (t.loss == "contrastive") != (t.select_metric == "mean_recall") or (t.loss == "contrastive") != (
-        cfg.model.name == "dual_encoder"
-    ):
-        raise ValueError(
-            "contrastive pre-training goes with model.name=dual_encoder and train.select_metric="
-            "mean_recall (captionlab pretrain sets both), and only with them"
-        )
     seed_everything(t.seed)
     progress = progress and info.is_main
     run_dir = resolve(t.output_dir) / t.run_name
@@ -218,12 +212,7 @@ def _train(
         vocab = build_vocab(cfg, dataset)
         model = build_model(cfg.model, len(vocab), vocab=vocab).to(device)
     encoder = getattr(model, "encoder", None)
-    if t.fine_tune_from_epoch is not None:
-        if encoder is None or encoder.trainable:
-            raise ValueError(
-                "train.fine_tune_from_epoch needs a frozen pretrained encoder "
-                "(model.encoder.pretrained=true, fine_tune=false); this one trains from the start"
-            )
+    if t.fine_tune_from_epoch is not None:  # the config checked that the encoder starts frozen
         enc_params = [p for s in encoder.stages(t.fine_tune_blocks) for p in s.parameters()]  # opened later
     else:
         enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
@@ -246,7 +235,7 @@ def _train(
         path = run_dir / "last.pt" if resume is True else Path(resume)
         ckpt = read_checkpoint(path, map_location=device)
         if ckpt["vocab"] != vocab.to_list():
-            raise ValueError(
+            raise InputError(
                 f"{path}: its vocabulary differs from the one built from {cfg.data.path}; "
                 "resume with the same data settings"
             )
@@ -282,6 +271,8 @@ def _train(
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
         log.truncate_after(done, global_step)
+        if "epoch_row" in extra:  # a kill between last.pt and its log.csv row: the row is rebuilt from last.pt
+            log.restore_row(extra["epoch_row"])
 
     model_assets = model.assets() if hasattr(model, "assets") else None
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
@@ -453,7 +444,7 @@ def _train(
                         run_dir / "last.pt",
                         **common,
                         optimizer=optimizer.state_dict(),
-                        extra={**state, "scaler": scaler.state_dict()},
+                        extra={**state, "scaler": scaler.state_dict(), "epoch_row": row},  # see restore_row
                     )
                     log.epoch_row(row)
                     summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in SHOWN)
