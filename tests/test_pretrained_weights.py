@@ -274,3 +274,39 @@ def test_a_frozen_random_encoder_stays_fixed_and_frozen_with_fine_tune_is_refuse
     assert not model.encoder.trainable and not any(p.requires_grad for p in model.encoder.parameters())
     with pytest.raises(ConfigError, match="frozen and model.encoder.fine_tune are both true"):
         load_config(None, ["model.encoder.frozen=true", "model.encoder.fine_tune=true"])
+
+
+def test_a_directory_of_another_architecture_is_refused_and_unused_weights_are_said(tmp_path):
+    """transformers only logs (and captionlab used to silence) "weights not initialized": a directory of
+    the wrong architecture trained from random weights without a word. Now missing weights are an error,
+    weights the class does not use one warning line, and a matching directory loads quietly."""
+    import warnings
+
+    from transformers import CLIPVisionModel, CLIPVisionModelWithProjection, GPT2LMHeadModel
+
+    from captionlab.errors import InputError
+    from captionlab.models.hf import load_pretrained, save_tiny_clip, save_tiny_clip_model
+
+    save_tiny_clip(tmp_path / "vision")
+    save_tiny_clip_model(tmp_path / "full", ["a red circle", "a blue square"] * 10)
+    with pytest.raises(InputError, match=r"model.lm: .*vision has no weights .* for \d+ parameters of GPT2LMHeadModel"):
+        load_pretrained(GPT2LMHeadModel, tmp_path / "vision", "model.lm")
+    with pytest.raises(InputError, match="visual_projection.weight: it holds another architecture"):
+        load_pretrained(CLIPVisionModelWithProjection, tmp_path / "vision", "model.clip")
+    with pytest.warns(UserWarning, match=r"model.clip: \d+ weights in .*full are not used by CLIPVisionModel"):
+        load_pretrained(CLIPVisionModel, tmp_path / "full", "model.clip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(load_pretrained(CLIPVisionModel, tmp_path / "vision", "model.clip"), CLIPVisionModel)
+
+
+def test_a_tiny_clipcap_config_without_its_stand_ins_says_how_to_make_them(tmp_path, capsys):
+    from captionlab.cli import main
+    from captionlab.paths import CONFIGS
+
+    config = CONFIGS / "tiny" / "clipcap_mlp.yaml"
+    clip = tmp_path / "tiny_hf" / "clip"
+    args = ["train", str(config), f"model.clip={clip}", f"model.lm={tmp_path / 'tiny_hf' / 'gpt2'}"]
+    assert main([*args, f"data.path={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"directory not found: {tmp_path / 'tiny_hf'}" in err and "`captionlab tiny-hf CONFIG` writes" in err

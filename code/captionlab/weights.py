@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import MissingError
 from .paths import resolve
 
 OFFLINE_VARS = ("CAPTIONLAB_OFFLINE", "HF_HUB_OFFLINE")
@@ -25,7 +26,7 @@ REPO_ID = re.compile(r"[A-Za-z0-9][\w\-.]{0,95}(/[A-Za-z0-9][\w\-.]{0,95})?")
 NOT_PYTORCH = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "*.mlmodel", "onnx/*", "coreml/*", "*.gguf"]
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(MissingError):
     """Pretrained weights are not on disk and could not be fetched; the message says what to put where."""
 
 
@@ -118,8 +119,14 @@ def model_dir(path: str | Path | None, key: str) -> Path:
     if p.exists():
         raise MissingWeightsError(f"{key}: {p} is a file; give a model directory or a Hugging Face repository id")
     if not is_repo_id(str(path)):
+        tiny = (
+            "; it names a tiny random stand-in, which `captionlab tiny-hf CONFIG` writes (CONFIG: the config "
+            "that names it, e.g. code/configs/tiny/clipcap_mlp.yaml)"
+            if p.parent.name.startswith("tiny_hf")
+            else ""
+        )
         raise MissingWeightsError(
-            f"{key}: directory not found: {p} (and {str(path)!r} is not a Hugging Face repository id)"
+            f"{key}: directory not found: {p} (and {str(path)!r} is not a Hugging Face repository id){tiny}"
         )
     return _checked(_snapshot(str(path), key, p), key)
 

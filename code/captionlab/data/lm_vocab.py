@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from .tokenizers import Tokenizer, build_tokenizer
 from .vocab import SPECIALS, Vocabulary
 
@@ -45,7 +46,7 @@ class LMVocabulary:
         bos = hf_tokenizer.bos_token_id if hf_tokenizer.bos_token_id is not None else hf_tokenizer.cls_token_id
         eos = hf_tokenizer.eos_token_id if hf_tokenizer.eos_token_id is not None else hf_tokenizer.sep_token_id
         if bos is None or eos is None:
-            raise ValueError(
+            raise InputError(
                 "the language model's tokenizer has neither bos/eos nor cls/sep tokens to start and end a caption with"
             )
         self.lm_bos, self.lm_eos = int(bos), int(eos)
@@ -57,7 +58,7 @@ class LMVocabulary:
     def from_dir(cls, path: str | Path, words: str) -> LMVocabulary:
         from transformers import AutoTokenizer
 
-        from ..models.hf import quiet, require_dir
+        from ..hub import quiet, require_dir
 
         quiet()
         tok = AutoTokenizer.from_pretrained(str(require_dir(path, "model.lm")), local_files_only=True)

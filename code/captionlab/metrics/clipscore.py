@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.images import load_image
+from ..errors import InputError
 
 W = 2.5
 PREFIX = "A photo depicts "
@@ -23,13 +24,11 @@ PREFIX = "A photo depicts "
 def load_clip(path: str | Path) -> tuple[Any, Any]:
     from transformers import CLIPModel, CLIPProcessor
 
-    from ..models.hf import quiet, require_dir
+    from ..hub import from_pretrained_checked, require_dir
 
-    quiet()
-    where = str(require_dir(path, "--clipscore"))
-    return CLIPModel.from_pretrained(where, local_files_only=True).eval(), CLIPProcessor.from_pretrained(
-        where, local_files_only=True
-    )
+    where = require_dir(path, "--clipscore")
+    model = from_pretrained_checked(CLIPModel, where, "--clipscore").eval()
+    return model, CLIPProcessor.from_pretrained(str(where), local_files_only=True)
 
 
 @torch.no_grad()
@@ -74,7 +73,7 @@ def clip_scores(
     ids = list(results)
     missing = [i for i in ids if i not in images]
     if missing:
-        raise ValueError(f"CLIPScore needs the image of every result; no image file for ids {missing[:10]}")
+        raise InputError(f"CLIPScore needs the image of every result; no image file for ids {missing[:10]}")
     img = _images(model, processor, [images[i] for i in ids], batch)  # (N, D)
     cand = _texts(model, processor, [results[i] for i in ids], batch)  # (N, D)
     clip_s = W * (img * cand).sum(-1).clamp(min=0)  # (N,)

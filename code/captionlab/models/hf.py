@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from ..errors import ExistsError, InputError
+from ..hub import from_pretrained_checked, quiet, require_dir
 from ..paths import resolve
-from ..weights import model_dir
 
 with warnings.catch_warnings():  # transformers imports tqdm.auto, which warns about ipywidgets in a notebook:
     warnings.filterwarnings("ignore", message="IProgress not found")  # import it once, quietly, first
@@ -26,25 +27,8 @@ with warnings.catch_warnings():  # transformers imports tqdm.auto, which warns a
 CACHE_PREFIX = "lm_"
 
 
-def require_dir(path: str | Path | None, key: str) -> Path:
-    """The local model directory behind config ``key``: a directory, or a Hub repository id resolved
-    through the cache or a download (``weights.model_dir``); else a message saying what belongs there."""
-    return model_dir(path, key)
-
-
-def quiet() -> None:
-    """transformers' per-load progress bars and notices would flood training logs."""
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
-
-
 def load_pretrained(cls: Any, path: str | Path | None, key: str) -> Any:
-    quiet()
-    return cls.from_pretrained(str(require_dir(path, key)), local_files_only=True)
+    return from_pretrained_checked(cls, require_dir(path, key), key)
 
 
 # ---------------------------------------------------------------- key/value cache <-> State
@@ -235,11 +219,11 @@ def write_tiny_models(cfg: Any, overwrite: bool = False) -> tuple[Path, Path]:
 
     m = cfg.model
     if not m.clip or not m.lm:
-        raise ValueError("the config sets no model.clip / model.lm directories to write the tiny models to")
+        raise InputError("the config sets no model.clip / model.lm directories to write the tiny models to")
     clip, lm = resolve(m.clip), resolve(m.lm)
     for p in (clip, lm):
         if p.exists() and not overwrite:
-            raise FileExistsError(f"{p} already exists; pass --overwrite to replace it with a tiny stand-in")
+            raise ExistsError(f"{p} already exists; pass --overwrite to replace it with a tiny stand-in")
     words = build_tokenizer(cfg.data.tokenizer)
     texts = [words.detokenize(words.tokenize(c)) for r in load_dataset(cfg.data).split("train") for c in r.captions]
     save_tiny_clip(clip, image_size=cfg.data.image_size)

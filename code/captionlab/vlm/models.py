@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..models.hf import quiet, require_dir
+from ..errors import CaptionlabError, InputError, MissingError
+from ..hub import from_pretrained_checked, quiet, require_dir
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,13 @@ KINDS = {
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-class VLMError(RuntimeError):
+class VLMError(CaptionlabError, RuntimeError):
     """A vision-language model cannot be used as asked; the message says what to change."""
 
 
 def kind_of(name: str) -> Kind:
     if name not in KINDS:
-        raise ValueError(f"unknown --vlm {name!r}; expected one of {', '.join(KINDS)}")
+        raise InputError(f"unknown --vlm {name!r}; expected one of {', '.join(KINDS)}")
     return KINDS[name]
 
 
@@ -57,11 +58,11 @@ def check_model_dir(path: str | Path, kind: Kind, key: str = "--model") -> Path:
     try:
         found = json.loads((p / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{key}: {p / 'config.json'} is not valid JSON ({e})") from None
+        raise InputError(f"{key}: {p / 'config.json'} is not valid JSON ({e})") from None
     if found != kind.model_type:
         other = next((k.name for k in KINDS.values() if k.model_type == found), None)
         hint = f": pass --vlm {other}" if other else f" (captionlab drives {', '.join(KINDS)})"
-        raise ValueError(f"{key}: {p} holds a {found!r} model (config.json model_type), not {kind.name}{hint}")
+        raise InputError(f"{key}: {p} holds a {found!r} model (config.json model_type), not {kind.name}{hint}")
     return p
 
 
@@ -71,9 +72,9 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if name not in DTYPES:
-        raise ValueError(f"unknown --dtype {name!r}; expected auto, {', '.join(DTYPES)}")
+        raise InputError(f"unknown --dtype {name!r}; expected auto, {', '.join(DTYPES)}")
     if DTYPES[name] is torch.float16 and device.type == "cpu":
-        raise ValueError("--dtype float16 needs a GPU (CPU matrix products in float16 are not supported well)")
+        raise InputError("--dtype float16 needs a GPU (CPU matrix products in float16 are not supported well)")
     return DTYPES[name]
 
 
@@ -146,15 +147,13 @@ def load_vlm(
     extra: dict[str, Any] = {}
     if load_in_8bit:
         if device.type != "cuda":
-            raise ValueError("--load-in-8bit needs a CUDA GPU (bitsandbytes); on a CPU leave it out")
+            raise InputError("--load-in-8bit needs a CUDA GPU (bitsandbytes); on a CPU leave it out")
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise ValueError("--load-in-8bit needs bitsandbytes: pip install bitsandbytes") from None
+            raise InputError("--load-in-8bit needs bitsandbytes: pip install bitsandbytes") from None
         extra = {"quantization_config": transformers.BitsAndBytesConfig(load_in_8bit=True), "device_map": {"": device}}
-    model = getattr(transformers, k.model_class).from_pretrained(
-        str(p), local_files_only=True, dtype=torch_dtype, **extra
-    )
+    model = from_pretrained_checked(getattr(transformers, k.model_class), p, "--model", dtype=torch_dtype, **extra)
     if adapter:
         model = attach_adapter(model, adapter, merge=not load_in_8bit)
     if not load_in_8bit:
@@ -171,7 +170,7 @@ def attach_adapter(model: Any, adapter: str | Path, merge: bool = True) -> Any:
 
     a = Path(adapter)
     if not (a / "adapter_config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingError(
             f"--adapter: {a} has no adapter_config.json: give the folder `captionlab vlm-finetune --out` wrote"
         )
     with quiet_peft():
