@@ -1,7 +1,8 @@
 """The GPU paths, end to end on a CUDA machine: AMP training (CNN+GRU, ViT+Transformer), one-process
 NCCL torchrun, decoding on the GPU vs the CPU, VLM rebuilds in float16 / bfloat16, LoRA tuning in
-bfloat16, and a real CUDA out-of-memory answered with its message. Prints a table (and writes it to
---out). Run: python benchmarks/gpu_check.py [--out gpu_check.md]. Needs a CUDA GPU; about 3 minutes."""
+bfloat16, the eight notebooks executed on the device, and a real CUDA out-of-memory answered with its
+message. Prints a table (and writes it to --out). Run: python benchmarks/gpu_check.py [--out gpu_check.md].
+Needs a CUDA GPU."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def check(name: str, run: subprocess.CompletedProcess, seconds: float, ok: bool,
     print(f"{name}: {status} {seconds:.1f} s {detail}", flush=True)
 
 
-SECTIONS = ("train", "attention", "clip", "resume", "vlm", "oom")
+SECTIONS = ("train", "attention", "clip", "resume", "vlm", "notebooks", "oom")
 
 
 def main() -> None:
@@ -252,10 +253,15 @@ def check_clip(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
         compare_devices("clipcap beam 3 on cuda vs cpu", runs / "clipcap" / "best.pt", test_images(data, 16))
 
 
+RESUME_TOLERANCE = 0.02  # step loss (cross-entropy per token, ~1-4 here): a resume that lost state differs far more
+
+
 def check_resume(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
     """SIGTERM mid-epoch under AMP on the GPU, --resume, against an uninterrupted run (GradScaler state,
     CUDA RNG, sampler position). GPU kernels (atomic adds in backward) need not repeat bit for bit, so
-    a second uninterrupted run gives the floor the resumed run is held to."""
+    a second uninterrupted run gives the floor; the resumed run's step losses must stay within that floor
+    plus RESUME_TOLERANCE of the uninterrupted run's (final weights drift apart under AMP even between two
+    uninterrupted runs, so they are shown, not judged)."""
     runs = tmp / "runs"
     args = ["code/configs/tiny/cnn_gru.yaml", *common, "train.amp=true", "data.synthetic_n=200", "train.batch_size=8"]
     args += ["train.epochs=2", "train.save_every_steps=1", "train.log_every=1", "train.seed=3"]
@@ -277,9 +283,10 @@ def check_resume(tmp: Path, data: Path, config: Path, common: list[str]) -> None
         "SIGTERM mid-epoch + --resume, AMP, cuda, vs uninterrupted",
         run,
         time.perf_counter() - start,
-        proc.returncode == 143 and diff <= 10 * floor + 1e-6,
-        f"stopped exit {proc.returncode}; largest weight / step-loss difference to the uninterrupted run "
-        f"{diff:.2e} / {loss:.2e}; between two uninterrupted runs {floor:.2e} / {floor_loss:.2e}",
+        proc.returncode == 143 and loss <= floor_loss + RESUME_TOLERANCE,
+        f"stopped exit {proc.returncode}; largest step-loss / weight difference to the uninterrupted run "
+        f"{loss:.2e} / {diff:.2e}; between two uninterrupted runs {floor_loss:.2e} / {floor:.2e}; passes if the "
+        f"step losses differ by at most the uninterrupted runs' difference + {RESUME_TOLERANCE}",
     )
 
 
@@ -354,6 +361,25 @@ def check_vlm(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
         out.is_file(),
         (read_records(out)[1][0]["caption"][:50] if out.is_file() else ""),
     )
+
+
+def check_notebooks(tmp: Path, data: Path, config: Path, common: list[str]) -> None:
+    """All eight notebooks top to bottom on the tiny configs, on the GPU (their default device, auto, is
+    cuda here): any tensor a cell builds on the CPU for a model on cuda fails its notebook."""
+    from captionlab.notebooks import NOTEBOOKS, execute, tiny_env
+
+    for name in NOTEBOOKS:
+        start = time.perf_counter()
+        work = tmp / "notebooks" / ("05_06" if name[:2] in ("05", "06") else name[:2])  # 06 reads what 05 wrote
+        try:
+            execute(name, {**tiny_env(name, work), "PYTHONPATH": package_env()["PYTHONPATH"]})
+            ok, detail = True, ""
+        except Exception as e:  # nbclient's CellExecutionError carries the cell's traceback
+            ok, detail = False, str(e).strip().splitlines()[-1][-300:]
+        ROWS.append(
+            (f"notebook {name} on cuda", "ok" if ok else "FAILED", f"{time.perf_counter() - start:.0f} s; {detail}")
+        )
+        print(f"notebook {name}: {'ok' if ok else 'FAILED'} {detail}", flush=True)
 
 
 def check_oom(tmp: Path, data: Path, config: Path, common: list[str]) -> None:

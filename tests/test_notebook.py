@@ -6,33 +6,22 @@ import json
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
+from captionlab.notebooks import execute, outputs_text, tiny_env
 from captionlab.paths import ROOT
-from conftest import TINY
 
 pytestmark = pytest.mark.slow
 
 
-def run_notebook(name: str, tmp_path, monkeypatch, overrides: str) -> nbformat.NotebookNode:
-    monkeypatch.setenv("CAPTIONLAB_CONFIG", str(TINY))
-    monkeypatch.setenv("CAPTIONLAB_OVERRIDES", f"train.output_dir={tmp_path / 'runs'} {overrides}")
-    nb = nbformat.read(ROOT / "code" / name, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    return nb
+def run_notebook(name: str, tmp_path, photos=None) -> nbformat.NotebookNode:
+    return execute(name, tiny_env(name, tmp_path, photos))
 
 
-def outputs_text(nb: nbformat.NotebookNode) -> str:
-    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-
-
-def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path, monkeypatch):
+def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path):
     cli_run = tmp_path / "runs" / "tiny_cnn_gru"  # what `captionlab train` of the same config would use
     cli_run.mkdir(parents=True)
     (cli_run / "last.pt").write_bytes(b"a user's checkpoint")
-    nb = run_notebook(
-        "01_cnn_gru.ipynb", tmp_path, monkeypatch, f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1"
-    )
+    nb = run_notebook("01_cnn_gru.ipynb", tmp_path)
     text = outputs_text(nb)
     assert "CIDEr" in text and "METEOR" in text and "attribute accuracy" in text and "blind floor" in text
     assert "IProgress" not in text and "\r" not in text
@@ -44,14 +33,8 @@ def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path, monkeyp
     assert len(nbformat.writes(nb)) < 300_000  # outputs stay small: no progress-bar spam
 
 
-def test_self_critical_notebook_executes(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPTIONLAB_SCST_CONFIG", str(TINY.with_name("scst.yaml")))
-    nb = run_notebook(
-        "03_self_critical.ipynb",
-        tmp_path,
-        monkeypatch,
-        f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1",
-    )
+def test_self_critical_notebook_executes(tmp_path):
+    nb = run_notebook("03_self_critical.ipynb", tmp_path)
     text = outputs_text(nb)
     assert "SCST, greedy baseline beam 3" in text and "SCST, mean baseline beam 1" in text and "METEOR" in text
     for run in ("nb03_xe", "nb03_scst_greedy", "nb03_scst_mean"):
@@ -61,14 +44,8 @@ def test_self_critical_notebook_executes(tmp_path, monkeypatch):
     assert len(images) == 2  # reward curves, captions before/after
 
 
-def test_grid_attention_notebook_executes(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPTIONLAB_CONFIG_DIR", str(TINY.parent))
-    nb = run_notebook(
-        "02_grid_attention.ipynb",
-        tmp_path,
-        monkeypatch,
-        f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1",
-    )
+def test_grid_attention_notebook_executes(tmp_path):
+    nb = run_notebook("02_grid_attention.ipynb", tmp_path)
     text = outputs_text(nb)
     assert text.count("grounding rate") == 2 and "METEOR" in text  # a 1-epoch model may ground nothing yet
     for name in ("cnn_gru", "show_tell", "show_attend_tell", "adaptive_attention"):
@@ -77,15 +54,8 @@ def test_grid_attention_notebook_executes(tmp_path, monkeypatch):
     assert len(images) == 4  # two examples x two attention models
 
 
-def test_transformer_notebook_executes(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPTIONLAB_CONFIG_DIR", str(TINY.parent))
-    nb = run_notebook(
-        "04_transformer_and_clipcap.ipynb",
-        tmp_path,
-        monkeypatch,
-        f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1 "
-        f"model.clip={tmp_path / 'hf' / 'clip'} model.lm={tmp_path / 'hf' / 'gpt2'}",
-    )
+def test_transformer_notebook_executes(tmp_path):
+    nb = run_notebook("04_transformer_and_clipcap.ipynb", tmp_path)
     text = outputs_text(nb)
     for name in ("vit_transformer", "clipcap_mlp", "clipcap_transformer"):
         assert f"| {name} beam 3 |" in text
@@ -97,14 +67,8 @@ def test_transformer_notebook_executes(tmp_path, monkeypatch):
     assert len(images) == 1  # the attention panels
 
 
-def test_clip_pretraining_notebook_executes(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPTIONLAB_CONFIG_DIR", str(TINY.parent))
-    nb = run_notebook(
-        "07_clip_pretraining.ipynb",
-        tmp_path,
-        monkeypatch,
-        f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1",
-    )
+def test_clip_pretraining_notebook_executes(tmp_path):
+    nb = run_notebook("07_clip_pretraining.ipynb", tmp_path)
     text = outputs_text(nb)
     assert "| pre-training (val) |" in text and "chance R@1" in text and "-> synth_" in text
     assert "| val CIDEr-D | from pre-training | from scratch |" in text
@@ -113,34 +77,28 @@ def test_clip_pretraining_notebook_executes(tmp_path, monkeypatch):
         assert (tmp_path / "runs" / run / "best.pt").is_file()
 
 
-def test_rebuild_and_retrain_notebooks_execute(tmp_path, monkeypatch):
-    overrides = f"data.path={tmp_path / 'data'} data.synthetic_n=60 train.epochs=1"
-    nb = run_notebook("05_llm_dataset_rebuild.ipynb", tmp_path, monkeypatch, overrides)
+def test_rebuild_and_retrain_notebooks_execute(tmp_path):
+    nb = run_notebook("05_llm_dataset_rebuild.ipynb", tmp_path)
     text = outputs_text(nb)
     assert "precise: 60 images" in text and "creative: 60 images" in text and "| rebuilt |" in text
     assert (tmp_path / "data_rebuilt_precise" / "dataset.json").is_file()
     assert (tmp_path / "rebuild" / "nb05" / "lora" / "adapter_model.safetensors").is_file()
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) == 4  # loss curve, statistics, old/new captions x2
-    nb = run_notebook("06_retrain.ipynb", tmp_path, monkeypatch, overrides)
+    nb = run_notebook("06_retrain.ipynb", tmp_path)
     text = outputs_text(nb)
     assert "| trained on precise |" in text and "CIDEr vs creative" in text and "original reference:" in text
     for run in ("nb06_original", "nb06_precise", "nb06_creative"):
         assert (tmp_path / "runs" / run / "best.pt").is_file()
 
 
-def test_real_photos_notebook_executes_on_the_subset_or_a_stand_in(tmp_path, monkeypatch, request):
+def test_real_photos_notebook_executes_on_the_subset_or_a_stand_in(tmp_path, request):
     """On a few hundred Flickr8k photos where ../shared/flickr8k_subset is present, else on the tiny
     synthetic stand-in; and the saved notebook holds no Flickr photograph (captions only)."""
     from conftest import SUBSET
 
-    overrides = "train.epochs=1 model.hidden_dim=128 model.attention_dim=128 data.synthetic_n=60"
-    if (SUBSET / "dataset_flickr8k.json").is_file():
-        monkeypatch.setenv("CAPTIONLAB_REAL_PHOTOS", str(request.getfixturevalue("flickr_small")))
-    else:
-        monkeypatch.setenv("CAPTIONLAB_REAL_PHOTOS", str(tmp_path / "absent"))
-        overrides += f" data.path={tmp_path / 'standin'}"
-    nb = run_notebook("08_real_photos.ipynb", tmp_path, monkeypatch, overrides)
+    photos = request.getfixturevalue("flickr_small") if (SUBSET / "dataset_flickr8k.json").is_file() else None
+    nb = run_notebook("08_real_photos.ipynb", tmp_path, photos)
     text = outputs_text(nb)
     assert "show_attend_tell, efficientnet_lite0 ImageNet (frozen)" in text and "blind:" in text and "METEOR" in text
     assert "skimage.data.chelsea():" in text and "rocket.webp:" in text and "astronaut.tif:" in text
@@ -153,3 +111,17 @@ def test_the_committed_real_photos_notebook_shows_no_flickr_photograph():
     nb = nbformat.read(ROOT / "code" / "08_real_photos.ipynb", as_version=4)
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) <= 4 and "efficientnet_lite0" in outputs_text(nb)
+
+
+def test_no_notebook_builds_model_inputs_itself():
+    """Cells hand images to a model only through the captioner (``batch``, ``caption``) or
+    ``captionlab.retrieval``, which put them on the model's device; a cell that stacks ``transform``
+    outputs itself leaves them on the CPU while ``load_checkpoint`` put the model on CUDA (04 and 07 did)."""
+    from captionlab.notebooks import NOTEBOOKS
+
+    assert sorted(p.name for p in (ROOT / "code").glob("*.ipynb")) == sorted(NOTEBOOKS)
+    for name in NOTEBOOKS:
+        nb = nbformat.read(ROOT / "code" / name, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert ".transform(" not in cell.source and "torch.tensor(" not in cell.source, (name, cell.source)

@@ -15,11 +15,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from .. import progress as P
-from ..data.dataset import ImageItems, collate_images
-from ..metrics.retrieval import recall_at_k
+from ..retrieval import retrieval_recall
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:
@@ -63,33 +60,19 @@ class ContrastiveLoss:
             loss = loss + self.lm_weight * lm
         return loss, {"loss": float(loss.detach()), **stats}
 
-    @torch.no_grad()
     def validate(self, captioner: Any, dataset: Any, cfg: Any, progress: bool) -> dict[str, float]:
         """Image->text and text->image recall@1/5/10 on val (every reference caption counts)."""
-        model, records = captioner.model, dataset.split("val")
+        model = captioner.model
         was_training = model.training
         model.eval()
         try:
-            loader = DataLoader(
-                ImageItems(records, captioner.transform),
-                batch_size=cfg.train.val_batch_size,
-                collate_fn=collate_images,
-                num_workers=cfg.data.num_workers,
+            return retrieval_recall(
+                captioner,
+                dataset.split("val"),
+                cfg.train.val_batch_size,
+                cfg.data.max_caption_len,
+                cfg.data.num_workers,
+                progress,
             )
-            images = []
-            for batch, _ in P.progress(loader, desc="embedding val", unit="batch", enabled=progress):
-                images.append(model.image_embedding(model.encode(batch.to(captioner.device))))
-            owner, ids = [], []
-            for i, r in enumerate(records):
-                for c in r.captions:
-                    ids.append(
-                        torch.tensor(captioner.vocab.encode(captioner.tokenizer.tokenize(c), cfg.data.max_caption_len))
-                    )
-                    owner.append(i)
-            texts = []
-            for s in range(0, len(ids), cfg.train.val_batch_size):
-                chunk = torch.nn.utils.rnn.pad_sequence(ids[s : s + cfg.train.val_batch_size], batch_first=True)
-                texts.append(model.text_embedding(chunk.to(captioner.device)))
-            return recall_at_k(torch.cat(images), torch.cat(texts), torch.tensor(owner))
         finally:
             model.train(was_training)

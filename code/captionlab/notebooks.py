@@ -1,0 +1,74 @@
+"""Running the notebooks headless (nbclient), with the tiny configs: what the tests do on the CPU and
+``benchmarks/gpu_check.py`` does on a GPU, from one table so the two cannot drift apart.
+
+Every notebook reads its settings from the environment (``CAPTIONLAB_CONFIG``, ``CAPTIONLAB_CONFIG_DIR``,
+``CAPTIONLAB_OVERRIDES``, ...); ``tiny_env`` gives the values that make it run in a minute or two with
+its runs, data and stand-in models under one working folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .paths import CONFIGS, ROOT
+
+NOTEBOOKS = (
+    "01_cnn_gru.ipynb",
+    "02_grid_attention.ipynb",
+    "03_self_critical.ipynb",
+    "04_transformer_and_clipcap.ipynb",
+    "05_llm_dataset_rebuild.ipynb",
+    "06_retrain.ipynb",
+    "07_clip_pretraining.ipynb",
+    "08_real_photos.ipynb",
+)
+TINY = CONFIGS / "tiny"
+
+
+def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str]:
+    """The environment that runs notebook ``name`` on the tiny configs, one epoch, everything under
+    ``work``. 05 and 06 share ``work/data`` (06 retrains on what 05 rebuilt); ``photos``: a Karpathy
+    folder of real photographs for 08 (else its synthetic stand-in)."""
+    data = f"data.path={work / 'data'} data.synthetic_n=60"
+    env = {"CAPTIONLAB_CONFIG": str(TINY / "cnn_gru.yaml"), "CAPTIONLAB_CONFIG_DIR": str(TINY)}
+    extra = {
+        "03_self_critical.ipynb": "",
+        "04_transformer_and_clipcap.ipynb": f"model.clip={work / 'hf' / 'clip'} model.lm={work / 'hf' / 'gpt2'}",
+        "08_real_photos.ipynb": "model.hidden_dim=128 model.attention_dim=128",
+    }.get(name, "")
+    if name == "03_self_critical.ipynb":
+        env["CAPTIONLAB_SCST_CONFIG"] = str(TINY / "scst.yaml")
+    if name == "08_real_photos.ipynb":
+        env["CAPTIONLAB_REAL_PHOTOS"] = str(photos or work / "no_photos")
+        data = "data.synthetic_n=60" if photos else f"data.path={work / 'standin'} data.synthetic_n=60"
+    env["CAPTIONLAB_OVERRIDES"] = f"train.output_dir={work / 'runs'} {data} train.epochs=1 {extra}".strip()
+    return env
+
+
+def execute(name: str, env: Mapping[str, str], timeout: int = 600) -> Any:
+    """Run ``code/<name>`` top to bottom in a fresh kernel with ``env`` added to the environment; the
+    executed notebook (nbformat) comes back, outputs included. A failing cell raises CellExecutionError."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "code" / name, as_version=4)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment when it starts
+    try:
+        NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+        ).execute()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def outputs_text(nb: Any) -> str:
+    """Everything the notebook's code cells printed."""
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
