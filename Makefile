@@ -7,7 +7,7 @@ demo: prepare
 	.venv/bin/captionlab demo
 
 test: prepare
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -rs --durations=15  # -rs: every skip says why (and how to run it)
 
 lint: prepare
 	.venv/bin/ruff check code tests benchmarks

@@ -13,7 +13,49 @@ from captionlab.config import RunConfig, load_config
 from captionlab.paths import CONFIGS
 
 TINY = CONFIGS / "tiny" / "cnn_gru.yaml"
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set under pytest-xdist (`pytest -n N`), which `make test` does not use
+torch.set_num_threads(1 if WORKER else min(2, os.cpu_count() or 1))  # one thread per worker: no oversubscription
+
+
+def shared_dir(tmp_path_factory, name: str, make) -> Path:
+    """``make(folder)`` once per test session, however many xdist workers ask: the first one makes it
+    under a file lock, the others wait for it and reuse the folder (every tiny model is trained once)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if WORKER else root  # the workers' base folders are siblings
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
+def trained_once(tmp_path_factory, name: str, config: Path, *overrides: str):
+    """The tiny model of ``config`` trained once per session into a shared folder, as (config, TrainResult);
+    a worker that did not train it reads the same result back from the run folder."""
+    from captionlab.training.trainer import train
+
+    def make(folder: Path) -> None:
+        train(load_config(config, [f"train.output_dir={folder / 'runs'}", *overrides]), progress=False)
+
+    folder = shared_dir(tmp_path_factory, name, make)
+    cfg = load_config(config, [f"train.output_dir={folder / 'runs'}", *overrides])
+    return cfg, result_of(folder / "runs" / cfg.train.run_name)
+
+
+def result_of(run_dir: Path):
+    """A finished run's TrainResult from its folder: best epoch and metrics, history, last weights."""
+    from captionlab.captioner import read_model
+    from captionlab.checkpoint import read_checkpoint
+    from captionlab.training.runlog import read_log
+    from captionlab.training.trainer import TrainResult
+
+    best = read_checkpoint(run_dir / "best.pt")
+    model, _, _ = read_model(run_dir / "last.pt")
+    return TrainResult(run_dir, int(best["epoch"]), dict(best["metrics"]), read_log(run_dir / "log.csv"), model)
 
 
 def torchrun(*args: str, nproc: int = 2) -> list[str]:
@@ -28,7 +70,15 @@ def tiny_config(tmp: Path, *overrides: str) -> RunConfig:
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("synth")
+    """The tiny synthetic set (``synth_root / "tiny"``), made once for every worker before any run reads it."""
+    from captionlab.data import synthetic
+
+    cfg = load_config(TINY).data
+
+    def make(folder: Path) -> None:
+        synthetic.ensure(folder / "tiny", cfg.synthetic_n, cfg.synthetic_seed, cfg.synthetic_size, cfg.synthetic_lang)
+
+    return shared_dir(tmp_path_factory, "synth", make)
 
 
 @pytest.fixture(scope="session")
@@ -40,49 +90,38 @@ def tiny_cfg_factory(synth_root):
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, tiny_cfg_factory):
+def trained(tmp_path_factory, synth_root):
     """The tiny CNN+GRU trained on the tiny synthetic set (about a minute on 2 CPU cores)."""
-    from captionlab.training.trainer import train
-
-    tmp = tmp_path_factory.mktemp("trained")
-    cfg = tiny_cfg_factory(tmp)
-    result = train(cfg, progress=False)
-    return cfg, result
+    return trained_once(tmp_path_factory, "trained", TINY, f"data.path={synth_root / 'tiny'}")
 
 
 @pytest.fixture(scope="session")
-def trained_blind(tmp_path_factory, tiny_cfg_factory):
+def trained_blind(tmp_path_factory, synth_root):
     """The same decoder trained with the image features zeroed: it can only learn the language prior."""
-    from captionlab.training.trainer import train
-
-    tmp = tmp_path_factory.mktemp("blind")
-    cfg = tiny_cfg_factory(tmp, "model.blind=true", "train.run_name=tiny_blind")
-    return cfg, train(cfg, progress=False)
+    return trained_once(
+        tmp_path_factory,
+        "blind",
+        TINY,
+        f"data.path={synth_root / 'tiny'}",
+        "model.blind=true",
+        "train.run_name=tiny_blind",
+    )
 
 
 @pytest.fixture(scope="session")
 def trained_attention(tmp_path_factory, synth_root):
     """The tiny Show-Attend-Tell (96 px, 3x3 grid) trained on the tiny synthetic set."""
-    from captionlab.training.trainer import train
-
-    tmp = tmp_path_factory.mktemp("attention")
-    cfg = load_config(
-        CONFIGS / "tiny" / "attention.yaml", [f"train.output_dir={tmp / 'runs'}", f"data.path={synth_root / 'tiny'}"]
+    return trained_once(
+        tmp_path_factory, "attention", CONFIGS / "tiny" / "attention.yaml", f"data.path={synth_root / 'tiny'}"
     )
-    return cfg, train(cfg, progress=False)
 
 
 @pytest.fixture(scope="session")
 def trained_vit(tmp_path_factory, synth_root):
     """The tiny vit_transformer (ViT at 96 px: 6x6 patches, 2-layer decoder) on the tiny synthetic set."""
-    from captionlab.training.trainer import train
-
-    tmp = tmp_path_factory.mktemp("vit")
-    cfg = load_config(
-        CONFIGS / "tiny" / "vit_transformer.yaml",
-        [f"train.output_dir={tmp / 'runs'}", f"data.path={synth_root / 'tiny'}"],
+    return trained_once(
+        tmp_path_factory, "vit", CONFIGS / "tiny" / "vit_transformer.yaml", f"data.path={synth_root / 'tiny'}"
     )
-    return cfg, train(cfg, progress=False)
 
 
 def clipcap_config(name: str, tmp: Path, hf: Path, synth: Path, *overrides: str) -> RunConfig:
@@ -99,38 +138,33 @@ def clipcap_config(name: str, tmp: Path, hf: Path, synth: Path, *overrides: str)
 
 
 @pytest.fixture(scope="session")
-def tiny_hf(tmp_path_factory, synth_root, trained):
+def tiny_hf(tmp_path_factory, synth_root):
     """Tiny random CLIPVisionModel and GPT2LMHeadModel (tokenizer trained on the tiny set's captions),
-    written with save_pretrained: what `captionlab tiny-hf` writes. ``trained`` makes the data first."""
+    written with save_pretrained: what `captionlab tiny-hf` writes."""
     from captionlab.models.hf import write_tiny_models
 
-    hf = tmp_path_factory.mktemp("hf")
-    write_tiny_models(clipcap_config("clipcap_mlp.yaml", hf, hf, synth_root / "tiny"))
-    return hf
+    return shared_dir(
+        tmp_path_factory,
+        "hf",
+        lambda hf: write_tiny_models(clipcap_config("clipcap_mlp.yaml", hf, hf, synth_root / "tiny")),
+    )
 
 
 @pytest.fixture(scope="session")
 def trained_clipcap(tmp_path_factory, synth_root, tiny_hf):
     """ClipCap's MLP recipe (GPT-2 fine-tuned) on tiny random CLIP/GPT-2."""
-    from captionlab.training.trainer import train
-
-    tmp = tmp_path_factory.mktemp("clipcap")
-    cfg = clipcap_config("clipcap_mlp.yaml", tmp, tiny_hf, synth_root / "tiny")
-    return cfg, train(cfg, progress=False)
+    hf = [f"model.clip={tiny_hf / 'clip'}", f"model.lm={tiny_hf / 'gpt2'}", f"data.path={synth_root / 'tiny'}"]
+    return trained_once(tmp_path_factory, "clipcap", CONFIGS / "tiny" / "clipcap_mlp.yaml", *hf)
 
 
 @pytest.fixture(scope="session")
-def pretrained(tmp_path_factory, synth_root, trained):
+def pretrained(tmp_path_factory, synth_root):
     """The tiny contrastive pre-training (`captionlab pretrain code/configs/tiny/pretrain.yaml`)."""
     from captionlab.cli import PRETRAIN
-    from captionlab.training.trainer import train
 
-    tmp = tmp_path_factory.mktemp("pretrain")
-    cfg = load_config(
-        CONFIGS / "tiny" / "pretrain.yaml",
-        [*PRETRAIN, f"train.output_dir={tmp / 'runs'}", f"data.path={synth_root / 'tiny'}"],
+    return trained_once(
+        tmp_path_factory, "pretrain", CONFIGS / "tiny" / "pretrain.yaml", *PRETRAIN, f"data.path={synth_root / 'tiny'}"
     )
-    return cfg, train(cfg, progress=False)
 
 
 SUBSET = CONFIGS.parents[2] / "shared" / "flickr8k_subset"  # beside the checkout; research use, never copied

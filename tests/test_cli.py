@@ -103,6 +103,28 @@ def test_evaluate_writes_results_and_metrics_that_score_reproduces(trained, tmp_
         assert again[k] == pytest.approx(metrics["metrics"][k], abs=1e-9)
 
 
+def test_evaluate_reads_another_dataset_given_by_data_format_and_image_root(trained, tmp_path, capsys):
+    """`evaluate --data F --format karpathy --image-root D`: the checkpoint scored on a dataset its config
+    does not name, images found under D; the captions are those of the same images in the original split."""
+    from captionlab import load_checkpoint
+
+    cfg, result = trained
+    test = load_dataset(cfg.data).split("test")[:5]
+    images = [
+        {"filename": r.path.name, "split": "test", "imgid": i, "sentences": [{"raw": c} for c in r.captions]}
+        for i, r in enumerate(test)
+    ]
+    (tmp_path / "other.json").write_text(json.dumps({"images": images}))
+    out = tmp_path / "eval"
+    args = ["evaluate", str(result.run_dir / "best.pt"), "--data", str(tmp_path / "other.json"), "--format", "karpathy"]
+    args += ["--image-root", str(test[0].path.parent), "--out", str(out), "--metrics", "Bleu,CIDEr", "--device", "cpu"]
+    assert main([*args, "--tokenizer", "simple", "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    expected = load_checkpoint(result.run_dir / "best.pt", "cpu").caption([r.path for r in test])
+    assert [r["caption"] for r in sorted(results, key=lambda r: r["image_id"])] == expected
+    assert json.loads((out / "metrics.json").read_text())["images"] == 5
+
+
 def test_caption_prints_path_tab_caption_and_matches_the_api(trained, tmp_path, capsys):
     from captionlab import load_checkpoint
 
@@ -188,6 +210,26 @@ def test_demo_refuses_to_replace_a_run_it_does_not_own(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--overwrite" in err
     assert (run / "last.pt").read_bytes() == b"a user's checkpoint" and not (tmp_path / "data").exists()
+
+
+def test_demo_runs_end_to_end_and_replaces_its_own_run(tmp_path, capsys):
+    """`captionlab demo` (the tiny config, 60 images, 1 epoch): the four steps, the metric table, sample
+    captions, curves and sample grid, the synthetic-only note; run again, it replaces its own demo_* run."""
+    from conftest import TINY
+
+    args = ["demo", "--config", str(TINY), f"train.output_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}"]
+    args += ["data.synthetic_n=60", "train.epochs=1", "train.run_name=demo_tiny", "--beam-size", "2", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for words in ("[1/4] data", "[2/4] training cnn_gru", "[3/4] evaluating", "[4/4] sample test captions"):
+        assert words in out
+    assert "CIDEr" in out and "METEOR" in out and "model: '" in out and "cannot caption photographs" in out
+    run = tmp_path / "runs" / "demo_tiny"
+    for name in ("best.pt", "curves.png", "samples.png", "eval_test_beam2/metrics.json"):
+        assert (run / name).is_file(), name
+    (run / "eval_test_beam2" / "stale.txt").write_text("from the first run")
+    assert main(args) == 0  # its own run: replaced without --overwrite, old evaluations gone
+    assert not (run / "eval_test_beam2" / "stale.txt").exists() and (run / "best.pt").is_file()
 
 
 def test_expected_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch, capsys):

@@ -33,10 +33,17 @@ def test_two_process_gloo_training_finishes_and_ranks_agree(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    digests = [(tmp_path / f"rank{r}.txt").read_text().split()[0] for r in (0, 1)]
-    assert digests[0] == digests[1]  # DDP kept both replicas' parameters identical
+    ranks = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert ranks[0][0] == ranks[1][0]  # DDP kept both replicas' parameters identical
+    assert ranks[0][2] == ranks[1][2] == "2"  # and there were two of them
     ckpt = torch.load(tmp_path / "runs" / "ddp" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2  # epochs completed
+    # each rank trained on its own half: 2 epochs x ceil(train / (4 images x 2 ranks)) steps, not twice that
+    from captionlab.config import load_config
+    from captionlab.data import load_dataset
+
+    n_train = len(load_dataset(load_config(TINY, overrides).data).split("train"))
+    assert ckpt["extra"]["global_step"] == 2 * -(-n_train // 8)
     rows = (tmp_path / "runs" / "ddp" / "log.csv").read_text().strip().split("\n")
     assert len(rows) == 3  # header + one row per epoch, written by rank 0 only
 

@@ -74,11 +74,21 @@ def test_nothing_follows_end_and_lengths_count_it():
                 assert n == end + 1
 
 
-def test_length_penalty_prefers_longer_captions():
-    model = MarkovCaptioner(seed=4)
-    short = decoding.beam_search(model, KINDS, beam_size=5, max_len=8, alpha=0.0)
-    long = decoding.beam_search(model, KINDS, beam_size=5, max_len=8, alpha=2.0)
-    assert (long.lengths >= short.lengths).all()
+@pytest.mark.parametrize("seed", range(5))
+def test_length_penalty_picks_the_best_normalised_caption(seed):
+    """Exhaustive beam with alpha = 2 returns what enumeration ranks first by log-probability over the
+    length penalty; and that differs from the alpha = 0 choice somewhere, so ignoring alpha fails."""
+    model, max_len = MarkovCaptioner(seed=seed), 4
+    plain = decoding.beam_search(model, KINDS, beam_size=64, max_len=max_len, alpha=0.0)
+    long = decoding.beam_search(model, KINDS, beam_size=64, max_len=max_len, alpha=2.0)
+    changed = 0
+    for kind in range(4):
+        best, _ = best_by_enumeration(model, kind, max_len, alpha=2.0)
+        assert _trim(long.tokens[kind]) == best
+        changed += _trim(plain.tokens[kind]) != best
+    assert (long.lengths >= plain.lengths).all()
+    if seed == 4:
+        assert changed > 0  # this toy's most probable captions are short: the penalty must change some
 
 
 def test_attention_follows_the_chosen_beam():
@@ -183,3 +193,30 @@ def test_beam_search_keeps_the_greedy_caption_as_a_candidate():
     assert torch.equal(kept.tokens[:, : g.tokens.size(1)], g.tokens) and kept.scores.item() == pytest.approx(
         g.scores.item()
     )
+
+
+def _first_word_distribution(model: MarkovCaptioner, kind: int, temperature: float = 1.0, top_p: float = 1.0):
+    """What the sampler should draw first for an image of ``kind``, written out: the model's scores over
+    every word but <unk>, divided by the temperature, cut to the smallest set whose mass reaches top_p."""
+    logits = torch.log_softmax(model.table[kind, model.start_id], -1).clone()
+    logits[model.unk_id] = float("-inf")
+    p = torch.softmax(logits / temperature, -1)
+    order = p.argsort(descending=True)
+    keep = (p[order].cumsum(0) - p[order]) < top_p  # a word stays while the mass before it is below top_p
+    q = torch.zeros_like(p)
+    q[order[keep]] = p[order[keep]]
+    return q / q.sum()
+
+
+@pytest.mark.parametrize("temperature, top_p", [(0.5, 1.0), (2.0, 1.0), (1.0, 0.6), (1.5, 0.8)])
+def test_sampling_draws_from_the_tempered_nucleus(temperature, top_p):
+    model, n = MarkovCaptioner(seed=3), 20_000
+    out = decoding.sample(
+        model, torch.zeros(n, 1), 1, temperature=temperature, top_p=top_p, generator=torch.Generator().manual_seed(0)
+    )
+    drawn = torch.bincount(out.tokens[:, 0], minlength=model.vocab_size).float() / n
+    expected = _first_word_distribution(model, 0, temperature, top_p)
+    assert ((expected == 0) <= (drawn == 0)).all()  # nothing outside the nucleus, never <unk>
+    assert (drawn - expected).abs().max() < 0.015, (drawn, expected)  # 20,000 draws: about 3.5 sigma
+    plain = _first_word_distribution(model, 0)
+    assert (expected - plain).abs().max() > 0.05  # the setting matters: ignoring it would fail the line above

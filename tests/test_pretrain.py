@@ -13,7 +13,8 @@ from captionlab.captioner import load_checkpoint
 from captionlab.checkpoint import read_checkpoint
 from captionlab.cli import main
 from captionlab.config import load_config
-from captionlab.metrics.clipscore import PREFIX, W, clip_scores, load_clip
+from captionlab.data.adapters import load_dataset
+from captionlab.metrics.clipscore import clip_scores, load_clip
 from captionlab.metrics.retrieval import recall_at_k
 from captionlab.models import build_model
 from captionlab.models.hf import save_tiny_clip_model
@@ -115,7 +116,8 @@ def test_next_token_loss_trains_the_text_tower_as_a_language_model():
 def test_pretraining_retrieves_well_above_chance(pretrained):
     cfg, result = pretrained
     m = result.best_metrics
-    n_val = 40  # the tiny set's val split: chance R@1 = 1/40
+    n_val = len(load_dataset(cfg.data).split("val"))  # chance R@1 = 1 / n_val
+    assert n_val >= 20  # else R@1 would be easy by chance
     assert m["t2i_R@1"] > 4 / n_val and m["i2t_R@5"] > 0.3 and "CIDEr" not in m
     ckpt = read_checkpoint(result.run_dir / "best.pt")
     assert ckpt["config"]["train"]["loss"] == "contrastive" and "temperature" in result.history[-1]
@@ -197,8 +199,13 @@ def test_pretrain_then_caption_from_the_cli(pretrained, synth_root, tmp_path, ca
 
     monkeypatch.setattr("captionlab.models.clip_gpt.ClipGPT.load_pretrained", gone)
     captioner = load_checkpoint(ckpt, "cpu")
-    image = sorted((synth_root / "tiny" / "images").glob("*.png"))[0]
-    assert len(captioner.caption(image)[0].split()) >= 2
+    from captionlab.evaluation import constant_caption_scores, most_frequent_caption
+
+    dataset = load_dataset(captioner.config.data)
+    blind = constant_caption_scores(most_frequent_caption(dataset.split("train")), dataset, "val", ("CIDEr",), "simple")
+    assert read_checkpoint(ckpt)["metrics"]["CIDEr"] > 1.5 * blind["CIDEr"]  # it reads its images (val, best epoch)
+    images = [r.path for r in dataset.split("test")[:4]]
+    assert len(set(captioner.caption(images))) > 1  # and writes different captions for different scenes
     assert (
         main(
             [
@@ -244,6 +251,7 @@ def test_clipscore_matches_a_hand_computation(tmp_path, capsys):
     got = clip_scores(tmp_path / "clip", results, refs, paths)
 
     model, proc = load_clip(tmp_path / "clip")
+    W, PREFIX = 2.5, "A photo depicts "  # Hessel et al. 2021, written out here: not imported from the code under test
     with torch.no_grad():
 
         def text(t):

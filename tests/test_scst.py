@@ -42,6 +42,36 @@ def test_reward_specs_and_bad_settings():
     assert r[0] > r[1] >= 0
 
 
+def test_the_cider_reward_uses_the_training_set_document_frequencies():
+    """The reward's CIDEr-D is pycocoevalcap's with the document frequencies of every training image's
+    references: scoring a caption for each training image with pycocoevalcap (whose df comes from the refs
+    it is given: here exactly those) must give the same per-image values; scoring only two images must
+    not (their own df differs), so a reward built on the batch's refs would fail."""
+    from pycocoevalcap.cider.cider import Cider
+
+    refs = {
+        0: ["a red circle on the left", "a small red circle"],
+        1: ["two blue squares", "a pair of blue boxes"],
+        2: ["a green star in the middle", "one green star"],
+        3: ["a red square on the right", "a large red box"],
+    }
+    reward = Reward("CIDEr", refs)
+    cands = ["a red circle", "two blue boxes", "a green star", "a red box on the left"]
+    ours = reward(cands, [0, 1, 2, 3])
+    _, theirs = Cider().compute_score(refs, {i: [c] for i, c in enumerate(cands)})
+    assert ours == pytest.approx(theirs, abs=1e-6)
+    _, batch_only = Cider().compute_score({i: refs[i] for i in (0, 1)}, {i: [cands[i]] for i in (0, 1)})
+    assert reward(cands[:2], [0, 1]) == pytest.approx(ours[:2], abs=1e-9)  # same df whatever the batch
+    assert abs(batch_only[0] - ours[0]) > 1e-3
+
+
+@pytest.mark.slow
+def test_the_meteor_reward_ranks_a_matching_caption_first():
+    reward = Reward("METEOR", {0: ["a red circle on the left"], 1: ["two blue boxes"]})
+    exact, close, unrelated = reward(["a red circle on the left", "a red circle", "two blue boxes"], [0, 0, 0])
+    assert exact > close > unrelated >= 0
+
+
 def _mean_sample_reward(run_dir, records, seed=0):
     captioner = load_checkpoint(run_dir, "cpu")
     loss = SelfCriticalLoss(samples=4)

@@ -19,7 +19,7 @@ from captionlab.paths import ROOT
 from captionlab.vlm.models import VLM, load_vlm
 from captionlab.vlm.rebuild import clean_caption
 from captionlab.vlm.records import read_records
-from conftest import torchrun
+from conftest import shared_dir, torchrun
 
 KINDS = ("instructblip", "blip2", "llava")
 PROMPT = "Please describe this image in deepfashion dataset style."
@@ -27,18 +27,20 @@ PROMPT = "Please describe this image in deepfashion dataset style."
 
 @pytest.fixture(scope="session")
 def vlm_data(tmp_path_factory) -> Path:
-    """A 40-image synthetic set and its run config (tiny VLMs read its training captions)."""
-    root = tmp_path_factory.mktemp("vlm")
-    config = root / "data.yaml"
-    config.write_text(f"data:\n  format: synthetic\n  path: {root / 'data'}\n  synthetic_n: 40\n  image_size: 64\n")
-    return config
+    """A 40-image synthetic set and its run config (tiny VLMs read its training captions); made once for
+    every test worker, with the tiny InstructBLIP, BLIP-2 and LLaVA beside it."""
+
+    def make(root: Path) -> None:
+        config = root / "data.yaml"
+        config.write_text(f"data:\n  format: synthetic\n  path: {root / 'data'}\n  synthetic_n: 40\n  image_size: 64\n")
+        assert main(["tiny-vlm", "--data", str(config), "--out", str(root / "models"), "--lm-steps", "60"]) == 0
+
+    return shared_dir(tmp_path_factory, "vlm", make) / "data.yaml"
 
 
 @pytest.fixture(scope="session")
 def tiny_vlms(vlm_data) -> Path:
-    out = vlm_data.parent / "models"
-    assert main(["tiny-vlm", "--data", str(vlm_data), "--out", str(out), "--lm-steps", "60"]) == 0
-    return out
+    return vlm_data.parent / "models"
 
 
 def rebuild(tiny_vlms: Path, data: Path, kind: str, out: Path, *extra: str) -> int:
@@ -68,7 +70,8 @@ def test_rebuild_end_to_end(kind, tiny_vlms, vlm_data, tmp_path, capsys, monkeyp
     assert header["generation"]["temperature"] == 0.9 and header["versions"]["transformers"]
     assert sorted(keys(out)) == all_images(vlm_data)  # every image, once
     assert calls[0] == 16 and len(calls) <= 6  # batches of 16 (+ one retry each at most), not one image a call
-    assert all(r["caption"] or r.get("empty") for r in records)
+    assert all(bool(r["caption"]) != bool(r.get("empty")) for r in records)  # a caption, or marked empty: not both
+    assert any(r["caption"] for r in records)
     assert all(r["caption"] == " ".join(r["caption"].split()) and "<" not in r["caption"] for r in records)
     capsys.readouterr()
     assert rebuild(tiny_vlms, vlm_data, kind, out, "--preset", "creative") == 0  # done: nothing redone
@@ -191,14 +194,56 @@ def test_lora_finetune_changes_adapters_and_rebuild_uses_them(kind, tiny_vlms, v
     assert json.loads((adapter / "finetune.json").read_text())["steps"] == 6
     cpu = torch.device("cpu")
     base, tuned = (
-        load_vlm("llava", tiny_vlms / "llava", cpu),
-        load_vlm("llava", tiny_vlms / "llava", cpu, adapter=adapter),
+        load_vlm(kind, tiny_vlms / kind, cpu),
+        load_vlm(kind, tiny_vlms / kind, cpu, adapter=adapter),  # the adapter merged into its own model
     )
     name = next(n for n, _ in base.model.named_parameters() if "language_model" in n and "v_proj" in n)
     assert not torch.equal(dict(base.model.named_parameters())[name], dict(tuned.model.named_parameters())[name])
     out = tmp_path / "tuned.jsonl"
     assert rebuild(tiny_vlms, vlm_data, kind, out, "--adapter", str(adapter)) == 0
     assert read_records(out)[0]["adapter"] == str(adapter)
+
+
+def test_a_finished_export_keeps_ids_splits_and_boxes_drops_empty_captions_and_counts(vlm_data, tmp_path, capsys):
+    """`rebuild-export` of a complete records file (written here as rebuild writes it, one caption empty):
+    the Karpathy JSON keeps each image's id, split and boxes, leaves the empty one out and says so, and
+    stats.json counts both caption sets; the result loads back as a dataset with the new captions."""
+    from captionlab.config import load_config
+    from captionlab.data import load_dataset
+    from captionlab.vlm.rebuild import image_keys
+    from captionlab.vlm.records import RecordWriter
+
+    source = load_dataset(load_config(vlm_data).data)
+    keys_ = image_keys(source)
+    rebuilt = {k: f"a rebuilt caption number {n}" for n, k in enumerate(keys_)}
+    rebuilt[keys_[3]] = ""  # the model said nothing for this one
+    out = tmp_path / "rebuilt.jsonl"
+    with RecordWriter(out, {"type": "header", "vlm": "llava", "prompt": PROMPT, "images": str(vlm_data)}) as w:
+        w.append(
+            [
+                {"type": "caption", "image": k, "caption": c, **({"empty": True} if not c else {})}
+                for k, c in rebuilt.items()
+            ]
+        )
+    target = tmp_path / "rebuilt" / "dataset.json"
+    assert main(["rebuild-export", str(out), "--source", str(vlm_data), "--out", str(target), "--no-plot"]) == 0
+    printed = capsys.readouterr()
+    assert f"left out 1 image(s) whose rebuilt caption is empty (first: {keys_[3]})" in printed.err
+    assert f"wrote {target} ({len(keys_) - 1} images)" in printed.out and "| rebuilt |" in printed.out
+    images = json.loads(target.read_text())["images"]
+    by_id = {r.image_id: r for r in source.records}
+    assert len(images) == len(keys_) - 1 and source.records[3].image_id not in {im["cocoid"] for im in images}
+    for im in images:
+        original = by_id[im["cocoid"]]
+        assert im["split"] == original.split and im.get("objects", []) == original.objects
+        assert im["sentences"][0]["raw"] == rebuilt[keys_[source.records.index(original)]]
+    stats = json.loads(target.with_name("stats.json").read_text())
+    assert stats["rebuilt"]["captions"] == len(keys_) - 1
+    assert stats["original"]["captions"] == sum(len(r.captions) for r in source.records)
+    again = load_dataset(load_config(None, ["data.format=karpathy", f"data.path={target}"]).data)
+    assert sorted(r.path.resolve() for r in again.records) == sorted(
+        r.path.resolve() for i, r in enumerate(source.records) if i != 3
+    )
 
 
 def test_folder_source_bad_images_and_an_unfinished_export(tiny_vlms, vlm_data, tmp_path, capsys):

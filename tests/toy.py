@@ -47,16 +47,17 @@ class MarkovCaptioner(CaptionModel):
         return total
 
 
-def best_by_enumeration(model: MarkovCaptioner, kind: int, max_len: int) -> tuple[list[int], float]:
+def best_by_enumeration(model: MarkovCaptioner, kind: int, max_len: int, alpha: float = 0.0) -> tuple[list[int], float]:
     """The most probable caption (ended by <end>, or cut at max_len) found by trying them all; <unk>,
-    which the engine never chooses, is left out."""
+    which the engine never chooses, is left out. With ``alpha``, ranked by log-probability over GNMT's
+    length penalty ((5 + len) / 6) ** alpha, written out here rather than imported."""
     words = [w for w in range(model.vocab_size) if w not in (model.pad_id, model.start_id, model.unk_id)]
     best, best_lp = None, float("-inf")
     for n in range(1, max_len + 1):
         for seq in itertools.product(words, repeat=n):
             if model.end_id in seq[:-1] or (n < max_len and seq[-1] != model.end_id):
                 continue
-            lp = model.sequence_logprob(kind, list(seq))
+            lp = model.sequence_logprob(kind, list(seq)) / ((5 + n) / 6) ** alpha
             if lp > best_lp:
                 best, best_lp = list(seq), lp
     return best, best_lp

@@ -14,6 +14,7 @@ import torch
 
 from captionlab.checkpoint import read_checkpoint, save_checkpoint
 from captionlab.cli import main
+from captionlab.data import load_dataset
 from captionlab.files import OutputWriteError
 from captionlab.metrics.coco import write_json
 from captionlab.training.losses import CrossEntropyLoss
@@ -229,3 +230,45 @@ def test_a_kill_between_last_pt_and_its_log_row_loses_no_row(tmp_path, tiny_cfg_
     result = train(cfg, resume=True, progress=False)
     rows = read_log(result.run_dir / "log.csv")
     assert [r["epoch"] for r in rows] == [1, 2] and all("CIDEr" in r and "train_loss" in r for r in rows)
+
+
+class CopiesLastCheckpoint(CrossEntropyLoss):
+    """Cross-entropy that, at its ``at``-th call, copies the run's last.pt (what it was before that step)."""
+
+    def __init__(self, run_dir, to, at: int) -> None:
+        super().__init__()
+        self.run_dir, self.to, self.at, self.calls = run_dir, to, at, 0
+
+    def __call__(self, model, images, captions, idx=None):
+        self.calls += 1
+        if self.calls == self.at:
+            import shutil
+
+            shutil.copy(self.run_dir / "last.pt", self.to)
+        return super().__call__(model, images, captions, idx)
+
+
+def test_resume_from_a_named_checkpoint_repeats_the_straight_run_and_tensorboard_keeps_one_point_per_step(
+    tmp_path, tiny_cfg_factory
+):
+    """`--resume PATH` from epoch 1's last.pt (kept aside) after the run went on to epoch 2: the final weights
+    equal an uninterrupted run's, and TensorBoard's curves hold each step once (the later points of the
+    first attempt are purged on resume)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    common = ["train.epochs=2", "data.synthetic_n=40", "train.batch_size=8", f"data.path={tmp_path / 'data'}"]
+    common += ["train.tensorboard=true", "train.log_every=1"]
+    straight = train(tiny_cfg_factory(tmp_path / "a", *common), progress=False)
+    cfg = tiny_cfg_factory(tmp_path / "b", *common)
+    run, kept = tmp_path / "b" / "runs" / cfg.train.run_name, tmp_path / "epoch1.pt"
+    steps = -(-len(load_dataset(cfg.data).split("train")) // 8)  # per epoch
+    train(cfg, progress=False, loss_fn=CopiesLastCheckpoint(run, kept, at=steps + 1))
+    assert read_checkpoint(kept)["epoch"] == 1 and read_checkpoint(run / "last.pt")["epoch"] == 2
+    resumed = train(cfg, resume=str(kept), progress=False)
+    a, b = (read_checkpoint(r.run_dir / "last.pt")["model"] for r in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    curves = EventAccumulator(str(run / "tensorboard"))
+    curves.Reload()
+    logged = [e.step for e in curves.Scalars("step/loss")]
+    assert logged == list(range(1, 2 * steps + 1))  # 1..8 once each, not 1..8 then 5..8 again
+    assert [int(r["epoch"]) for r in read_log(run / "log.csv")] == [1, 2]
