@@ -34,7 +34,6 @@ def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str
     data = f"data.path={work / 'data'} data.synthetic_n=60"
     env = {"CAPTIONLAB_CONFIG": str(TINY / "cnn_gru.yaml"), "CAPTIONLAB_CONFIG_DIR": str(TINY)}
     extra = {
-        "03_self_critical.ipynb": "",
         "04_transformer_and_clipcap.ipynb": f"model.clip={work / 'hf' / 'clip'} model.lm={work / 'hf' / 'gpt2'}",
         "08_real_photos.ipynb": "model.hidden_dim=128 model.attention_dim=128",
     }.get(name, "")
