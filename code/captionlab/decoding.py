@@ -134,45 +134,60 @@ def beam_search(
     beams on summed log-probability; the final choice divides by ``length_penalty(len, alpha)``.
     Plain beam search can prune the greedy caption's prefix early (three likely openings beat
     "a" + its best next word) and then return a less probable caption than greedy. With
-    ``keep_greedy`` the greedy caption is decoded from the same encoding (1/beam_size more steps)
-    and kept as a candidate, so the result never ranks below greedy.
+    ``keep_greedy`` every image also decodes its greedy caption, in one more row beside its beams
+    (so each step is one model call), and keeps it as a candidate: the result never ranks below greedy.
     """
     state = model.init_state(images)
-    greedy_out = _sequential(model, state, max_len, _argmax) if keep_greedy and beam_size > 1 else None
     batch, k = state.batch_size, beam_size
+    greedy_row = keep_greedy and beam_size > 1
+    width = k + greedy_row  # rows per image: its k beams, then its greedy caption
     device = images.device
-    state = state.expand(k)  # (batch*k, ...) rows; per-image entries are not copied
-    tokens = torch.full((batch * k,), model.start_id, dtype=torch.long, device=device)
+    tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
+    # every row of an image starts from <start> in the same state: the first step runs once per image
+    logprobs, state = model.step(tokens, state)  # (batch, vocab)
+    first = torch.arange(batch, device=device).repeat_interleave(width)
+    logprobs, state = logprobs.index_select(0, first), state.expand(width)  # (batch*width, ...)
     scores = torch.zeros(batch, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
-    seq = torch.empty(batch * k, 0, dtype=torch.long, device=device)
-    seq_lp = torch.empty(batch * k, 0, device=device)
+    finished = torch.zeros(batch * width, dtype=torch.bool, device=device)
+    seq = torch.empty(batch * width, 0, dtype=torch.long, device=device)
+    seq_lp = torch.empty(batch * width, 0, device=device)
     trace: dict[str, torch.Tensor] = {}
-    offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (batch, 1)
-    for _ in range(max_len):
-        logprobs, state = model.step(tokens, state)  # (batch*k, vocab)
+    offsets = (torch.arange(batch, device=device) * width).unsqueeze(1)  # (batch, 1): each image's first row
+    for t in range(max_len):
+        if t > 0:
+            logprobs, state = model.step(tokens, state)  # (batch*width, vocab)
         logprobs = _no_unk(_mask_finished(logprobs.float(), finished, model.pad_id))
         vocab = logprobs.size(1)
-        cand = (scores.view(-1, 1) + logprobs).view(batch, k * vocab)
+        rows = logprobs.view(batch, width, vocab)
+        cand = (scores.unsqueeze(2) + rows[:, :k]).view(batch, k * vocab)
         scores, flat = cand.topk(k, dim=1)  # (batch, k)
-        origin = (offsets + torch.div(flat, vocab, rounding_mode="floor")).view(-1)  # (batch*k,)
-        tokens = (flat % vocab).view(-1)
+        origin = offsets + torch.div(flat, vocab, rounding_mode="floor")  # (batch, k)
+        tokens = flat % vocab
+        if greedy_row:  # the greedy row follows its own argmax
+            origin = torch.cat([origin, offsets + k], 1)  # (batch, width)
+            tokens = torch.cat([tokens, rows[:, k].argmax(-1, keepdim=True)], 1)
+        origin, tokens = origin.view(-1), tokens.view(-1)  # (batch*width,)
         state = state.select(origin)
         seq = torch.cat([seq[origin], tokens.unsqueeze(1)], 1)
         seq_lp = torch.cat([seq_lp[origin], logprobs[origin, tokens].unsqueeze(1)], 1)
         for name in TRACED:
             if name in state:
-                now = state[name].unsqueeze(1)  # (batch*k, 1, ...)
+                now = state[name].unsqueeze(1)  # (batch*width, 1, ...)
                 trace[name] = now if name not in trace else torch.cat([trace[name][origin], now], 1)
         finished = finished[origin] | (tokens == model.end_id)
         if finished.all():
             break
-    lengths = (seq != model.pad_id).sum(1).view(batch, k)
+    beams = (offsets + torch.arange(k, device=device)).view(-1)  # (batch*k,) rows that are beams
+    lengths = (seq[beams] != model.pad_id).sum(1).view(batch, k)
     ranked = scores / length_penalty(lengths, alpha)
     best = offsets.squeeze(1) + ranked.argmax(1)  # (batch,)
-    out = DecodeOutput(seq[best], seq_lp[best], ranked.max(1).values, **{k: v[best] for k, v in trace.items()})
-    return out if greedy_out is None else _better(out, greedy_out, alpha, model.pad_id)
+    out = DecodeOutput(seq[best], seq_lp[best], ranked.max(1).values, **{n: v[best] for n, v in trace.items()})
+    if not greedy_row:
+        return out
+    g = offsets.squeeze(1) + k  # (batch,) the greedy rows
+    greedy_out = DecodeOutput(seq[g], seq_lp[g], seq_lp[g].sum(1), **{n: v[g] for n, v in trace.items()})
+    return _better(out, greedy_out, alpha, model.pad_id)
 
 
 def _better(a: DecodeOutput, b: DecodeOutput, alpha: float, pad_id: int) -> DecodeOutput:
