@@ -10,7 +10,9 @@ the batched run over its time, against a plain matmul of about the LSTM cell's s
 time cannot be slower than the batched run by more than peak / its own rate allows.
 ``--coco-size``: vocabulary 9,490, embedding/hidden/attention 512, 14x14x2048 region features given
 directly (no CNN), beam 5, every caption run to 20 words (<end> suppressed), random weights: prints
-images/s of the batched decoder.
+images/s of the batched decoder (also alone on its last line, "N images/s"), its counted GFLOP/s against
+the machine's matmul peak, and checks on the CPU that its captions equal those of a reference: the
+engine's beam search as it was before 2026-12-02 with the paper's tanh attention.
 Usage: python benchmarks/decoding_speed.py [--model NAME] [--decoder-only [--tiny]] [--coco-size] [--device cpu|cuda]
        [--images 64]
 """
@@ -20,13 +22,14 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from unittest.mock import patch
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from captionlab import decoding
 from captionlab.config import EncoderConfig, ModelConfig
-from captionlab.models import MODELS, build_model
+from captionlab.models import MODELS, attention, build_model
 from captionlab.models.base import CaptionModel, FeatureInput, State
 
 ATTENTION = ("show_attend_tell", "adaptive_attention")
@@ -79,6 +82,40 @@ def machine(device: str) -> str:
     return f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
 
 
+def reference_scores(keys: torch.Tensor, query: torch.Tensor, score: torch.nn.Linear, state: State) -> torch.Tensor:
+    """Additive attention as the paper writes it, w . tanh(keys + query) + b, over the whole batch at once:
+    what models/attention.py computed before 2026-12-02 (it now uses the sigmoid form, piece by piece)."""
+    q = state.rows_view("image_keys", query).unsqueeze(2)  # (images, per_image, 1, A)
+    return score(torch.tanh(keys.unsqueeze(1) + q)).squeeze(-1).flatten(0, 1)  # (rows, regions)
+
+
+def reference_beam_search(model: CaptionModel, feats: torch.Tensor, k: int, max_len: int) -> torch.Tensor:
+    """The engine's beam search before 2026-12-02, kept to check today's captions against: every one of
+    the k beams runs the first step, and the greedy candidate is a second, separate decode."""
+    greedy = decoding.greedy(model, feats, max_len)
+    state = model.init_state(feats).expand(k)
+    batch = feats.size(0)
+    tokens = torch.full((batch * k,), model.start_id, dtype=torch.long)
+    scores = torch.zeros(batch, k)
+    scores[:, 1:] = float("-inf")
+    seq = torch.empty(batch * k, 0, dtype=torch.long)
+    seq_lp = torch.empty(batch * k, 0)
+    offsets = (torch.arange(batch) * k).unsqueeze(1)
+    for _ in range(max_len):  # <end> is suppressed: nothing finishes early
+        logprobs, state = model.step(tokens, state)
+        logprobs = decoding._no_unk(logprobs)
+        vocab = logprobs.size(1)
+        scores, flat = (scores.view(-1, 1) + logprobs).view(batch, k * vocab).topk(k, dim=1)
+        origin = (offsets + flat // vocab).view(-1)
+        tokens = (flat % vocab).view(-1)
+        state = state.select(origin)
+        seq = torch.cat([seq[origin], tokens.unsqueeze(1)], 1)
+        seq_lp = torch.cat([seq_lp[origin], logprobs[origin, tokens].unsqueeze(1)], 1)
+    best = offsets.squeeze(1) + scores.argmax(1)
+    beam = decoding.DecodeOutput(seq[best], seq_lp[best], scores.max(1).values)
+    return decoding._better(beam, greedy, 0.0, model.pad_id).tokens
+
+
 def coco_size(a: argparse.Namespace) -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(name=a.model, embed_dim=512, hidden_dim=512, attention_dim=512, dropout=0.0)
@@ -88,11 +125,22 @@ def coco_size(a: argparse.Namespace) -> None:
         out = decoding.beam_search(model, feats, beam_size=5, max_len=20)
         assert out.tokens.size(1) == 20 and (out.tokens != model.end_id).all()
         seconds = timed(lambda: decoding.beam_search(model, feats, beam_size=5, max_len=20), a.repeat)
+        work = flops(lambda: decoding.beam_search(model, feats, beam_size=5, max_len=20))
+        if a.device == "cpu":
+            with patch.object(attention, "additive_scores", reference_scores):
+                same = torch.equal(reference_beam_search(model, feats, 5, 20), out.tokens)
+            assert same, "the captions differ from the reference beam search with tanh attention"
+    peak = matmul_peak(a.images * 5, 2560, 2048, a.device)  # the LSTM cell's product at beam 5
     print(
         machine(a.device) + f"; {a.model}, COCO size: vocab 9490, 512/512/512, 14x14x2048 features, "
-        f"beam 5, 20 words, {a.images} images"
+        f"beam 5, 20 words, {a.images} images, best of {a.repeat}"
     )
-    print(f"| decoder | images/s |\n|---|---|\n| {a.model} batched beam 5 | {a.images / seconds:.1f} |")
+    print(f"matrix-multiply peak: {peak:.0f} GFLOP/s ({a.images * 5} x 2560 @ 2560 x 2048, the LSTM cell's product)")
+    rate = work / seconds / 1e9
+    checked = "same as the reference" if a.device == "cpu" else "not compared on this device"
+    print("| decoder | images/s | GFLOP/s | of peak | captions |\n|---|---|---|---|---|")
+    print(f"| {a.model} batched beam 5 | {a.images / seconds:.1f} | {rate:.0f} | {rate / peak:.0%} | {checked} |")
+    print(f"{a.images / seconds:.1f} images/s")
 
 
 def batched_vs_single(a: argparse.Namespace) -> None:
