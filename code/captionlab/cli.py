@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError
+from .metrics.coco import TOKENIZERS
 from .paths import resolve
 
 METRICS_HELP = "comma-separated metrics: Bleu, METEOR, ROUGE_L, CIDEr (SPICE where its jars are installed)"
 TOKENIZER_HELP = (
     "how captions are tokenised before scoring: 'ptb' is the Stanford PTB tokenizer (Java), as the "
-    "COCO server uses; 'simple' lower-cases and drops punctuation in-process"
+    "COCO server uses; 'ptb-python' the same tokens in-process (no Java); 'simple' lower-cases and drops "
+    "punctuation"
 )
 ALL = "Bleu,METEOR,ROUGE_L,CIDEr"
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
@@ -208,9 +210,11 @@ def cmd_score(a: argparse.Namespace) -> None:
         a.results,
         a.annotations,
         _metrics(a.metrics or ("Bleu,ROUGE_L,CIDEr" if a.fast else ALL)),
-        a.tokenizer or ("simple" if a.fast else "ptb"),
+        a.tokenizer or ("ptb-python" if a.fast else "ptb"),
         fast_cider=a.fast,
     )
+    if a.fast and not a.metrics:
+        print("METEOR not computed: it runs on Java (score without --fast to add it)", file=sys.stderr)
     if a.clipscore:
         from .metrics.clipscore import clip_scores
         from .metrics.coco import image_paths, load_annotations, load_results
@@ -361,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split to caption")
     s.add_argument("--out", help="output folder (default: eval_<split>_beam<k> next to the checkpoint)")
     s.add_argument("--metrics", default="Bleu,METEOR,ROUGE_L,CIDEr", help=METRICS_HELP)
-    s.add_argument("--tokenizer", default="ptb", choices=["ptb", "simple"], help=TOKENIZER_HELP)
+    s.add_argument("--tokenizer", default="ptb", choices=TOKENIZERS, help=TOKENIZER_HELP)
     s.add_argument("--batch-size", type=positive_int, default=64, help="images decoded together")
     s.add_argument(
         "--grounding",
@@ -402,13 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results", help='COCO results JSON: [{"image_id": ..., "caption": ...}, ...]')
     s.add_argument("annotations", help='COCO caption annotations JSON: {"annotations": [{"image_id", "caption"}]}')
     s.add_argument("--metrics", help=METRICS_HELP + f" (default: {ALL}; with --fast: Bleu,ROUGE_L,CIDEr)")
-    s.add_argument(
-        "--tokenizer", choices=["ptb", "simple"], help=TOKENIZER_HELP + " (default: ptb; with --fast: simple)"
-    )
+    s.add_argument("--tokenizer", choices=TOKENIZERS, help=TOKENIZER_HELP + " (default: ptb; with --fast: ptb-python)")
     s.add_argument(
         "--fast",
         action="store_true",
-        help="no Java: in-process tokenizer and the vectorised CIDEr-D (same CIDEr to 1e-6), for big files",
+        help="no Java: the PTB tokenizer in Python and the vectorised CIDEr-D (pycocoevalcap's BLEU, ROUGE-L "
+        "and CIDEr-D to 1e-6), for big files; METEOR needs Java and is left out",
     )
     s.add_argument("--out", help="also write the metrics JSON to this file")
     s.add_argument(

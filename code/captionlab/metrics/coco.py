@@ -1,8 +1,10 @@
 """Reference caption metrics through pycocoevalcap, with the standard key names.
 
 ``tokenizer="ptb"`` runs the Stanford PTB tokenizer (Java), as the COCO server does: use it for
-numbers you report. ``tokenizer="simple"`` lower-cases and drops punctuation in-process: the same
-result on plain captions, no Java, for validation inside training loops.
+numbers you report. ``tokenizer="ptb-python"`` gives the same tokens in-process (metrics/ptb.py), so the
+same BLEU, ROUGE-L and CIDEr-D with no Java: ``score --fast`` and per-epoch validation use it.
+``tokenizer="simple"`` lower-cases and drops punctuation: for text the PTB tokenizer would mangle
+(space-joined Chinese characters).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..weights import MissingWeightsError
 
 ALL_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
 FAST_METRICS = ("Bleu", "ROUGE_L", "CIDEr")  # no Java: for per-epoch validation
+TOKENIZERS = ("ptb", "ptb-python", "simple")
 KEY_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 _PUNCT = re.compile(r"[^\w\s']|_")
 
@@ -33,8 +36,8 @@ def _need_java(what: str) -> None:
     if shutil.which("java") is None:
         raise JavaMissingError(
             f"{what} needs Java 8+ ('java' is not on PATH). Install it, e.g. "
-            "'apt-get install default-jre-headless', or score with tokenizer='simple' "
-            "and without METEOR."
+            "'apt-get install default-jre-headless', or score with tokenizer='ptb-python' "
+            "(captionlab score --fast) and without METEOR."
         )
 
 
@@ -64,8 +67,12 @@ def simple_tokenize(text: str) -> str:
 def _tokenize(captions: Mapping[Any, Sequence[str]], tokenizer: str) -> dict[Any, list[str]]:
     if tokenizer == "simple":
         return {k: [simple_tokenize(c) for c in v] for k, v in captions.items()}
+    if tokenizer == "ptb-python":
+        from .ptb import tokenize
+
+        return tokenize(captions)
     if tokenizer != "ptb":
-        raise InputError(f"tokenizer must be 'ptb' or 'simple', got {tokenizer!r}")
+        raise InputError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {tokenizer!r}")
     _need_java("the PTB tokenizer")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 

@@ -98,8 +98,8 @@ def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, prog
         progress,
         desc="validating",
     )
-    caps, refs, _ = scoring_inputs(captioner.tokenizer, caps, dataset.references("val"), "simple")
-    return score(caps, refs, FAST_METRICS, tokenizer="simple", fast_cider=True)
+    caps, refs, how = scoring_inputs(captioner.tokenizer, caps, dataset.references("val"), "ptb-python")
+    return score(caps, refs, FAST_METRICS, tokenizer=how, fast_cider=True)
 
 
 SHOWN = ("Bleu_4", "ROUGE_L", "CIDEr", "i2t_R@1", "t2i_R@1", "mean_recall")  # the per-epoch console line
