@@ -153,6 +153,23 @@ def attribute_accuracy(captions: Mapping[int, str], records: Sequence[ImageRecor
     }
 
 
+def mistakes(caption: str, record: ImageRecord, image_size: int | None = None) -> dict[str, Any]:
+    """What one caption gets wrong about its synthetic scene, for the evaluation report: the words that
+    state a colour, shape or size no object of the scene (left unclaimed) has, and the wrong count."""
+    scene = scene_of(record, image_size)
+    parsed = parse_caption(caption)
+    words: list[str] = []
+    for attr, lookup in (
+        ("colour", {c: c for c in COLOURS}),
+        ("shape", _SHAPE_WORDS | _PLURALS),
+        ("size", _SIZE_WORDS),
+    ):
+        extra = Counter(parsed[attr]) - Counter(o[attr] for o in scene)  # mentions no object vouches for
+        words += [w for w in dict.fromkeys(caption.lower().split()) if lookup.get(w) in extra]
+    count = None if parsed["count"] == len(scene) else {"said": parsed["count"], "true": len(scene)}
+    return {"words": words, "count": count}
+
+
 def is_synthetic(records: Sequence[ImageRecord]) -> bool:
     """Records whose objects carry the synthesiser's 'size colour shape' names."""
     return bool(records) and all(
