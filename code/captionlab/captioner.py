@@ -110,10 +110,11 @@ class Captioner:
         beam_size: int | None = None,
         max_len: int | None = None,
         batch_size: int = 32,
-        with_attention: bool = False,
+        with_attention: bool | None = False,
     ) -> list[str] | list[CaptionTrace]:
         """Captions for PIL images and/or image paths, in order; with ``with_attention``, a
-        ``CaptionTrace`` per image (the model must attend: show_attend_tell, adaptive_attention)."""
+        ``CaptionTrace`` per image (the model must attend: show_attend_tell, adaptive_attention);
+        ``None``: traces where the model attends, captions where it does not."""
         if isinstance(images, (Image.Image, str, os.PathLike)):
             images = [images]
         items: Sequence = list(images)
@@ -121,7 +122,8 @@ class Captioner:
         for i in range(0, len(items), batch_size):
             pil = [x if isinstance(x, Image.Image) else load_image(x) for x in items[i : i + batch_size]]
             decoded = self.decode(pil, beam_size, max_len)
-            out.extend(self.traces(decoded) if with_attention else self.words(decoded.tokens))
+            traced = with_attention or (with_attention is None and decoded.attention is not None)
+            out.extend(self.traces(decoded) if traced else self.words(decoded.tokens))
         return out
 
     def traces(self, decoded: decoding.DecodeOutput) -> list[CaptionTrace]:
@@ -136,7 +138,8 @@ class Captioner:
             att = decoded.attention[i, : len(words)].float().cpu()  # (words, regions)
             grid = math.isqrt(att.size(1))
             sentinel = decoded.sentinel[i, : len(words)].float().cpu() if decoded.sentinel is not None else None
-            out.append(CaptionTrace(self.tokenizer.detokenize(words), words, att.view(-1, grid, grid), sentinel))
+            square = att.view(-1, grid, grid) if grid * grid == att.size(1) else None  # a grid of regions, or not
+            out.append(CaptionTrace(self.tokenizer.detokenize(words), words, square, sentinel))
         return out
 
 

@@ -142,6 +142,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         out_dir=out,
         progress=not a.no_progress,
         grounding=a.grounding,
+        report=not a.no_report,
+        run=_run_facts(a.checkpoint, captioner.config),
     )
     name = (
         " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in a.checkpoint)
@@ -150,6 +152,28 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     )
     print(format_report(f"{name} {a.split} beam {beam}", metrics))
     print(f"wrote {out / 'results.json'}, {out / 'metrics.json'}")
+    if not a.no_report:
+        print(f"report: {out / 'report.html'}")
+
+
+def _run_facts(checkpoints: Sequence[str], config) -> dict:
+    """What the report page says about the run that was evaluated."""
+    import datetime
+
+    m = config.model
+    return {
+        "name": " + ".join(Path(c).parent.name for c in checkpoints),
+        "checkpoint": str(Path(checkpoints[0]).resolve()),
+        "model": m.name,
+        "config": f"encoder {m.encoder.name}, embed {m.embed_dim}, hidden {m.hidden_dim}, data {config.data.format}",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from .report import write_report
+
+    print(f"report: {write_report(a.eval_dir, a.other, a.out)}")
 
 
 def cmd_caption(a: argparse.Namespace) -> None:
@@ -183,11 +207,12 @@ def cmd_caption(a: argparse.Namespace) -> None:
             print(f"skipped: {e}", file=sys.stderr)
     if a.attention_plot and not kept:
         raise BadImageError("no readable image to caption")
+    want = True if a.attention_plot else None if a.report else False  # None: where the model attends
     results = captioner.caption(
-        images, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size, with_attention=bool(a.attention_plot)
+        images, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size, with_attention=want
     )
     for i, (p, r) in enumerate(zip(kept, results)):
-        print(f"{p}\t{r.caption if a.attention_plot else r}")
+        print(f"{p}\t{r if isinstance(r, str) else r.caption}")
         if a.attention_plot:
             from .viz import attention_plot
 
@@ -198,6 +223,10 @@ def cmd_caption(a: argparse.Namespace) -> None:
             print(f"attention plot: {out}", file=sys.stderr)
     if skipped:
         print(f"captioned {len(kept)} image(s), skipped {skipped} unreadable", file=sys.stderr)
+    if a.report:
+        from .report import write_caption_page
+
+        print(f"report: {write_caption_page(kept, results, a.report)}", file=sys.stderr)
 
 
 def cmd_score(a: argparse.Namespace) -> None:
@@ -373,9 +402,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="attention models on the synthetic set: add the grounding rate (is the attention peak "
         "inside the box of the object a word names?) and its chance rate to metrics.json",
     )
+    s.add_argument("--no-report", action="store_true", help="do not write per_image.json and report.html")
     data_args(s)
     no_progress(s)
     s.set_defaults(func=cmd_evaluate)
+
+    s = command("report", "(re)build report.html of an evaluation folder, or compare two evaluations of one split")
+    s.add_argument(
+        "eval_dir", metavar="EVAL_DIR", help="a folder captionlab evaluate wrote (metrics.json, per_image.json)"
+    )
+    s.add_argument("other", metavar="EVAL_DIR_2", nargs="?", help="a second evaluation of the same split: B against A")
+    s.add_argument(
+        "--out", help="where to write the page (default: EVAL_DIR/report.html, or EVAL_DIR_2/compare_<A>.html)"
+    )
+    s.set_defaults(func=cmd_report)
 
     s = command("caption", "caption image files or folders; prints path<TAB>caption per image")
     s.add_argument(
@@ -399,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.png",
         help="also draw where the model looked for each word (attention models); with several "
         "images, one file each: OUT-<n>-<name>.png",
+    )
+    s.add_argument(
+        "--report", metavar="OUT.html", help="also write a page of the images with their captions (and heat-maps)"
     )
     s.set_defaults(func=cmd_caption)
 

@@ -30,10 +30,10 @@ def caption_records(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "captioning",
-    with_attention: bool = False,
+    with_attention: bool | None = False,
 ) -> dict[int, Any]:
     """image_id -> caption for every record, decoded in batches (a ``CaptionTrace`` with attention
-    for attention models, when ``with_attention``)."""
+    for attention models, when ``with_attention``; ``None``: traces where the model attends)."""
     loader = DataLoader(
         ImageItems(records, captioner.transform),
         batch_size=batch_size,
@@ -47,7 +47,8 @@ def caption_records(
     try:
         for images, idx in P.progress(loader, desc=desc, unit="batch", enabled=progress):
             decoded = captioner.caption_tensor(images, beam_size, max_len)
-            caps = captioner.traces(decoded) if with_attention else captioner.words(decoded.tokens)
+            traced = with_attention or (with_attention is None and decoded.attention is not None)
+            caps = captioner.traces(decoded) if traced else captioner.words(decoded.tokens)
             out.update({records[int(i)].image_id: c for i, c in zip(idx, caps)})
     finally:
         captioner.model.train(was_training)
@@ -82,9 +83,13 @@ def evaluate_split(
     out_dir: str | Path | None = None,
     progress: bool = True,
     grounding: bool = False,
+    report: bool = True,
+    run: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """COCO-format results and corpus metrics; with ``out_dir``, also writes ``results.json``,
-    ``annotations.json`` (the references, so ``captionlab score`` can re-check) and ``metrics.json``.
+    ``annotations.json`` (the references, so ``captionlab score`` can re-check) and ``metrics.json``,
+    and unless ``report`` is off, ``per_image.json`` and the page ``report.html`` (report.py); ``run``
+    (checkpoint, model, ...) goes into metrics.json for the page.
     On the synthetic set the metrics also hold ``attribute_accuracy`` (see metrics/attributes.py) and,
     with ``grounding`` (attention models), ``grounding`` (see metrics/grounding.py)."""
     records = dataset.split(split)
@@ -103,18 +108,19 @@ def evaluate_split(
         num_workers,
         progress,
         desc=f"captioning {split}",
-        with_attention=grounding,
+        with_attention=True if grounding else None if out_dir is not None and report else False,
     )
-    traces = captions if grounding else None
+    traces = {k: t for k, t in captions.items() if not isinstance(t, str)} or None
     if traces is not None:
         captions = {k: t.caption for k, t in traces.items()}
     results = [{"image_id": k, "caption": v} for k, v in captions.items()]
     caps, refs, tokenizer = scoring_inputs(captioner.tokenizer, captions, dataset.references(split), tokenizer)
-    scores: dict[str, Any] = score(caps, refs, metrics, tokenizer)
+    scores: dict[str, Any] = score(caps, refs, metrics, tokenizer, per_image=True)
+    per_image = scores.pop("per_image")
     english = captioner.tokenizer.ptb_scoring  # the attribute parser and grounding read English words
     if is_synthetic(records) and english:  # the synthesiser's truth lets us say which attributes the model gets right
         scores["attribute_accuracy"] = attribute_accuracy(captions, records)
-    if traces is not None:
+    if grounding:
         scores["grounding"] = grounding_rate(traces, records)
     if out_dir is not None:
         out = Path(out_dir)
@@ -129,9 +135,16 @@ def evaluate_split(
                 "tokenizer": tokenizer,
                 "images": len(results),
                 "metrics": scores,
+                **({"run": run} if run else {}),
             },
             out / "metrics.json",
         )
+        if report:
+            from .report import image_rows, write_report
+
+            rows = image_rows(records, captions, refs, per_image, traces, is_synthetic(records) and english)
+            write_json({"split": split, "images": rows}, out / "per_image.json")
+            write_report(out)
     return results, scores
 
 
