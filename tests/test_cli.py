@@ -103,6 +103,21 @@ def test_evaluate_writes_results_and_metrics_that_score_reproduces(trained, tmp_
         assert again[k] == pytest.approx(metrics["metrics"][k], abs=1e-9)
 
 
+def test_evaluate_data_reads_a_synthetic_folder_as_it_is_and_never_remakes_it(trained, tmp_path):
+    """`evaluate --data DIR --format synthetic` on a set made with other settings than the checkpoint's:
+    it is read as it is (it used to be regenerated in place with the checkpoint's size of set)."""
+    from captionlab.data import synthetic
+
+    cfg, result = trained
+    ann = synthetic.generate(tmp_path / "other", n=60, seed=5, size=cfg.data.synthetic_size)
+    before = ann.read_bytes()
+    out = tmp_path / "eval"
+    args = ["evaluate", str(result.run_dir / "best.pt"), "--data", str(tmp_path / "other"), "--format", "synthetic"]
+    assert main([*args, "--out", str(out), "--metrics", "CIDEr", "--tokenizer", "ptb-python", "--no-progress"]) == 0
+    assert ann.read_bytes() == before and len(list((tmp_path / "other").rglob("*.png"))) == 60
+    assert len(json.loads((out / "results.json").read_text())) == 6  # the 10 % test split of 60
+
+
 def test_evaluate_reads_another_dataset_given_by_data_format_and_image_root(trained, tmp_path, capsys):
     """`evaluate --data F --format karpathy --image-root D`: the checkpoint scored on a dataset its config
     does not name, images found under D; the captions are those of the same images in the original split."""
