@@ -118,9 +118,8 @@ def _dataset_for(a: argparse.Namespace, cfg):
         made = resolve(a.data) / "dataset_synthetic.json"
         if data.format == "synthetic" and made.is_file():  # read the set that is there, never remake it
             meta = json.loads(made.read_text()).get("meta", {})
-            have = {f"synthetic_{k}": meta.get(k) for k in ("n", "seed", "size")}
+            have = {f"synthetic_{k}": meta.get(k) for k in ("n", "seed", "size", "lang")}
             data = dataclasses.replace(data, **{k: v for k, v in have.items() if v is not None})
-            data = dataclasses.replace(data, synthetic_lang=meta.get("lang", "en"))
     if a.on_bad_image:
         data = dataclasses.replace(data, on_bad_image=a.on_bad_image)
     return load_dataset(data)
