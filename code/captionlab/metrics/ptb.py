@@ -40,6 +40,7 @@ ABBREV_TITLE = frozenset(
     cpl pvt capt st ste ave pres lieut hon brig cmdr comdr pfc spc supt supts det mt ft adj adv asst assoc
     ens insp mlle mme msgr sfc invt elec natl mfg mtg dept wm jos cie cf ph vs""".split()
 )
+_ALWAYS_ABBREV = ABBREV_TITLE | ABBREV_SENTENCE
 ABBREV_BEFORE_NUMBER = frozenset("ca fig figs prop no nos pp op".split())  # "no. 5", but "is no ."
 
 # Whole words the tokenizer splits (case kept): "cannot" -> "can not", "gonna" -> "gon na".
@@ -90,8 +91,7 @@ def tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
     whether a caption's final "B." or "U.S." ends a sentence depends on the first word of the next caption
     in that text (images in order, each image's captions in order). So captions are taken in that order."""
     keys = [k for k, v in captions.items() for _ in v]
-    chunks = [c.replace("\n", " ").translate(_TRANSLATE) for v in captions.values() for c in v]
-    chunks = [_NON_BMP.sub("", _SPACED_DOTS.sub(_dots, c)).split() for c in chunks]
+    chunks = [_pieces(c) for v in captions.values() for c in v]
     out: dict[Any, list[str]] = {k: [] for k in captions}
     following = ""  # the first piece of the next caption that has one
     lines = []
@@ -106,8 +106,15 @@ def tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
 def ptb_tokenize(caption: str, following: str = "") -> str:
     """One caption -> its tokens as pycocoevalcap scores them: lower case, space-joined, punctuation dropped.
     ``following``: the next caption's first piece, if it is tokenized with others (see ``tokenize``)."""
-    text = _NON_BMP.sub("", _SPACED_DOTS.sub(_dots, caption.replace("\n", " ").translate(_TRANSLATE)))
-    return _line(text.split(), following.translate(_TRANSLATE).split()[0] if following.strip() else "")
+    after = _pieces(following)
+    return _line(_pieces(caption), after[0] if after else "")
+
+
+def _pieces(caption: str) -> list[str]:
+    """The caption's whitespace-free pieces after the character-level normalisation (one line: newlines
+    are spaces, as pycocoevalcap writes them; ". . ." is one ellipsis; emoji are gone)."""
+    text = _SPACED_DOTS.sub(_dots, caption.replace("\n", " ").translate(_TRANSLATE))
+    return _NON_BMP.sub("", text).split()
 
 
 def _dots(m: re.Match) -> str:
@@ -132,9 +139,9 @@ def _after(nxt: str) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def _chunk(chunk: str, after: str) -> tuple[str, ...]:
-    """The tokens of one whitespace-free piece of text. ``after`` says what starts the next piece ("upper",
-    "digit", "end" of the caption, or "" for anything else): it decides abbreviations at the end of this one
-    ("Inc. The" ends a sentence, "No. 5" keeps its period)."""
+    """The tokens of one whitespace-free piece of text. ``after`` says what starts the next piece ("start":
+    a capitalised sentence-start word, "upper", "digit", "end" of the text, or "" for anything else): it
+    decides abbreviations at the end of this one ("Inc. The" ends a sentence, "No. 5" keeps its period)."""
     out: list[str] = []
     i, n = 0, len(chunk)
     while i < n:
@@ -212,7 +219,7 @@ def _word(chunk: str, m: re.Match, out: list[str], after: str) -> int:
 def _period(word: str, end: int, out: list[str], after: str, chunk: str) -> int:
     """Whether ``word`` keeps the period that follows it (an abbreviation) or the period is a token."""
     low, last = word.lower(), end + 1 == len(chunk)
-    if chunk.startswith("...", end) and low not in ABBREV_TITLE | ABBREV_SENTENCE and len(word) > 1:
+    if chunk.startswith("...", end) and low not in _ALWAYS_ABBREV and len(word) > 1:
         out.append(word)  # "dog..." -> dog ...
         return end
     if len(word) == 1 and word.isalpha():  # an initial, unless the line ends or a capital follows
