@@ -19,6 +19,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FAST = ["--metrics", "Bleu,ROUGE_L,CIDEr", "--tokenizer", "ptb-python", "--device", "cpu", "--no-progress"]
 
 
+def page_data(page: Path) -> dict:
+    """The rows a report page carries (its inline JSON)."""
+    return json.loads(page.read_text().split('id="data">')[1].split("</script>")[0].replace("<\\/", "</"))
+
+
 def evaluate(run_dir: Path, out: Path, *extra: str) -> Path:
     assert main(["evaluate", str(run_dir / "best.pt"), "--out", str(out), *FAST, *extra]) == 0
     return out
@@ -54,8 +59,7 @@ def test_report_compares_two_evaluations_of_one_split_and_refuses_two_splits(eva
     sat, gru = evaluations
     assert main(["report", str(sat), str(gru), "--out", str(tmp_path / "compare.html")]) == 0
     assert f"report: {tmp_path / 'compare.html'}" in capsys.readouterr().out
-    page = (tmp_path / "compare.html").read_text()
-    data = json.loads(page.split('id="data">')[1].split("</script>")[0].replace("<\\/", "</"))
+    data = page_data(tmp_path / "compare.html")
     a = {r["image_id"]: r for r in json.loads((sat / "per_image.json").read_text())["images"]}
     b = {r["image_id"]: r for r in json.loads((gru / "per_image.json").read_text())["images"]}
     assert data["compare"] and len(data["rows"]) == len(a)
@@ -106,7 +110,7 @@ def test_the_report_pages_work_in_headless_chromium(evaluations, tmp_path):
         page.screenshot(path=str(artifacts / "report.png"))
         page.goto(compare.as_uri())
         row = page.locator("#body tr").first
-        paired = json.loads(compare.read_text().split('id="data">')[1].split("</script>")[0])["rows"]
+        paired = page_data(compare)["rows"]
         top = next(r for r in paired if str(r["id"]) == row.get_attribute("data-id"))
         assert top["diff"] == max(r["diff"] for r in paired)  # where B won most comes first
         assert top["caption"] in " ".join(row.text_content().split()) and top["b_caption"] in row.text_content()
@@ -129,7 +133,7 @@ def test_caption_report_shows_a_folder_of_images_with_captions_and_heat_maps(tra
     assert main(["caption", str(result.run_dir / "best.pt"), str(folder), "--report", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr()
     assert f"report: {out}" in printed.err
-    data = json.loads(out.read_text().split('id="data">')[1].split("</script>")[0].replace("<\\/", "</"))
+    data = page_data(out)
     captions = dict(line.split("\t") for line in printed.out.strip().splitlines())
     assert [r["caption"] for r in data["rows"]] == list(captions.values()) and len(data["rows"]) == 3
     for row in data["rows"]:
