@@ -275,7 +275,11 @@ def _train(
             log.restore_row(extra["epoch_row"])
 
     model_assets = model.assets() if hasattr(model, "assets") else None
-    net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
+
+    def wrap() -> torch.nn.Module:  # DDP syncs the parameters that require grad when it is built
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
+
+    net = wrap()
     # a loss that decodes (SCST) calls init_state/step rather than forward, so DDP's hooks cannot sync:
     # it drives the bare model and the gradients are averaged by hand
     manual_sync = info.enabled and getattr(loss_fn, "needs_raw_model", False)
@@ -322,6 +326,8 @@ def _train(
                 torch.manual_seed(t.seed + epoch)  # dropout and shuffling depend on (seed, epoch) only: exact resume
                 if t.fine_tune_from_epoch is not None and epoch + 1 >= t.fine_tune_from_epoch and not encoder.trainable:
                     encoder.fine_tune_last(t.fine_tune_blocks)
+                    net = wrap()  # a DDP built while the encoder was frozen would not sync its new parameters
+                    target = model if manual_sync else net
                     if info.is_main:
                         print(
                             f"epoch {epoch + 1}: fine-tuning the encoder's last {t.fine_tune_blocks} stage(s) at "
