@@ -133,6 +133,33 @@ def test_pretraining_survives_kills(tmp_path):
     survives(CONFIGS / "tiny" / "pretrain.yaml", tmp_path, pretrain, 13, ("sigkill", "sigterm"))
 
 
+def test_ctrl_c_with_data_loader_workers_stops_cleanly_and_resumes_exactly(tmp_path):
+    """``data.num_workers=2``: Ctrl-C in a terminal sends SIGINT to the whole foreground process group,
+    the loader's workers included. The run must still finish its step, save and exit 130 with the resume
+    hint (not die of a worker that exited), and its resume end where an uninterrupted run ends."""
+    data, extra = tmp_path / "data", ["data.num_workers=2", "train.epochs=1"]
+    config = CONFIGS / "tiny" / "cnn_gru.yaml"
+    run_to_end(command(config, tmp_path, "reference", data, *extra))
+    cmd, run_dir = command(config, tmp_path, "interrupted", data, *extra), tmp_path / "interrupted"
+
+    def terminal() -> None:  # a terminal's job: its own process group, SIGINT not ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(cmd, env=env(), stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=terminal)  # fmt: skip
+    deadline = time.time() + 300
+    while proc.poll() is None and saves(run_dir) < 4 and time.time() < deadline:
+        time.sleep(0.005)
+    assert len(descendants(proc.pid)) >= 2  # the two loader workers are running
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGINT" in err and "--resume" in err and "Traceback" not in err
+    assert 0 < torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["extra"]["step_in_epoch"]
+    run_to_end(cmd + ["--resume"])
+    check_same_run(tmp_path / "reference", run_dir)
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, from /proc (children first found, then theirs)."""
     parents: dict[int, int] = {}
