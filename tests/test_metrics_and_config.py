@@ -51,6 +51,14 @@ def test_meteor_ranks_exact_above_partial_above_unrelated():
     per = s["per_image"]
     assert per[1]["METEOR"] > per[2]["METEOR"] > per[3]["METEOR"] == 0.0
     assert 0 < s["METEOR"] < 1
+    from captionlab.metrics.coco import meteor
+
+    first = meteor()  # one Java process per Python process, reused by every score (it was one per call)
+    assert score(RESULTS, REFS, ("METEOR",), "ptb") == score(RESULTS, REFS, ("METEOR",), "ptb")
+    assert meteor() is first
+    first.meteor_p.kill()
+    first.meteor_p.wait()
+    assert meteor() is not first and meteor().meteor_p.poll() is None  # a dead one is restarted
 
 
 def test_results_without_references_are_an_error():

@@ -89,6 +89,21 @@ class _FastCider:
         return corpus, list(each)
 
 
+_METEOR: list[Any] = []  # the one METEOR scorer of this process
+
+
+def meteor() -> Any:
+    """pycocoevalcap's METEOR, started once per process and reused: its Java process takes seconds to
+    load its paraphrase tables, and a notebook or a test session scores many times (it was one per
+    score() call). Restarted if its process has died."""
+    _need_java("METEOR")
+    if not _METEOR or _METEOR[0].meteor_p.poll() is not None:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        _METEOR[:] = [Meteor()]
+    return _METEOR[0]
+
+
 def _scorers(metrics: Iterable[str], fast_cider: bool = False):
     for name in metrics:
         if name == "Bleu":
@@ -96,10 +111,7 @@ def _scorers(metrics: Iterable[str], fast_cider: bool = False):
 
             yield name, Bleu(4)
         elif name == "METEOR":
-            _need_java("METEOR")
-            from pycocoevalcap.meteor.meteor import Meteor
-
-            yield name, Meteor()
+            yield name, meteor()
         elif name == "ROUGE_L":
             from pycocoevalcap.rouge.rouge import Rouge
 
@@ -158,8 +170,6 @@ def score(
             out[key] = float(c)
             for k, v in zip(ids, e):
                 images[k][key] = float(v if not isinstance(v, dict) else v["All"]["f"])
-        if name == "METEOR":
-            del scorer  # stops the Java process now, not at interpreter exit
     out = {k: out[k] for k in KEY_ORDER if k in out}
     if per_image:
         out["per_image"] = images

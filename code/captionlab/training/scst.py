@@ -56,7 +56,6 @@ class Reward:
         self.text = text
         self.references = {k: [text(c) for c in v] for k, v in train_references.items()}
         self.df = DocumentFrequency.from_references(self.references) if "CIDEr" in self.weights else None
-        self._meteor = None
 
     def __call__(self, captions: Sequence[str], record_ids: Sequence[int]) -> np.ndarray:
         """captions[i] for the image record_ids[i] (ids may repeat: K samples of one image)."""
@@ -75,10 +74,9 @@ class Reward:
 
             return np.asarray(Bleu(4).compute_score(refs, cands, verbose=0)[1][3])
         if name == "METEOR":
-            from pycocoevalcap.meteor.meteor import Meteor
+            from ..metrics.coco import meteor
 
-            self._meteor = self._meteor or Meteor()  # its Java process starts once (~15 s)
-            return np.asarray(self._meteor.compute_score(refs, cands)[1])
+            return np.asarray(meteor().compute_score(refs, cands)[1])  # one Java process for the whole run
         raise InputError(f"unknown reward {name!r}; choose CIDEr, Bleu_4 or METEOR")
 
 
