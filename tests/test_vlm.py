@@ -244,6 +244,16 @@ def test_a_finished_export_keeps_ids_splits_and_boxes_drops_empty_captions_and_c
     assert sorted(r.path.resolve() for r in again.records) == sorted(
         r.path.resolve() for i, r in enumerate(source.records) if i != 3
     )
+    from test_report import page_data
+
+    page = target.with_name("report.html")  # old against new per image, under the statistics it printed
+    assert f", {page}" in printed.out and "<td>rebuilt</td>" in page.read_text()
+    data = page_data(page)
+    assert data["labels"] == {"caption": "rebuilt caption", "refs": "original captions"}
+    assert {r["id"]: (r["caption"], r["refs"]) for r in data["rows"]} == {
+        r.image_id: (rebuilt[keys_[i]], list(r.captions)) for i, r in enumerate(source.records) if i != 3
+    }
+    assert all(r["thumb"].startswith("data:image/jpeg;base64,") for r in data["rows"])
 
 
 def test_folder_source_bad_images_and_an_unfinished_export(tiny_vlms, vlm_data, tmp_path, capsys):

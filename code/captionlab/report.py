@@ -78,14 +78,14 @@ def write_report(folder: str | Path, other: str | Path | None = None, out: str |
     return _write_page(data, runs, title, target)
 
 
-def _write_page(data: dict[str, Any], runs: list[dict[str, Any]], title: str, target: Path) -> Path:
+def _write_page(data: dict[str, Any], runs: list[dict[str, Any]], title: str, target: Path, tables: str = "") -> Path:
     page = (_ASSETS / "report.html").read_text(encoding="utf-8")
     fill = {
         "{{TITLE}}": html.escape(title),
         "{{STYLE}}": (_ASSETS / "report.css").read_text(encoding="utf-8"),
         "{{SCRIPT}}": (_ASSETS / "report.js").read_text(encoding="utf-8"),
         "{{RUNS}}": "".join(_run_html(r) for r in runs),
-        "{{METRICS}}": _metric_table(runs) if runs else "",
+        "{{METRICS}}": tables or (_metric_table(runs) if runs else ""),
         "{{DATA}}": json.dumps(data, ensure_ascii=False).replace("</", "<\\/"),
     }
     for key, value in fill.items():
@@ -141,6 +141,28 @@ def write_caption_page(files: Sequence[Path], results: Sequence[str | CaptionTra
         row = {"image_id": str(f), "file": str(f), "caption": trace.caption if trace else r}
         rows.append(_row(row | {"references": [], "scores": {}} | attention_fields(trace)))
     return _write_page({"compare": False, "rows": rows}, [], f"captions of {len(rows)} images", Path(out))
+
+
+def write_rebuild_page(
+    images: Sequence[tuple[Any, Path, str, list[str]]], stats: dict[str, dict[str, Any]], out: str | Path
+) -> Path:
+    """``rebuild-export``'s page: per image (id, file, rebuilt caption, original captions) the new caption
+    beside the old ones, under the statistics table it prints; searchable, with no scores."""
+    rows = [_row({"image_id": i, "file": f, "caption": c, "references": old, "scores": {}}) for i, f, c, old in images]
+    data = {"compare": False, "rows": rows, "labels": {"caption": "rebuilt caption", "refs": "original captions"}}
+    return _write_page(data, [], f"rebuilt captions of {len(rows)} images", Path(out), _stats_html(stats))
+
+
+def _stats_html(stats: dict[str, dict[str, Any]]) -> str:
+    names = ("captions", "count", "mean words", "longest", "vocabulary", "most frequent")
+    head = "<tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{s['captions']}</td><td>{s['mean_length']:.1f}</td>"
+        f"<td>{s['max_length']}</td><td>{s['vocabulary']}</td>"
+        f"<td>{html.escape(', '.join(w for w, _ in s['top_words'][:8]))}</td></tr>"
+        for name, s in stats.items()
+    )
+    return f"<table class='metrics'>{head}{body}</table>"
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ const D = JSON.parse(document.getElementById("data").textContent);
 const PER_PAGE = 50;
 const SCORE_KEYS = ["CIDEr", "Bleu_4"].filter((k) => D.rows.length && k in D.rows[0].scores);
 const HAS_REFS = D.rows.some((r) => r.refs.length);
+const LABELS = { caption: "caption", refs: "references", ...(D.labels || {}) };
 const view = { key: D.compare ? "diff" : SCORE_KEYS.length ? "CIDEr" : null, asc: !D.compare, page: 0, query: "" };
 
 function value(row, key) {
@@ -13,9 +14,9 @@ function value(row, key) {
 }
 
 function columns() {
-  const cols = [["image", null], [D.compare ? "A: caption" : "caption", null]];
+  const cols = [["image", null], [D.compare ? "A: caption" : LABELS.caption, null]];
   if (D.compare) cols.push(["B: caption", null]);
-  if (HAS_REFS) cols.push(["references", null]);
+  if (HAS_REFS) cols.push([LABELS.refs, null]);
   for (const k of SCORE_KEYS) cols.push([D.compare ? "A: " + k : k, k]);
   if (D.compare) cols.push(["B: CIDEr", "b:CIDEr"], ["B - A (CIDEr)", "diff"]);
   return cols;

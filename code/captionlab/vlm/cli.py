@@ -47,14 +47,15 @@ def cmd_rebuild(a: argparse.Namespace) -> None:
 def cmd_rebuild_export(a: argparse.Namespace) -> None:
     from .export import export_rebuilt, stats_table
 
-    r = export_rebuilt(a.records, a.source, a.out, plot=not a.no_plot)
+    r = export_rebuilt(a.records, a.source, a.out, plot=not a.no_plot, report=not a.no_report)
     print(stats_table(r.stats))
     if r.dropped:
         print(
             f"left out {len(r.dropped)} image(s) whose rebuilt caption is empty (first: {r.dropped[0]})",
             file=sys.stderr,
         )
-    print(f"wrote {r.out} ({r.images} images), {r.out.with_name('stats.json')}" + (f", {r.plot}" if r.plot else ""))
+    extra = "".join(f", {p}" for p in (r.plot, r.page) if p)
+    print(f"wrote {r.out} ({r.images} images), {r.out.with_name('stats.json')}{extra}")
 
 
 def cmd_vlm_finetune(a: argparse.Namespace) -> None:
@@ -174,9 +175,10 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
         "--out",
         required=True,
         metavar="dataset/NAME/dataset.json",
-        help="Karpathy JSON to write (stats.json and stats.png go beside it)",
+        help="Karpathy JSON to write (stats.json, stats.png and report.html go beside it)",
     )
     s.add_argument("--no-plot", action="store_true", help="no stats.png")
+    s.add_argument("--no-report", action="store_true", help="no report.html (old and new captions per image)")
     s.set_defaults(func=cmd_rebuild_export)
 
     s = command(

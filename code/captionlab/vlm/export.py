@@ -28,10 +28,11 @@ class ExportResult:
     dropped: list[str]  # images whose rebuilt caption came back empty
     stats: dict[str, dict[str, Any]]  # "original" / "rebuilt" -> caption statistics
     plot: Path | None
+    page: Path | None  # report.html: each image's rebuilt caption beside its original ones
 
 
 def export_rebuilt(
-    records_file: str | Path, source_config: str | Path, out: str | Path, plot: bool = True
+    records_file: str | Path, source_config: str | Path, out: str | Path, plot: bool = True, report: bool = True
 ) -> ExportResult:
     from ..config import load_config
     from ..data.adapters import load_dataset
@@ -53,12 +54,13 @@ def export_rebuilt(
             f"the rebuild captioned ({header.get('images')})"
         )
     out = resolve(out)
-    images, dropped = [], []
+    images, dropped, pairs = [], [], []
     for n, (r, k) in enumerate(zip(ds.records, keys)):
         caption = rebuilt[k]["caption"].strip()
         if not caption:
             dropped.append(k)
             continue
+        pairs.append((r.image_id, r.path, caption, list(r.captions)))
         images.append(
             {
                 "filepath": Path(os.path.relpath(r.path.parent, out.parent)).as_posix(),
@@ -84,7 +86,12 @@ def export_rebuilt(
     }
     atomic_write_text(out.with_name("stats.json"), json.dumps(stats, indent=2, ensure_ascii=False), "statistics")
     figure = stats_plot(stats, out.with_name("stats.png")) if plot else None
-    return ExportResult(out, len(images), dropped, stats, figure)
+    page = None
+    if report:
+        from ..report import write_rebuild_page
+
+        page = write_rebuild_page(pairs, stats, out.with_name("report.html"))
+    return ExportResult(out, len(images), dropped, stats, figure, page)
 
 
 def caption_stats(captions: list[str], tokenize: Any, top: int = 15) -> dict[str, Any]:
