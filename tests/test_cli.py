@@ -227,24 +227,41 @@ def test_demo_refuses_to_replace_a_run_it_does_not_own(tmp_path, capsys):
     assert (run / "last.pt").read_bytes() == b"a user's checkpoint" and not (tmp_path / "data").exists()
 
 
-def test_demo_runs_end_to_end_and_replaces_its_own_run(tmp_path, capsys):
-    """`captionlab demo` (the tiny config, 60 images, 1 epoch): the four steps, the metric table, sample
-    captions, curves and sample grid, the synthetic-only note; run again, it replaces its own demo_* run."""
-    from conftest import TINY
+def test_demo_runs_end_to_end_compares_its_two_models_and_replaces_its_own_runs(tmp_path, capsys):
+    """`captionlab demo` with its own two configs (60 images, 1 epoch): the four steps, both models'
+    metric tables and sample captions, curves and sample grid, the comparison page of Show-Attend-Tell (B)
+    against CNN+GRU (A) with its path printed last, the synthetic-only note; run again, it replaces its
+    own demo_* runs."""
+    import json
 
-    args = ["demo", "--config", str(TINY), f"train.output_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}"]
-    args += ["data.synthetic_n=60", "train.epochs=1", "train.run_name=demo_tiny", "--beam-size", "2", "--no-progress"]
+    from test_report import page_data
+
+    args = ["demo", f"train.output_dir={tmp_path / 'runs'}", f"data.path={tmp_path / 'data'}"]
+    args += ["data.synthetic_n=60", "train.epochs=1", "--beam-size", "2", "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    for words in ("[1/4] data", "[2/4] training cnn_gru", "[3/4] evaluating", "[4/4] sample test captions"):
+    for words in ("[1/4] data", "[2/4] training cnn_gru", "[2/4] training show_attend_tell", "[3/4] evaluating"):
         assert words in out
-    assert "CIDEr" in out and "METEOR" in out and "model: '" in out and "cannot caption photographs" in out
-    run = tmp_path / "runs" / "demo_tiny"
-    for name in ("best.pt", "curves.png", "samples.png", "eval_test_beam2/metrics.json"):
-        assert (run / name).is_file(), name
-    (run / "eval_test_beam2" / "stale.txt").write_text("from the first run")
-    assert main(args) == 0  # its own run: replaced without --overwrite, old evaluations gone
-    assert not (run / "eval_test_beam2" / "stale.txt").exists() and (run / "best.pt").is_file()
+    assert "[4/4] sample test captions" in out and "cannot caption photographs" in out
+    assert out.count("CIDEr") >= 2 and "METEOR" in out
+    page = tmp_path / "runs" / "demo_report.html"
+    assert f"report: {page}" in out
+    data = page_data(page)
+    assert (
+        data["compare"]
+        and len(data["rows"])
+        == json.loads((tmp_path / "runs" / "demo_cnn_gru" / "eval_test_beam2" / "metrics.json").read_text())["images"]
+    )
+    assert "demo_show_attend_tell" in page.read_text() and "demo_cnn_gru" in page.read_text()
+    assert out.count("model: '") == 2 * min(8, len(data["rows"]))  # both models' captions of the first images
+    for run in ("demo_cnn_gru", "demo_show_attend_tell"):
+        for name in ("best.pt", "curves.png", "eval_test_beam2/metrics.json", "eval_test_beam2/report.html"):
+            assert (tmp_path / "runs" / run / name).is_file(), name
+    assert (tmp_path / "runs" / "demo_show_attend_tell" / "samples.png").is_file()
+    stale = tmp_path / "runs" / "demo_cnn_gru" / "eval_test_beam2" / "stale.txt"
+    stale.write_text("from the first run")
+    assert main(args) == 0  # its own runs: replaced without --overwrite, old evaluations gone
+    assert not stale.exists() and (tmp_path / "runs" / "demo_cnn_gru" / "best.pt").is_file()
 
 
 def test_expected_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch, capsys):

@@ -26,7 +26,7 @@ TOKENIZER_HELP = (
 ALL = "Bleu,METEOR,ROUGE_L,CIDEr"
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 EPILOG = """examples:
-  captionlab demo                                          # the whole story on the synthetic set
+  captionlab demo                                          # the whole story on the synthetic set, ends with a report
   captionlab train code/configs/cnn_gru.yaml train.epochs=5
   captionlab pretrain code/configs/pretrain.yaml            # contrastive pre-training, then clip_gpt.yaml
   captionlab tiny-hf code/configs/tiny/clipcap_mlp.yaml     # random CLIP/GPT-2 stand-ins, then train it
@@ -127,7 +127,7 @@ def _dataset_for(a: argparse.Namespace, cfg):
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from .captioner import load_checkpoint
-    from .evaluation import evaluate_split, format_report
+    from .evaluation import evaluate_split, format_report, run_facts
 
     captioner = load_checkpoint(a.checkpoint, a.device)
     max_len = captioner.check_max_len(a.max_len or captioner.config.decode.max_len)  # before the data loads
@@ -148,7 +148,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         progress=not a.no_progress,
         grounding=a.grounding,
         report=not a.no_report,
-        run=_run_facts(a.checkpoint, captioner.config),
+        run=run_facts(a.checkpoint, captioner.config),
     )
     name = (
         " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in a.checkpoint)
@@ -159,20 +159,6 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     print(f"wrote {out / 'results.json'}, {out / 'metrics.json'}")
     if not a.no_report:
         print(f"report: {out / 'report.html'}")
-
-
-def _run_facts(checkpoints: Sequence[str], config) -> dict:
-    """What the report page says about the run that was evaluated."""
-    import datetime
-
-    m = config.model
-    return {
-        "name": " + ".join(Path(c).parent.name for c in checkpoints),
-        "checkpoint": str(Path(checkpoints[0]).resolve()),
-        "model": m.name,
-        "config": f"encoder {m.encoder.name}, embed {m.embed_dim}, hidden {m.hidden_dim}, data {config.data.format}",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
 
 
 def cmd_report(a: argparse.Namespace) -> None:
@@ -267,10 +253,14 @@ def cmd_score(a: argparse.Namespace) -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
-    from .demo import DEMO_CONFIG, run_demo
+    from .demo import DEMO_CONFIGS, run_demo
 
     run_demo(
-        a.config or DEMO_CONFIG, _overrides(a), beam_size=a.beam_size, progress=not a.no_progress, overwrite=a.overwrite
+        a.config or DEMO_CONFIGS,
+        _overrides(a),
+        beam_size=a.beam_size,
+        progress=not a.no_progress,
+        overwrite=a.overwrite,
     )
 
 
@@ -476,8 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_score)
 
-    s = command("demo", "synthesise the dataset, train CNN+GRU, evaluate, show captions and figures")
-    s.add_argument("--config", help="run config (default: code/configs/demo/cnn_gru.yaml)")
+    s = command(
+        "demo",
+        "synthesise the dataset, train CNN+GRU and Show-Attend-Tell, evaluate, show captions, compare them in a report",
+    )
+    s.add_argument(
+        "--config",
+        action="append",
+        help="run config, once per model (default: code/configs/demo/cnn_gru.yaml and show_attend_tell.yaml); "
+        "with two or more, the report compares the last with the first",
+    )
     overrides(s)
     s.add_argument("--beam-size", type=positive_int, default=3, help="beam width of the test evaluation")
     s.add_argument(

@@ -1,4 +1,5 @@
-"""``make demo``: the whole story on the embedded synthetic dataset, on a laptop CPU in minutes."""
+"""``make demo``: the whole story on the embedded synthetic dataset, on a laptop CPU in minutes: the
+CNN+GRU baseline and Show, Attend and Tell trained on the same images, evaluated, and compared in one page."""
 
 from __future__ import annotations
 
@@ -7,67 +8,99 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .captioner import load_checkpoint
-from .config import load_config
+from .config import RunConfig, load_config
 from .data.adapters import load_dataset
-from .evaluation import evaluate_split, format_report
+from .errors import InputError
+from .evaluation import evaluate_split, format_report, run_facts
 from .paths import CONFIGS, resolve
+from .report import write_report
 from .training.rundir import check_run_dir
 from .training.trainer import train
 from .viz import caption_grid, plot_training_curves
 
-DEMO_CONFIG = CONFIGS / "demo" / "cnn_gru.yaml"
+DEMO_CONFIGS = (CONFIGS / "demo" / "cnn_gru.yaml", CONFIGS / "demo" / "show_attend_tell.yaml")
+COMPARE_PAGE = "demo_report.html"  # in train.output_dir: the last model (B) against the first (A)
 
 
 SYNTHETIC_ONLY = (
-    "note: this model has seen only synthetic shapes and cannot caption photographs. For real photos, train "
+    "note: these models have seen only synthetic shapes and cannot caption photographs. For real photos, train "
     "code/configs/flickr8k_show_attend_tell.yaml (a pretrained EfficientNet-Lite0 from the package index) or "
     "run code/08_real_photos.ipynb; README 'Real photographs'"
 )
 
 
+def demo_configs(configs: Sequence[str | Path], overrides: Sequence[str], overwrite: bool) -> list[RunConfig]:
+    """Every config read and its run folder checked before any data is made: the demo replaces its own
+    ``demo_*`` runs, any other is refused unless ``overwrite``, as ``train`` does."""
+    cfgs = [load_config(c, overrides) for c in configs]
+    dirs = [resolve(c.train.output_dir) / c.train.run_name for c in cfgs]
+    if len(set(dirs)) < len(dirs):
+        raise InputError(f"the demo's models must train into different run folders; {len(dirs)} configs name {dirs[0]}")
+    for cfg, run_dir in zip(cfgs, dirs, strict=True):
+        check_run_dir(run_dir, False, overwrite or cfg.train.run_name.startswith("demo_"))
+    return cfgs
+
+
 def run_demo(
-    config: str | Path = DEMO_CONFIG,
+    configs: Sequence[str | Path] = DEMO_CONFIGS,
     overrides: Sequence[str] = (),
     beam_size: int = 3,
     n_samples: int = 8,
     progress: bool = True,
     overwrite: bool = False,
-) -> dict[str, float]:
-    """``make demo``: train, evaluate and show one model. It replaces its own run folder
-    (``demo_*`` run names) on every run; any other is refused unless ``overwrite``, as ``train`` does."""
+) -> dict[str, dict]:
+    """``make demo``: train, evaluate and show each config's model (default: CNN+GRU, then Show, Attend
+    and Tell), then write the comparison page of the last against the first. Returns each run's metrics."""
     t0 = time.time()
-    cfg = load_config(config, overrides)
-    overwrite = overwrite or cfg.train.run_name.startswith("demo_")
-    check_run_dir(resolve(cfg.train.output_dir) / cfg.train.run_name, False, overwrite)  # before any data is made
-    print(f"[1/4] data: {cfg.data.format} dataset at {cfg.data.path}")
-    dataset = load_dataset(cfg.data)  # generates the synthetic set on first use
-    print("      splits: " + ", ".join(f"{k}={v}" for k, v in dataset.splits().items()))
-    print(f"[2/4] training {cfg.model.name} ({cfg.model.encoder.name}) for {cfg.train.epochs} epochs")
-    result = train(cfg, overwrite=overwrite, progress=progress, dataset=dataset)
-    run_dir = result.run_dir
-    plot_training_curves(run_dir / "log.csv", run_dir / "curves.png")
-    print(f"      best epoch {result.best_epoch}; curves: {run_dir / 'curves.png'}")
-    print(f"[3/4] evaluating best.pt on test with beam {beam_size} (pycocoevalcap: PTB tokenizer, METEOR)")
-    captioner = load_checkpoint(run_dir / "best.pt")
-    out_dir = run_dir / f"eval_test_beam{beam_size}"
-    results, metrics = evaluate_split(
-        captioner, dataset, "test", beam_size, cfg.decode.max_len, out_dir=out_dir, progress=progress
-    )
-    print(format_report(f"{cfg.model.name} beam {beam_size}", metrics))
-    print(f"[4/4] sample test captions (grid: {run_dir / 'samples.png'})")
-    records = dataset.split("test")[:n_samples]
-    by_id = {r["image_id"]: r["caption"] for r in results}
-    for r in records:
-        print(
-            f"  {r.path.name}  model: {by_id[r.image_id]!r}\n  {' ' * len(r.path.name)}  reference: {r.captions[0]!r}"
-        )
-    caption_grid(
-        [r.path for r in records],
-        [by_id[r.image_id] for r in records],
-        run_dir / "samples.png",
-        references=[r.captions[0] for r in records],
-    )
-    print(f"done in {time.time() - t0:.0f}s; checkpoints and outputs in {run_dir}")
-    if cfg.data.format == "synthetic":
+    cfgs = demo_configs(configs, overrides, overwrite)
+    print(f"[1/4] data: {cfgs[0].data.format} dataset at {cfgs[0].data.path}")
+    datasets = [load_dataset(c.data) for c in cfgs]  # generates the synthetic set on first use
+    print("      splits: " + ", ".join(f"{k}={v}" for k, v in datasets[0].splits().items()))
+    runs: dict[str, Path] = {}
+    for i, (cfg, dataset) in enumerate(zip(cfgs, datasets, strict=True), 1):
+        what = f"{cfg.model.name} ({cfg.model.encoder.name}) for {cfg.train.epochs} epochs"
+        print(f"[2/4] training {what} ({i}/{len(cfgs)})")
+        own = overwrite or cfg.train.run_name.startswith("demo_")
+        result = train(cfg, overwrite=own, progress=progress, dataset=dataset)
+        plot_training_curves(result.run_dir / "log.csv", result.run_dir / "curves.png")
+        print(f"      best epoch {result.best_epoch}; curves: {result.run_dir / 'curves.png'}")
+        runs[cfg.train.run_name] = result.run_dir
+    print(f"[3/4] evaluating each best.pt on test with beam {beam_size} (pycocoevalcap: PTB tokenizer, METEOR)")
+    metrics, captions, evals = {}, {}, []
+    for (name, run_dir), cfg, dataset in zip(runs.items(), cfgs, datasets, strict=True):
+        out_dir = run_dir / f"eval_test_beam{beam_size}"
+        results, metrics[name] = evaluate_split(
+            load_checkpoint(run_dir / "best.pt"), dataset, "test", beam_size, cfg.decode.max_len,
+            out_dir=out_dir, progress=progress, run=run_facts([run_dir / "best.pt"], cfg),
+        )  # fmt: skip
+        print(format_report(f"{name} beam {beam_size}", metrics[name]))
+        captions[name] = {r["image_id"]: r["caption"] for r in results}
+        evals.append(out_dir)
+    show_samples(datasets[-1], captions, runs, n_samples)
+    page = evals[0] / "report.html"
+    if len(evals) > 1:  # the last model (B) against the first (A), image by image
+        page = write_report(evals[0], evals[-1], resolve(cfgs[0].train.output_dir) / COMPARE_PAGE)
+    print(f"done in {time.time() - t0:.0f}s; checkpoints and outputs in " + ", ".join(str(d) for d in runs.values()))
+    print(f"report: {page}  (open it in a browser: every test image, its captions and scores)")
+    if cfgs[0].data.format == "synthetic":
         print(SYNTHETIC_ONLY)
     return metrics
+
+
+def show_samples(dataset, captions: dict[str, dict], runs: dict[str, Path], n_samples: int) -> None:
+    """Print the first test images' captions by every model, and draw the last model's sample grid."""
+    records = dataset.split("test")[:n_samples]
+    last = list(runs)[-1]
+    print(f"[4/4] sample test captions (grid: {runs[last] / 'samples.png'})")
+    width = max(len(n) for n in captions)
+    for r in records:
+        print(f"  {r.path.name}")
+        for name, by_id in captions.items():
+            print(f"    {name:<{width}}  model: {by_id[r.image_id]!r}")
+        print(f"    {'':<{width}}  reference: {r.captions[0]!r}")
+    caption_grid(
+        [r.path for r in records],
+        [captions[last][r.image_id] for r in records],
+        runs[last] / "samples.png",
+        references=[r.captions[0] for r in records],
+    )

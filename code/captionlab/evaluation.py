@@ -191,6 +191,45 @@ def compare_checkpoints(
     return rows
 
 
+def run_facts(checkpoints: Sequence[str | Path], config) -> dict[str, str]:
+    """What the report page says about the run that was evaluated (metrics.json's ``run``)."""
+    import datetime
+
+    m = config.model
+    return {
+        "name": " + ".join(Path(c).parent.name for c in checkpoints),
+        "checkpoint": str(Path(checkpoints[0]).resolve()),
+        "model": m.name,
+        "config": f"encoder {m.encoder.name}, embed {m.embed_dim}, hidden {m.hidden_dim}, data {config.data.format}",
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def compare_in_report(
+    a: str | Path,
+    b: str | Path,
+    dataset: CaptionDataset,
+    split: str = "test",
+    beam_size: int = 3,
+    metrics: Sequence[str] = ALL_METRICS,
+    progress: bool = False,
+) -> Path:
+    """Evaluate checkpoints A and B on one split, each into ``eval_<split>_beam<k>`` of its run folder (as
+    ``captionlab evaluate`` does), and write the page of B against A there; returns the page's path."""
+    from .report import write_report
+
+    folders = []
+    for ckpt in (a, b):
+        captioner = load_checkpoint(ckpt)
+        out = Path(ckpt).parent / f"eval_{split}_beam{beam_size}"
+        evaluate_split(
+            captioner, dataset, split, beam_size, captioner.config.decode.max_len, metrics, out_dir=out,
+            progress=progress, run=run_facts([ckpt], captioner.config),
+        )  # fmt: skip
+        folders.append(out)
+    return write_report(folders[0], folders[1])
+
+
 def attribute_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """The attribute accuracies of ``compare_checkpoints`` rows (synthetic set), with the first row's
     blind floor, for ``format_attribute_table``."""
