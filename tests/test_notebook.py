@@ -49,6 +49,8 @@ def test_self_critical_notebook_executes(tmp_path):
     for run in ("nb03_xe", "nb03_scst_greedy", "nb03_scst_mean"):
         assert (tmp_path / "runs" / run / "best.pt").is_file()
     assert (tmp_path / "runs" / "nb03_scst_mean" / "steps.csv").is_file()
+    page = tmp_path / "runs" / "nb03_scst_greedy" / "eval_test_beam3" / "compare_eval_test_beam3.html"
+    assert f"image by image: {page}" in text and "nb03_xe" in page.read_text()  # SCST against cross-entropy
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) == 2  # reward curves, captions before/after
 
@@ -99,6 +101,8 @@ def test_rebuild_and_retrain_notebooks_execute(tmp_path):
     assert "| trained on precise |" in text and "CIDEr vs creative" in text and "original reference:" in text
     for run in ("nb06_original", "nb06_precise", "nb06_creative"):
         assert (tmp_path / "runs" / run / "best.pt").is_file()
+    page = tmp_path / "runs" / "nb06_precise" / "eval_test_beam3" / "compare_eval_test_beam3.html"
+    assert f"original references: {page}" in text and "nb06_original" in page.read_text()
 
 
 def test_real_photos_notebook_executes_on_the_subset_or_a_stand_in(tmp_path, request):
