@@ -14,26 +14,31 @@ from conftest import TINY, torchrun
 pytestmark = pytest.mark.slow
 
 
-def test_two_process_gloo_training_finishes_and_ranks_agree(tmp_path):
+def two_ranks(config: Path, tmp_path: Path, overrides: list[str]) -> list[list[str]]:
+    """ddp_worker.py under torchrun, 2 CPU processes; per rank: weight digest, dist available, world size."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    overrides = [
+    worker = str(Path(__file__).with_name("ddp_worker.py"))
+    proc = subprocess.run(
+        torchrun(worker, str(config), str(tmp_path), *overrides), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+
+
+def two_epochs(tmp_path: Path) -> list[str]:
+    return [
         f"train.output_dir={tmp_path / 'runs'}",
         f"data.path={tmp_path / 'data'}",
         "data.synthetic_n=40",
         "train.epochs=2",
         "train.batch_size=4",
         "train.device=cpu",
-        "train.run_name=ddp",
     ]
-    proc = subprocess.run(
-        torchrun(str(Path(__file__).with_name("ddp_worker.py")), str(TINY), str(tmp_path), *overrides),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+
+
+def test_two_process_gloo_training_finishes_and_ranks_agree(tmp_path):
+    overrides = [*two_epochs(tmp_path), "train.run_name=ddp"]
+    ranks = two_ranks(TINY, tmp_path, overrides)
     assert ranks[0][0] == ranks[1][0]  # DDP kept both replicas' parameters identical
     assert ranks[0][2] == ranks[1][2] == "2"  # and there were two of them
     ckpt = torch.load(tmp_path / "runs" / "ddp" / "last.pt", weights_only=True)
@@ -57,7 +62,6 @@ def test_two_process_self_critical_training_keeps_ranks_identical(tmp_path):
         load_config(TINY, [f"train.output_dir={tmp_path / 'runs'}", *data, "train.epochs=1", "train.run_name=xe"]),
         progress=False,
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     overrides = [
         f"train.output_dir={tmp_path / 'runs'}",
         *data,
@@ -66,17 +70,7 @@ def test_two_process_self_critical_training_keeps_ranks_identical(tmp_path):
         f"train.init_from={xe.run_dir / 'best.pt'}",
         "train.run_name=scst_ddp",
     ]
-    proc = subprocess.run(
-        torchrun(
-            str(Path(__file__).with_name("ddp_worker.py")), str(TINY.with_name("scst.yaml")), str(tmp_path), *overrides
-        ),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    digests = [(tmp_path / f"rank{r}.txt").read_text().split()[0] for r in (0, 1)]
+    digests = [r[0] for r in two_ranks(TINY.with_name("scst.yaml"), tmp_path, overrides)]
     assert digests[0] == digests[1]  # gradients averaged by hand: replicas stay identical
     header = (tmp_path / "runs" / "scst_ddp" / "log.csv").read_text().split("\n")[0]
     assert "reward" in header and "baseline" in header
@@ -90,14 +84,8 @@ def test_two_process_training_from_the_feature_cache_then_fine_tuning_the_last_s
 
     torch.manual_seed(0)
     torch.save(resnet18().state_dict(), weights := tmp_path / "resnet18.pth")  # stands in for ImageNet weights
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     overrides = [
-        f"train.output_dir={tmp_path / 'runs'}",
-        f"data.path={tmp_path / 'data'}",
-        "data.synthetic_n=40",
-        "train.epochs=2",
-        "train.batch_size=4",
-        "train.device=cpu",
+        *two_epochs(tmp_path),
         "train.run_name=ddp_stages",
         "model.encoder.pretrained=true",
         f"model.encoder.weights={weights}",
@@ -105,15 +93,7 @@ def test_two_process_training_from_the_feature_cache_then_fine_tuning_the_last_s
         "train.fine_tune_from_epoch=2",
         "train.fine_tune_blocks=1",
     ]
-    proc = subprocess.run(
-        torchrun(str(Path(__file__).with_name("ddp_worker.py")), str(TINY), str(tmp_path), *overrides),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    ranks = two_ranks(TINY, tmp_path, overrides)
     assert ranks[0][0] == ranks[1][0] and ranks[0][2] == ranks[1][2] == "2"
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     from captionlab.config import load_config
