@@ -7,11 +7,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .captioner import load_checkpoint
 from .config import RunConfig, load_config
 from .data.adapters import load_dataset
 from .errors import InputError
-from .evaluation import evaluate_split, format_report, run_facts
+from .evaluation import evaluate_checkpoint, format_report
 from .paths import CONFIGS, resolve
 from .report import write_report
 from .training.rundir import check_run_dir
@@ -67,12 +66,9 @@ def run_demo(
         runs[cfg.train.run_name] = result.run_dir
     print(f"[3/4] evaluating each best.pt on test with beam {beam_size} (pycocoevalcap: PTB tokenizer, METEOR)")
     metrics, captions, evals = {}, {}, []
-    for (name, run_dir), cfg, dataset in zip(runs.items(), cfgs, datasets, strict=True):
-        out_dir = run_dir / f"eval_test_beam{beam_size}"
-        results, metrics[name] = evaluate_split(
-            load_checkpoint(run_dir / "best.pt"), dataset, "test", beam_size, cfg.decode.max_len,
-            out_dir=out_dir, progress=progress, run=run_facts([run_dir / "best.pt"], cfg),
-        )  # fmt: skip
+    for (name, run_dir), dataset in zip(runs.items(), datasets, strict=True):
+        ckpt = run_dir / "best.pt"
+        out_dir, results, metrics[name] = evaluate_checkpoint(ckpt, dataset, "test", beam_size, progress=progress)
         print(format_report(f"{name} beam {beam_size}", metrics[name]))
         captions[name] = {r["image_id"]: r["caption"] for r in results}
         evals.append(out_dir)

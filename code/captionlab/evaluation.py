@@ -205,6 +205,25 @@ def run_facts(checkpoints: Sequence[str | Path], config) -> dict[str, str]:
     }
 
 
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    dataset: CaptionDataset,
+    split: str = "test",
+    beam_size: int = 3,
+    metrics: Sequence[str] = ALL_METRICS,
+    progress: bool = False,
+) -> tuple[Path, list[dict[str, Any]], dict[str, Any]]:
+    """One checkpoint evaluated into ``eval_<split>_beam<k>`` of its run folder, as ``captionlab evaluate``
+    writes it (results, metrics, per-image scores, report.html); returns (folder, results, metrics)."""
+    captioner = load_checkpoint(checkpoint)
+    out = Path(checkpoint).parent / f"eval_{split}_beam{beam_size}"
+    results, scores = evaluate_split(
+        captioner, dataset, split, beam_size, captioner.config.decode.max_len, metrics, out_dir=out,
+        progress=progress, run=run_facts([checkpoint], captioner.config),
+    )  # fmt: skip
+    return out, results, scores
+
+
 def compare_in_report(
     a: str | Path,
     b: str | Path,
@@ -214,20 +233,12 @@ def compare_in_report(
     metrics: Sequence[str] = ALL_METRICS,
     progress: bool = False,
 ) -> Path:
-    """Evaluate checkpoints A and B on one split, each into ``eval_<split>_beam<k>`` of its run folder (as
-    ``captionlab evaluate`` does), and write the page of B against A there; returns the page's path."""
+    """Evaluate checkpoints A and B on one split (``evaluate_checkpoint``) and write the page of B
+    against A in B's evaluation folder; returns the page's path."""
     from .report import write_report
 
-    folders = []
-    for ckpt in (a, b):
-        captioner = load_checkpoint(ckpt)
-        out = Path(ckpt).parent / f"eval_{split}_beam{beam_size}"
-        evaluate_split(
-            captioner, dataset, split, beam_size, captioner.config.decode.max_len, metrics, out_dir=out,
-            progress=progress, run=run_facts([ckpt], captioner.config),
-        )  # fmt: skip
-        folders.append(out)
-    return write_report(folders[0], folders[1])
+    folder_a, folder_b = (evaluate_checkpoint(c, dataset, split, beam_size, metrics, progress)[0] for c in (a, b))
+    return write_report(folder_a, folder_b)
 
 
 def attribute_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
