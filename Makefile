@@ -12,6 +12,7 @@ test: prepare
 lint: prepare
 	.venv/bin/ruff check code tests benchmarks
 	.venv/bin/ruff format --check code tests benchmarks
+	.venv/bin/lint-imports  # the layers contract of pyproject.toml [tool.importlinter]: no import up a layer
 
 bench: prepare
 	.venv/bin/python benchmarks/decoding_speed.py

@@ -22,7 +22,7 @@ from captionlab.data import load_dataset
 from captionlab.evaluation import evaluate_split
 from captionlab.models import build_model
 from captionlab.paths import ROOT
-from captionlab.training.trainer import build_vocab
+from captionlab.training.setup import build_vocab
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ def result_of(run_dir: Path):
     """A finished run's TrainResult from its folder: best epoch and metrics, history, last weights."""
     from captionlab.captioner import read_model
     from captionlab.checkpoint import read_checkpoint
-    from captionlab.training.runlog import read_log
+    from captionlab.runlog import read_log
     from captionlab.training.trainer import TrainResult
 
     best = read_checkpoint(run_dir / "best.pt")

@@ -12,7 +12,7 @@ import torch
 from captionlab.config import load_config
 from captionlab.models import CaptionModel, build_model
 from captionlab.paths import CONFIGS
-from captionlab.training.trainer import build_vocab
+from captionlab.training.setup import build_vocab
 
 CONFIG_FILES = sorted(CONFIGS.rglob("*.yaml"))
 

@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from captionlab.captioner import load_checkpoint
+from captionlab.captioner import load_checkpoint, new_model, start_vocab
 from captionlab.checkpoint import read_checkpoint
 from captionlab.cli import main
 from captionlab.config import load_config
 from captionlab.data.adapters import load_dataset
+from captionlab.data.vocab import Vocabulary
 from captionlab.metrics.clipscore import clip_scores, load_clip
 from captionlab.metrics.retrieval import recall_at_k
 from captionlab.models import build_model
@@ -126,10 +127,8 @@ def test_pretraining_retrieves_well_above_chance(pretrained):
 def test_clip_gpt_starts_from_the_pretrained_towers(pretrained, tmp_path):
     cfg, result = pretrained
     ccfg = load_config(CONFIGS / "tiny" / "clip_gpt.yaml", [f"model.pretrained_from={result.run_dir / 'best.pt'}"])
-    from captionlab.models.clip_gpt import ClipGPT
-
-    vocab = ClipGPT.text_vocab(ccfg.model, "en_word")
-    model = build_model(ccfg.model, len(vocab))
+    vocab = start_vocab(ccfg.model)
+    model = new_model(ccfg.model, vocab)
     towers = read_checkpoint(result.run_dir / "best.pt")["model"]
     assert torch.equal(model.embed.weight, towers["text.embed.weight"]) and model.out.weight is model.embed.weight
     assert torch.equal(model.layers[1].self_attn.q.weight, towers["text.layers.1.self_attn.q.weight"])
@@ -140,7 +139,7 @@ def test_clip_gpt_starts_from_the_pretrained_towers(pretrained, tmp_path):
         [f"model.pretrained_from={result.run_dir / 'best.pt'}", "model.hidden_dim=64"],
     )
     with pytest.raises(ValueError, match="model.hidden_dim = 64 but the pre-trained text tower has 128"):
-        build_model(bad.model, len(vocab))
+        new_model(bad.model, vocab)
 
 
 def test_clip_gpt_takes_one_tower_and_freezes_a_pretrained_image_tower(pretrained, synth_root, tmp_path):
@@ -149,10 +148,11 @@ def test_clip_gpt_takes_one_tower_and_freezes_a_pretrained_image_tower(pretraine
     _, result = pretrained
     start = f"model.pretrained_from={result.run_dir / 'best.pt'}"
     towers = read_checkpoint(result.run_dir / "best.pt")["model"]
+    vocab = Vocabulary(read_checkpoint(result.run_dir / "best.pt")["vocab"])
 
     def model(*overrides: str):
         cfg = load_config(CONFIGS / "tiny" / "clip_gpt.yaml", [start, *overrides])
-        return build_model(cfg.model, len(towers["text.embed.weight"]))
+        return new_model(cfg.model, vocab)
 
     image = model("model.pretrained_towers=image", "model.hidden_dim=64", "model.num_heads=2")  # any decoder
     assert image.started_from and all(k.startswith("encoder.") for k in image.started_from)

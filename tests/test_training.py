@@ -111,7 +111,7 @@ def test_amp_request_on_cpu_warns_and_trains_in_float32(tmp_path, tiny_cfg_facto
 )
 def test_learning_rate_schedules_and_warm_up(schedule, expected):
     from captionlab.config import load_config
-    from captionlab.training.trainer import lr_factor
+    from captionlab.training.setup import lr_factor
 
     cfg = load_config(None, [f"train.lr_schedule={schedule}", "train.epochs=4", "train.warmup_steps=10",
                              "train.lr_step_epochs=2", "train.lr_gamma=0.5"])  # fmt: skip

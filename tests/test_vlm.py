@@ -204,6 +204,44 @@ def test_lora_finetune_changes_adapters_and_rebuild_uses_them(kind, tiny_vlms, v
     assert read_records(out)[0]["adapter"] == str(adapter)
 
 
+def test_lora_finetune_stopped_mid_epoch_resumes_to_the_same_adapter(tiny_vlms, vlm_data, tmp_path, monkeypatch,
+                                                                     capsys):  # fmt: skip
+    """SIGTERM inside the first of two epochs: vlm-finetune saves after that step and exits 143 with the
+    hint; --resume then ends where an uninterrupted run ends: the same losses and adapter weights."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    import captionlab.vlm.finetune as finetune
+
+    args = ["vlm-finetune", "--vlm", "llava", "--model", str(tiny_vlms / "llava"), "--data", str(vlm_data),
+            "--epochs", "2", "--batch-size", "16", "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "reference")]) == 0
+    real, calls = finetune.training_batch, []
+
+    def term_on_the_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the step; the run stops after it
+        return real(*a, **k)
+
+    monkeypatch.setattr(finetune, "training_batch", term_on_the_third)
+    assert main([*args, "--out", str(tmp_path / "stopped")]) == 143
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM after step 3" in err and "--resume" in err
+    assert json.loads((tmp_path / "stopped" / "finetune.json").read_text())["steps"] == 3
+    monkeypatch.setattr(finetune, "training_batch", real)
+    assert main([*args, "--out", str(tmp_path / "stopped"), "--resume"]) == 0
+    assert "resuming after 3 steps" in capsys.readouterr().out
+    ref, got = (json.loads((tmp_path / d / "finetune.json").read_text()) for d in ("reference", "stopped"))
+    assert got["losses"] == ref["losses"] and got["steps"] > 3 * 2  # the whole run: two epochs
+    a, b = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("reference", "stopped"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main([*args, "--out", str(tmp_path / "stopped"), "--resume", "--lr", "1e-3"]) == 2
+    assert "was trained with other lr" in capsys.readouterr().err
+
+
 def test_a_finished_export_keeps_ids_splits_and_boxes_drops_empty_captions_and_counts(vlm_data, tmp_path, capsys):
     """`rebuild-export` of a complete records file (written here as rebuild writes it, one caption empty):
     the Karpathy JSON keeps each image's id, split and boxes, leaves the empty one out and says so, and

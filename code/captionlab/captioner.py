@@ -14,13 +14,14 @@ from PIL import Image
 
 from . import decoding
 from .checkpoint import CheckpointError, read_checkpoint
-from .config import RunConfig
+from .config import ModelConfig, RunConfig
 from .data.images import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image, to_rgb
 from .data.lm_vocab import load_vocab
 from .data.tokenizers import build_tokenizer
 from .data.vocab import Vocabulary
 from .errors import InputError
-from .models import CaptionModel, build_model
+from .models import MODELS, CaptionModel, build_model
+from .paths import resolve
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -141,6 +142,38 @@ class Captioner:
             square = att.view(-1, grid, grid) if grid * grid == att.size(1) else None  # a grid of regions, or not
             out.append(CaptionTrace(self.tokenizer.detokenize(words), words, square, sentinel))
         return out
+
+
+def read_pretrain(path: str | Path) -> dict:
+    """The ``captionlab pretrain`` checkpoint that ``model.pretrained_from`` names."""
+    ckpt = read_checkpoint(resolve(path))
+    if ckpt["config"]["model"]["name"] != "dual_encoder":
+        raise InputError(
+            f"model.pretrained_from: {path} is not a 'captionlab pretrain' checkpoint "
+            f"(its model is {ckpt['config']['model']['name']})"
+        )
+    return ckpt
+
+
+def start_vocab(cfg: ModelConfig) -> Vocabulary | None:
+    """The vocabulary of the pre-trained text tower a new model starts from, or None: its own."""
+    cls = MODELS.get(cfg.name)
+    if not cfg.pretrained_from:
+        return None
+    if not hasattr(cls, "start_vocab"):
+        raise InputError(f"model.pretrained_from does not apply to {cfg.name} (only to clip_gpt)")
+    return cls.start_vocab(read_pretrain(cfg.pretrained_from), cfg)
+
+
+def new_model(cfg: ModelConfig, vocab) -> torch.nn.Module:
+    """A model to train: built from its config, then (``model.pretrained_from``) started from the
+    pre-trained towers; the model itself never reads a file while it is built."""
+    model = build_model(cfg, len(vocab), vocab=vocab)
+    if cfg.pretrained_from:
+        if not hasattr(model, "load_pretrained"):
+            raise InputError(f"model.pretrained_from does not apply to {cfg.name} (only to clip_gpt)")
+        model.load_pretrained(read_pretrain(cfg.pretrained_from), cfg)
+    return model
 
 
 def read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:

@@ -261,7 +261,7 @@ def _attribute_html(metrics: dict[str, Any]) -> str:
 
 def _curves(log: Path) -> str:
     """The run's per-epoch curves (log.csv) as small inline SVG charts, one per logged quantity."""
-    from .training.runlog import read_log
+    from .runlog import read_log
 
     rows = read_log(log)
     logged = [k for k in (rows[0] if rows else {}) if all(isinstance(r.get(k), float) for r in rows)]

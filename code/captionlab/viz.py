@@ -12,7 +12,7 @@ from PIL import Image
 
 from .data.images import load_image
 from .errors import InputError
-from .training.runlog import read_log
+from .runlog import read_log
 
 
 def plot_training_curves(

@@ -17,9 +17,9 @@ from captionlab.cli import main
 from captionlab.data import load_dataset
 from captionlab.files import OutputWriteError
 from captionlab.metrics.coco import write_json
+from captionlab.runlog import read_log
 from captionlab.training.losses import CrossEntropyLoss
 from captionlab.training.resume import TrainingStopped
-from captionlab.training.runlog import read_log
 from captionlab.training.trainer import NonFiniteLossError, train
 
 
@@ -210,7 +210,7 @@ def test_a_non_finite_self_critical_loss_is_skipped_like_cross_entropy(trained, 
 def test_a_kill_between_last_pt_and_its_log_row_loses_no_row(tmp_path, tiny_cfg_factory, monkeypatch):
     """Fault injection in the window: epoch 1's last.pt is written, then the process dies before log.csv
     gets epoch 1's row. The resumed run rebuilds that row from last.pt (it was lost for good before)."""
-    from captionlab.training.runlog import RunLog
+    from captionlab.runlog import RunLog
 
     cfg = tiny_cfg_factory(
         tmp_path, "train.epochs=1", "data.synthetic_n=40", "train.batch_size=8", f"data.path={tmp_path / 'data'}"

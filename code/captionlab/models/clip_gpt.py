@@ -13,11 +13,9 @@ same model starts from random weights (the comparison the README reports).
 
 from __future__ import annotations
 
-from ..checkpoint import read_checkpoint
 from ..config import ModelConfig
 from ..data.vocab import Vocabulary
 from ..errors import InputError
-from ..paths import resolve
 from .registry import MODELS
 from .transformer import ViTTransformer
 
@@ -26,24 +24,11 @@ MUST_MATCH = ("hidden_dim", "num_heads", "ff_dim", "num_layers", "max_positions"
 
 @MODELS.register("clip_gpt")
 class ClipGPT(ViTTransformer):
-    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
-        super().__init__(cfg, vocab_size)
-        if cfg.pretrained_from:
-            self.load_pretrained(cfg)
-            self.encoder.set_trainable(cfg.encoder_trainable())
+    """Built like any model from its config; ``captioner.new_model`` then hands it the pre-training
+    checkpoint (``load_pretrained``): a model never reads files while it is being constructed."""
 
-    @staticmethod
-    def _pretrain_checkpoint(cfg: ModelConfig) -> dict:
-        ckpt = read_checkpoint(resolve(cfg.pretrained_from))
-        if ckpt["config"]["model"]["name"] != "dual_encoder":
-            raise InputError(
-                f"model.pretrained_from: {cfg.pretrained_from} is not a 'captionlab pretrain' checkpoint "
-                f"(its model is {ckpt['config']['model']['name']})"
-            )
-        return ckpt
-
-    def load_pretrained(self, cfg: ModelConfig) -> None:
-        ckpt = self._pretrain_checkpoint(cfg)
+    def load_pretrained(self, ckpt: dict, cfg: ModelConfig) -> None:
+        """Copy the towers ``cfg.pretrained_towers`` names from a ``captionlab pretrain`` checkpoint."""
         theirs = ckpt["config"]["model"]
         text, image = cfg.pretrained_towers in ("both", "text"), cfg.pretrained_towers in ("both", "image")
         for key in MUST_MATCH if text else ():
@@ -67,10 +52,9 @@ class ClipGPT(ViTTransformer):
         if unexpected:
             raise InputError(f"model.pretrained_from: unexpected weights {unexpected[:5]}")
         self.started_from = sorted(state)  # what came from pre-training (tests check it)
+        self.encoder.set_trainable(cfg.encoder_trainable())  # a pre-trained image tower is frozen by default
 
-    @classmethod
-    def text_vocab(cls, cfg: ModelConfig, tokenizer: str) -> Vocabulary | None:
+    @staticmethod
+    def start_vocab(ckpt: dict, cfg: ModelConfig) -> Vocabulary | None:
         """The pre-training checkpoint's vocabulary: its text tower's embedding rows are these tokens."""
-        if not cfg.pretrained_from or cfg.pretrained_towers == "image":
-            return None
-        return Vocabulary(cls._pretrain_checkpoint(cfg)["vocab"])
+        return Vocabulary(ckpt["vocab"]) if cfg.pretrained_towers != "image" else None

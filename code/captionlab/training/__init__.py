@@ -1,3 +1,3 @@
-"""Training: objectives (``losses``), the loop (``trainer``), ``checkpoint`` files, ``runlog`` and
+"""Training: objectives (``losses``), the loop (``trainer``), resume, the feature cache and
 ``distributed`` (torchrun). Import from the submodules; this package imports nothing eagerly so that
 inference code can read checkpoints without loading the trainer."""

@@ -78,6 +78,8 @@ def cmd_vlm_finetune(a: argparse.Namespace) -> None:
             device=a.device,
             seed=a.seed,
             progress=not a.no_progress,
+            resume=a.resume,
+            save_every_steps=a.save_every_steps,
         )
     )
     print(f"{r.steps} steps, loss {r.losses[0]:.3f} -> {r.losses[-1]:.3f} ({r.seconds:.0f} s); adapter: {r.out}")
@@ -198,6 +200,16 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     s.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
     s.add_argument("--lora-r", type=positive_int, default=8, help="LoRA rank")
     s.add_argument("--lora-alpha", type=positive_int, default=16, help="LoRA scaling numerator")
+    s.add_argument(
+        "--resume", action="store_true", help="continue the run in --out exactly where its last save left it"
+    )
+    s.add_argument(
+        "--save-every-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also save every N steps inside an epoch (default: at each epoch's end and on SIGTERM / Ctrl-C)",
+    )
     s.set_defaults(func=cmd_vlm_finetune)
 
     s = command(

@@ -4,6 +4,12 @@ S1 tuned LLaVA with one fixed question, "Please describe this image in deepfashi
 so that the question alone steers the model to the dataset's language. The loss counts the answer
 tokens only: the image and prompt positions are labelled -100. The vision-to-language projector is
 trained in full beside the adapters (as LLaVA's own recipe trains it), and saved with them.
+
+Like ``captionlab train``, a run resumes exactly (``--resume``): every save (each epoch's end, every
+``--save-every-steps`` steps, and on SIGTERM/Ctrl-C, which stop after the current step) writes
+``trainer_state.pt`` beside the adapter: the trainable weights, the optimiser, the steps done in the
+epoch, the generator that draws the epoch's order (as it was before that draw) and torch's generator
+(LoRA's dropout), so the resumed run takes the steps an uninterrupted one would have taken.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,10 +26,11 @@ from typing import Any
 import torch
 
 from ..data.images import load_image
-from ..errors import InputError
+from ..errors import InputError, MissingError
 from ..paths import resolve
 from ..progress import progress
 from ..training.distributed import setup
+from ..training.resume import StopSignals, TrainingStopped
 from .models import VLM, load_vlm, memory_advice, quiet_peft
 
 STYLE_PROMPT = "Please describe this image in deepfashion dataset style."  # S1's fixed question
@@ -46,6 +54,8 @@ class FinetuneOptions:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    resume: bool = False  # continue the run in ``out`` from its trainer_state.pt
+    save_every_steps: int = 0  # also save inside an epoch (0: at each epoch's end and on a stop signal only)
 
 
 @dataclass
@@ -113,39 +123,132 @@ def finetune(o: FinetuneOptions) -> FinetuneResult:
     optimizer = torch.optim.AdamW(params, lr=o.lr)
     steps_per_epoch = (len(pairs) + o.batch_size - 1) // o.batch_size
     total = min(o.max_steps or o.epochs * steps_per_epoch, o.epochs * steps_per_epoch)
-    rng = random.Random(o.seed)
-    losses: list[float] = []
-    vlm.model.train()
-    bar = progress(total=total, desc=f"LoRA {o.vlm}", unit="step", enabled=o.progress)
     out = resolve(o.out)
-    for epoch in range(o.epochs):
-        order = rng.sample(pairs, len(pairs))
-        for i in range(0, len(order), o.batch_size):
-            if len(losses) >= total:
-                break
-            chunk = order[i : i + o.batch_size]
-            batch = training_batch(vlm, prompt_ids, [load_image(p) for p, _ in chunk], [c for _, c in chunk], extra)
-            with memory_advice(o.batch_size):
-                loss = vlm.model(**batch).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        save_adapter(vlm, out, o, losses, epoch + 1)  # every epoch: an interrupted run keeps the last one
+    run = _Run(random.Random(o.seed), [], 0, 0)
+    if o.resume:
+        run = restore(vlm, optimizer, out, o)
+    vlm.model.train()
+    bar = progress(total=total - len(run.losses), desc=f"LoRA {o.vlm}", unit="step", enabled=o.progress)
+    with StopSignals() as stop:
+        for epoch in range(run.epoch, o.epochs):
+            order_state = run.rng.getstate()  # a mid-epoch save keeps it: the resumed run draws this order again
+            order = run.rng.sample(pairs, len(pairs))
+            skip, run.skip = run.skip, 0
+            for i in range(skip * o.batch_size, len(order), o.batch_size):
+                if len(run.losses) >= total:
+                    break
+                chunk = order[i : i + o.batch_size]
+                images = [load_image(p) for p, _ in chunk]
+                batch = training_batch(vlm, prompt_ids, images, [c for _, c in chunk], extra)
+                with memory_advice(o.batch_size):
+                    loss = vlm.model(**batch).loss  # mean over the answer tokens of the batch
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                run.losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{run.losses[-1]:.3f}")
+                done_in_epoch, ends = i // o.batch_size + 1, i + o.batch_size >= len(order) or len(run.losses) >= total
+                due = o.save_every_steps and len(run.losses) % o.save_every_steps == 0
+                if not ends and (stop.received or due):
+                    save_adapter(vlm, optimizer, out, o, run.losses, epoch, done_in_epoch, order_state)
+                if stop.received and not ends:
+                    raise TrainingStopped(_stopped(stop, out, len(run.losses)), _code(stop))
+            save_adapter(vlm, optimizer, out, o, run.losses, epoch + 1, 0, run.rng.getstate())  # the epoch's end
+            if stop.received:
+                raise TrainingStopped(_stopped(stop, out, len(run.losses)), _code(stop))
     bar.close()
-    return FinetuneResult(out, len(losses), losses, time.perf_counter() - start)
+    return FinetuneResult(out, len(run.losses), run.losses, time.perf_counter() - start)
 
 
-def save_adapter(vlm: VLM, out: Path, o: FinetuneOptions, losses: list[float], epoch: int) -> None:
-    """Written beside ``out`` then swapped in, so a kill mid-save leaves the previous adapter whole."""
+@dataclass
+class _Run:
+    rng: random.Random  # draws each epoch's order of the pairs
+    losses: list[float]  # one per step taken
+    epoch: int  # epochs complete
+    skip: int  # steps of epoch ``epoch`` already taken
+
+
+RESUME_MUST_MATCH = (
+    "vlm",
+    "model",
+    "data",
+    "prompt",
+    "batch_size",
+    "lr",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "seed",
+)
+
+
+def restore(vlm: VLM, optimizer: torch.optim.Optimizer, out: Path, o: FinetuneOptions) -> _Run:
+    """The state of the run in ``out``: its trainable weights and optimiser loaded, its counters."""
+    path = out / "trainer_state.pt"
+    if not path.is_file():
+        raise MissingError(f"--resume: {path} not found; {out} holds no vlm-finetune run to continue")
+    state = torch.load(path, map_location=vlm.device, weights_only=True)
+    theirs = state["options"]
+    differ = [k for k in RESUME_MUST_MATCH if theirs.get(k) != getattr(o, k)]
+    if differ:
+        raise InputError(f"--resume: {out} was trained with other {', '.join(differ)} ({theirs[differ[0]]!r})")
+    named = {n: p for n, p in vlm.model.named_parameters() if p.requires_grad}
+    if set(named) != set(state["trainable"]):
+        raise InputError(f"--resume: {path} holds other trainable weights than this model's LoRA set-up")
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(state["trainable"][n])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    rng = random.Random()
+    rng.setstate(_tuples(state["order_rng"]))
+    print(f"resuming after {len(state['losses'])} steps ({path})", flush=True)
+    return _Run(rng, list(state["losses"]), int(state["epoch"]), int(state["step_in_epoch"]))
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _stopped(stop: StopSignals, out: Path, steps: int) -> str:
+    return f"stopped by {stop.name or 'a signal'} after step {steps}: saved {out}; continue with --resume"
+
+
+def _code(stop: StopSignals) -> int:
+    return 130 if stop.received == signal.SIGINT else 143
+
+
+def save_adapter(
+    vlm: VLM,
+    optimizer: torch.optim.Optimizer,
+    out: Path,
+    o: FinetuneOptions,
+    losses: list[float],
+    epoch: int,
+    step_in_epoch: int,
+    order_rng: Any,
+) -> None:
+    """The adapter and trainer_state.pt, written beside ``out`` then swapped in, so a kill mid-save
+    leaves the previous save whole. ``epoch`` epochs complete, ``step_in_epoch`` steps of the next."""
     tmp = out.with_name(out.name + ".saving")
     shutil.rmtree(tmp, ignore_errors=True)
     vlm.model.save_pretrained(tmp)
     info = {"options": asdict(o), "epoch": epoch, "steps": len(losses), "losses": losses}
     (tmp / "finetune.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    trainable = {n: p.detach().cpu() for n, p in vlm.model.named_parameters() if p.requires_grad}
+    state = {
+        "options": asdict(o),
+        "trainable": trainable,
+        "optimizer": optimizer.state_dict(),
+        "losses": losses,
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "order_rng": order_rng,
+        "torch_rng": torch.get_rng_state(),
+    }
+    torch.save(state, tmp / "trainer_state.pt")
     old = out.with_name(out.name + ".old")
     if out.exists():
         shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,167 @@
+"""The parts a run is set up from, each on its own: seeds, the learning-rate schedule, vocabulary,
+model (fresh, or ``train.init_from``), optimiser groups, the frozen-encoder feature source and the
+per-epoch validation that picks best.pt."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..captioner import Captioner, new_model, read_model, start_vocab
+from ..config import RunConfig
+from ..data.dataset import CaptionDataset, CaptionGroups
+from ..data.tokenizers import build_tokenizer
+from ..data.vocab import Vocabulary
+from ..errors import InputError
+from ..evaluation import caption_records, scoring_inputs
+from ..metrics import FAST_METRICS, score
+from ..models import MODELS
+from ..models.base import FeatureInput
+from ..paths import resolve
+from . import distributed as D
+from .feature_cache import CachedGroups, build_or_open, cache_key
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_factor(cfg: RunConfig, epoch: int, step: int) -> float:
+    """Learning-rate multiplier from (epoch, global step) alone, so resuming needs no scheduler state."""
+    t = cfg.train
+    if t.lr_schedule == "constant":
+        f = 1.0
+    elif t.lr_schedule == "step":
+        f = t.lr_gamma ** (epoch // max(1, t.lr_step_epochs))
+    elif t.lr_schedule == "cosine":
+        f = 0.5 * (1 + math.cos(math.pi * epoch / max(1, t.epochs)))
+    else:
+        raise InputError(f"train.lr_schedule must be constant, step or cosine; got {t.lr_schedule!r}")
+    return f * min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else f
+
+
+def build_vocab(cfg: RunConfig, dataset: CaptionDataset) -> Any:
+    """Words of the training captions; or the model's own (``text_vocab``): a language model's
+    tokenizer (ClipCap), or the vocabulary its pre-trained text tower was trained with (clip_gpt)."""
+    own = getattr(MODELS.get(cfg.model.name), "text_vocab", None)
+    vocab = own(cfg.model, cfg.data.tokenizer) if own is not None else start_vocab(cfg.model)
+    if vocab is not None:
+        return vocab
+    tok = build_tokenizer(cfg.data.tokenizer)
+    return Vocabulary.build((tok.tokenize(c) for r in dataset.split("train") for c in r.captions), cfg.data.min_freq)
+
+
+def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, progress: bool) -> dict[str, float]:
+    """Fast in-process metrics on val (no Java), used to pick best.pt."""
+    t = cfg.train
+    caps = caption_records(
+        captioner,
+        dataset.split("val"),
+        t.val_beam_size,
+        t.val_max_len,
+        t.val_batch_size,
+        cfg.data.num_workers,
+        progress,
+        desc="validating",
+    )
+    caps, refs, how = scoring_inputs(captioner.tokenizer, caps, dataset.references("val"), "ptb-python")
+    return score(caps, refs, FAST_METRICS, tokenizer=how, fast_cider=True)
+
+
+def init_from(cfg: RunConfig, path: Path) -> tuple[RunConfig, Vocabulary, torch.nn.Module]:
+    """The run takes the checkpoint's model config, vocabulary and weights; the encoder stays as
+    trainable as it was (read_model builds it without pretrained weights, which would make it trainable)."""
+    model, vocab, ckpt_cfg = read_model(path)
+    if hasattr(model, "encoder") and hasattr(model.encoder, "set_trainable"):
+        model.encoder.set_trainable(ckpt_cfg.model.encoder_trainable())
+    return dataclasses.replace(cfg, model=ckpt_cfg.model), vocab, model
+
+
+def build_model_and_vocab(cfg: RunConfig, dataset: CaptionDataset) -> tuple[RunConfig, Any, torch.nn.Module]:
+    """``train.init_from`` (e.g. SCST from a cross-entropy checkpoint): that checkpoint's architecture,
+    vocabulary and weights (a resume then loads last.pt over them); else a new model and vocabulary."""
+    if cfg.train.init_from:
+        return init_from(cfg, resolve(cfg.train.init_from))
+    vocab = build_vocab(cfg, dataset)
+    return cfg, vocab, new_model(cfg.model, vocab)
+
+
+def build_optimizer(model: torch.nn.Module, t: Any) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """Adam with two groups: the model at ``train.lr`` and its encoder's trainable parameters at
+    ``train.encoder_lr`` (under ``train.fine_tune_from_epoch``: the stages that open later). Returns the
+    optimiser and the encoder's parameters; ``base_lr`` is what ``lr_factor`` scales each step."""
+    encoder = getattr(model, "encoder", None)
+    if t.fine_tune_from_epoch is not None:  # the config checked that the encoder starts frozen
+        enc_params = [p for s in encoder.stages(t.fine_tune_blocks) for p in s.parameters()]  # opened later
+    else:
+        enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
+    enc_ids = {id(p) for p in enc_params}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
+    groups = [{"params": rest, "lr": t.lr, "base_lr": t.lr}]
+    if enc_params:
+        groups.append({"params": enc_params, "lr": t.encoder_lr, "base_lr": t.encoder_lr})
+    return torch.optim.Adam(groups, weight_decay=t.weight_decay), enc_params
+
+
+class FeatureSource:
+    """Training from the frozen-encoder feature cache (feature_cache.py), built on first use."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: torch.nn.Module,
+        train_set: CaptionGroups,
+        run_dir: Path,
+        device: torch.device,
+        info: D.DistInfo,
+        progress: bool,
+        manual_sync: bool,
+    ) -> None:
+        self.cfg, self.captioner, self.train_set, self.device, self.info = cfg, model, train_set, device, info
+        self.dir = run_dir.parent.parent / "cache"  # output/model_ckpt/<run> -> output/cache
+        self.progress, self.manual_sync = progress, manual_sync
+        self._set: CachedGroups | None = None
+        self._model: torch.nn.Module | None = None
+
+    def usable(self, encoder: Any) -> bool:
+        return self.cfg.train.feature_cache and encoder is not None and not encoder.trainable
+
+    def dataset(self) -> CachedGroups:
+        if self._set is None:
+            key = cache_key(self.captioner, self.cfg.model, self.train_set.records, self.train_set.transform)
+            path = self.dir / f"{key}.npy"
+            args = (
+                self.captioner,
+                self.train_set.records,
+                self.train_set.transform,
+                path,
+                self.device,
+                self.cfg.train.val_batch_size,
+                self.cfg.data.num_workers,
+                self.progress,
+            )
+            if self.info.is_main:  # rank 0 builds; the others open what it wrote
+                with torch.random.fork_rng(devices=[]):  # its DataLoader draws a seed: a run that builds
+                    build_or_open(*args)  # the cache must train exactly as one that finds it built
+            D.barrier(self.info)
+            self._set = CachedGroups(self.train_set, build_or_open(*args))
+        return self._set
+
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            fed = FeatureInput(self.captioner)
+            self._model = (
+                fed
+                if not self.info.enabled or self.manual_sync
+                else DDP(fed, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            )
+        return self._model
