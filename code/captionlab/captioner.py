@@ -155,24 +155,30 @@ def read_pretrain(path: str | Path) -> dict:
     return ckpt
 
 
-def start_vocab(cfg: ModelConfig) -> Vocabulary | None:
-    """The vocabulary of the pre-trained text tower a new model starts from, or None: its own."""
-    cls = MODELS.get(cfg.name)
+def pretrain_start(cfg: ModelConfig) -> dict | None:
+    """The ``model.pretrained_from`` checkpoint, read once at set-up, or None; refused for a model
+    that cannot start from pre-trained towers."""
     if not cfg.pretrained_from:
         return None
-    if not hasattr(cls, "start_vocab"):
+    if not hasattr(MODELS.get(cfg.name), "load_pretrained"):
         raise InputError(f"model.pretrained_from does not apply to {cfg.name} (only to clip_gpt)")
-    return cls.start_vocab(read_pretrain(cfg.pretrained_from), cfg)
+    return read_pretrain(cfg.pretrained_from)
 
 
-def new_model(cfg: ModelConfig, vocab) -> torch.nn.Module:
+def start_vocab(cfg: ModelConfig, start: dict | None = None) -> Vocabulary | None:
+    """The vocabulary of the pre-trained text tower a new model starts from, or None: its own."""
+    start = start or pretrain_start(cfg)
+    return None if start is None else MODELS.get(cfg.name).start_vocab(start, cfg)
+
+
+def new_model(cfg: ModelConfig, vocab, start: dict | None = None) -> torch.nn.Module:
     """A model to train: built from its config, then (``model.pretrained_from``) started from the
-    pre-trained towers; the model itself never reads a file while it is built."""
+    pre-trained towers (``start``: that checkpoint, if the caller read it already); the model itself
+    never reads a file while it is built."""
     model = build_model(cfg, len(vocab), vocab=vocab)
-    if cfg.pretrained_from:
-        if not hasattr(model, "load_pretrained"):
-            raise InputError(f"model.pretrained_from does not apply to {cfg.name} (only to clip_gpt)")
-        model.load_pretrained(read_pretrain(cfg.pretrained_from), cfg)
+    start = start or pretrain_start(cfg)
+    if start is not None:
+        model.load_pretrained(start, cfg)
     return model
 
 

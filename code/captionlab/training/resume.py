@@ -35,7 +35,7 @@ def capture_rng() -> dict[str, Any]:
 def restore_rng(state: dict[str, Any]) -> None:
     """The states may come back on the GPU (a checkpoint loaded with map_location="cuda"); the
     generators take CPU byte tensors only."""
-    random.setstate(_tuples(state["python"]))
+    random.setstate(as_tuples(state["python"]))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())
@@ -43,8 +43,9 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _tuples(x: Any) -> Any:
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+def as_tuples(x: Any) -> Any:
+    """A random.getstate() that went through a checkpoint comes back with lists where setstate wants tuples."""
+    return tuple(as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 class SkipSampler(Sampler[int]):
@@ -94,6 +95,11 @@ class StopSignals:
     def __exit__(self, *exc: Any) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 130 if self.received == signal.SIGINT else 143
 
     @property
     def name(self) -> str:

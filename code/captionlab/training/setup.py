@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..captioner import Captioner, new_model, read_model, start_vocab
+from ..captioner import Captioner, new_model, pretrain_start, read_model, start_vocab
 from ..config import RunConfig
 from ..data.dataset import CaptionDataset, CaptionGroups
 from ..data.tokenizers import build_tokenizer
@@ -49,11 +49,12 @@ def lr_factor(cfg: RunConfig, epoch: int, step: int) -> float:
     return f * min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else f
 
 
-def build_vocab(cfg: RunConfig, dataset: CaptionDataset) -> Any:
+def build_vocab(cfg: RunConfig, dataset: CaptionDataset, start: dict | None = None) -> Any:
     """Words of the training captions; or the model's own (``text_vocab``): a language model's
-    tokenizer (ClipCap), or the vocabulary its pre-trained text tower was trained with (clip_gpt)."""
+    tokenizer (ClipCap), or the vocabulary its pre-trained text tower was trained with (clip_gpt;
+    ``start``: its pre-training checkpoint, if read already)."""
     own = getattr(MODELS.get(cfg.model.name), "text_vocab", None)
-    vocab = own(cfg.model, cfg.data.tokenizer) if own is not None else start_vocab(cfg.model)
+    vocab = own(cfg.model, cfg.data.tokenizer) if own is not None else start_vocab(cfg.model, start)
     if vocab is not None:
         return vocab
     tok = build_tokenizer(cfg.data.tokenizer)
@@ -91,14 +92,15 @@ def build_model_and_vocab(cfg: RunConfig, dataset: CaptionDataset) -> tuple[RunC
     vocabulary and weights (a resume then loads last.pt over them); else a new model and vocabulary."""
     if cfg.train.init_from:
         return init_from(cfg, resolve(cfg.train.init_from))
-    vocab = build_vocab(cfg, dataset)
-    return cfg, vocab, new_model(cfg.model, vocab)
+    start = pretrain_start(cfg.model)  # read once, for the vocabulary and the weights
+    vocab = build_vocab(cfg, dataset, start)
+    return cfg, vocab, new_model(cfg.model, vocab, start)
 
 
-def build_optimizer(model: torch.nn.Module, t: Any) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+def build_optimizer(model: torch.nn.Module, t: Any) -> torch.optim.Optimizer:
     """Adam with two groups: the model at ``train.lr`` and its encoder's trainable parameters at
-    ``train.encoder_lr`` (under ``train.fine_tune_from_epoch``: the stages that open later). Returns the
-    optimiser and the encoder's parameters; ``base_lr`` is what ``lr_factor`` scales each step."""
+    ``train.encoder_lr`` (under ``train.fine_tune_from_epoch``: the stages that open later);
+    ``base_lr`` is what ``lr_factor`` scales each step."""
     encoder = getattr(model, "encoder", None)
     if t.fine_tune_from_epoch is not None:  # the config checked that the encoder starts frozen
         enc_params = [p for s in encoder.stages(t.fine_tune_blocks) for p in s.parameters()]  # opened later
@@ -109,7 +111,7 @@ def build_optimizer(model: torch.nn.Module, t: Any) -> tuple[torch.optim.Optimiz
     groups = [{"params": rest, "lr": t.lr, "base_lr": t.lr}]
     if enc_params:
         groups.append({"params": enc_params, "lr": t.encoder_lr, "base_lr": t.encoder_lr})
-    return torch.optim.Adam(groups, weight_decay=t.weight_decay), enc_params
+    return torch.optim.Adam(groups, weight_decay=t.weight_decay)
 
 
 class FeatureSource:

@@ -10,7 +10,6 @@ from (vocabulary, model, optimiser, feature source, validation) are in ``setup.p
 from __future__ import annotations
 
 import math
-import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -98,7 +97,7 @@ class Trainer:
         self.cfg, self.vocab, model = build_model_and_vocab(cfg, dataset)
         self.model = model.to(device)
         self.encoder = getattr(self.model, "encoder", None)
-        self.optimizer, _ = build_optimizer(self.model, self.cfg.train)
+        self.optimizer = build_optimizer(self.model, self.cfg.train)
         self.done, self.global_step, self.extra = 0, 0, {}  # epochs complete, optimiser steps, resume state
         self.best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
         if resume:
@@ -405,4 +404,4 @@ class Trainer:
             f"stopped by {stop.name or 'a signal'} at epoch {epoch + 1}, batch {batch} of {last} "
             f"(step {self.global_step}): saved {self.run_dir / 'last.pt'}; continue with --resume"
         )
-        return TrainingStopped(message, 130 if stop.received == signal.SIGINT else 143)
+        return TrainingStopped(message, stop.exit_code)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from ..errors import InputError, MissingError
 from ..paths import resolve
 from ..progress import progress
 from ..training.distributed import setup
-from ..training.resume import StopSignals, TrainingStopped
+from ..training.resume import StopSignals, TrainingStopped, as_tuples
 from .models import VLM, load_vlm, memory_advice, quiet_peft
 
 STYLE_PROMPT = "Please describe this image in deepfashion dataset style."  # S1's fixed question
@@ -154,10 +153,10 @@ def finetune(o: FinetuneOptions) -> FinetuneResult:
                 if not ends and (stop.received or due):
                     save_adapter(vlm, optimizer, out, o, run.losses, epoch, done_in_epoch, order_state)
                 if stop.received and not ends:
-                    raise TrainingStopped(_stopped(stop, out, len(run.losses)), _code(stop))
+                    raise TrainingStopped(_stopped(stop, out, len(run.losses)), stop.exit_code)
             save_adapter(vlm, optimizer, out, o, run.losses, epoch + 1, 0, run.rng.getstate())  # the epoch's end
             if stop.received:
-                raise TrainingStopped(_stopped(stop, out, len(run.losses)), _code(stop))
+                raise TrainingStopped(_stopped(stop, out, len(run.losses)), stop.exit_code)
     bar.close()
     return FinetuneResult(out, len(run.losses), run.losses, time.perf_counter() - start)
 
@@ -203,21 +202,13 @@ def restore(vlm: VLM, optimizer: torch.optim.Optimizer, out: Path, o: FinetuneOp
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"].cpu())
     rng = random.Random()
-    rng.setstate(_tuples(state["order_rng"]))
+    rng.setstate(as_tuples(state["order_rng"]))
     print(f"resuming after {len(state['losses'])} steps ({path})", flush=True)
     return _Run(rng, list(state["losses"]), int(state["epoch"]), int(state["step_in_epoch"]))
 
 
-def _tuples(x: Any) -> Any:
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
 def _stopped(stop: StopSignals, out: Path, steps: int) -> str:
     return f"stopped by {stop.name or 'a signal'} after step {steps}: saved {out}; continue with --resume"
-
-
-def _code(stop: StopSignals) -> int:
-    return 130 if stop.received == signal.SIGINT else 143
 
 
 def save_adapter(
