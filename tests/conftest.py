@@ -160,7 +160,7 @@ def trained_clipcap(tmp_path_factory, synth_root, tiny_hf):
 @pytest.fixture(scope="session")
 def pretrained(tmp_path_factory, synth_root):
     """The tiny contrastive pre-training (`captionlab pretrain code/configs/tiny/pretrain.yaml`)."""
-    from captionlab.cli import PRETRAIN
+    from captionlab.config import PRETRAIN
 
     return trained_once(
         tmp_path_factory, "pretrain", CONFIGS / "tiny" / "pretrain.yaml", *PRETRAIN, f"data.path={synth_root / 'tiny'}"

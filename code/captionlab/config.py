@@ -159,6 +159,8 @@ class ModelConfig:
 _REWARD = r"(CIDEr|Bleu_4|METEOR)(:\d+(\.\d*)?)?"
 REWARD_PATTERN = rf"{_REWARD}(,{_REWARD})*"
 SELECT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "mean_recall")
+# What `captionlab pretrain` means, as overrides in front of the user's (notebook 07 uses them too).
+PRETRAIN = ["model.name=dual_encoder", "train.loss=contrastive", "train.select_metric=mean_recall"]
 
 
 @dataclass

@@ -127,14 +127,7 @@ def cider_d(
     references (the same keys). Returns ``(corpus_score, per_image_scores)``, per-image scores in
     ``candidates``' key order.
     """
-    keys = list(candidates)
-    if set(keys) != set(references):
-        raise InputError("candidates and references must have the same image ids")
-    for k in keys:
-        if len(candidates[k]) != 1:
-            raise InputError(f"image {k!r}: expected exactly one candidate caption, got {len(candidates[k])}")
-        if not references[k]:
-            raise InputError(f"image {k!r}: no references")
+    keys = _checked_keys(candidates, references)
     n_img = len(keys)
     n_refs = np.array([len(references[k]) for k in keys])
     ref_image = np.repeat(np.arange(n_img), n_refs)  # (R,)
@@ -157,17 +150,7 @@ def cider_d(
             code, raw = key, None
         else:  # 4-grams of a large vocabulary: renumber the distinct n-grams first
             raw, code, _ = _unique(key)
-        # one sort groups every occurrence by (n-gram, row); rows of one n-gram are then in row order
-        packed = np.sort(code * rows + row)
-        first = np.empty(len(packed), dtype=bool)
-        first[0] = True
-        first[1:] = packed[1:] != packed[:-1]
-        tf = np.diff(np.append(np.flatnonzero(first), len(packed))).astype(np.float64)  # term frequency
-        packed = packed[first]  # one entry per (n-gram, row)
-        gram, row = packed // rows, packed % rows
-        new_gram = np.empty(len(gram), dtype=bool)
-        new_gram[0] = True
-        new_gram[1:] = gram[1:] != gram[:-1]
+        tf, gram, row, new_gram = _group(code, row, rows)
         gi = np.cumsum(new_gram) - 1  # n-gram index of each entry
         is_ref = row >= n_img
         if df is None:  # document frequency: distinct images whose references hold the n-gram
@@ -191,6 +174,35 @@ def cider_d(
         total += val * penalty
     per_image = 10.0 * np.bincount(ref_image, total / N, minlength=n_img) / n_refs
     return float(per_image.mean()) if n_img else 0.0, per_image
+
+
+def _checked_keys(candidates: Mapping[Any, Sequence[str]], references: Mapping[Any, Sequence[str]]) -> list:
+    keys = list(candidates)
+    if set(keys) != set(references):
+        raise InputError("candidates and references must have the same image ids")
+    for k in keys:
+        if len(candidates[k]) != 1:
+            raise InputError(f"image {k!r}: expected exactly one candidate caption, got {len(candidates[k])}")
+        if not references[k]:
+            raise InputError(f"image {k!r}: no references")
+    return keys
+
+
+def _group(code: np.ndarray, row: np.ndarray, rows: int) -> tuple[np.ndarray, ...]:
+    """One sort groups every occurrence by (n-gram, row), rows of one n-gram then in row order.
+    Returns per (n-gram, row) entry: its term frequency, n-gram code, row, and whether it is the
+    n-gram's first entry."""
+    packed = np.sort(code * rows + row)
+    first = np.empty(len(packed), dtype=bool)
+    first[0] = True
+    first[1:] = packed[1:] != packed[:-1]
+    tf = np.diff(np.append(np.flatnonzero(first), len(packed))).astype(np.float64)
+    packed = packed[first]
+    gram, row = packed // rows, packed % rows
+    new_gram = np.empty(len(gram), dtype=bool)
+    new_gram[0] = True
+    new_gram[1:] = gram[1:] != gram[:-1]
+    return tf, gram, row, new_gram
 
 
 def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

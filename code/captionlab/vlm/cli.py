@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .models import KINDS
+from .models import DTYPES, KINDS
+from .rebuild import PRESETS
 
 VLM_HELP = "which model family the directory holds: " + ", ".join(KINDS)
 MODEL_HELP = "local model directory, as save_pretrained writes it (config.json, weights, processor files)"
@@ -96,26 +97,38 @@ def cmd_tiny_vlm(a: argparse.Namespace) -> None:
         print(f"wrote a tiny random {kind} to {out}")
 
 
-def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positive_int: Callable) -> None:
-    def common(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--vlm", required=True, choices=list(KINDS), help=VLM_HELP)
-        s.add_argument("--model", required=True, metavar="DIR", help=MODEL_HELP)
-        s.add_argument(
-            "--dtype",
-            default="auto",
-            choices=["auto", "float16", "bfloat16", "float32"],
-            help="weights' precision (auto: float16 on a GPU, float32 on a CPU)",
-        )
-        s.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
-        s.add_argument("--seed", type=int, default=0, help="random seed (sampling, shuffling)")
-        s.add_argument("--no-progress", action="store_true", help="no progress bar")
+Command = Callable[[str, str], argparse.ArgumentParser]
 
+
+def add_commands(command: Command, positive_int: Callable) -> None:
+    _add_rebuild(command, positive_int)
+    _add_rebuild_export(command)
+    _add_vlm_finetune(command, positive_int)
+    _add_tiny_vlm(command)
+
+
+def _common(s: argparse.ArgumentParser) -> None:
+    """The model options of rebuild and vlm-finetune."""
+    s.add_argument("--vlm", required=True, choices=list(KINDS), help=VLM_HELP)
+    s.add_argument("--model", required=True, metavar="DIR", help=MODEL_HELP)
+    s.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        help="weights' precision (auto: float16 on a GPU, float32 on a CPU)",
+    )
+    s.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    s.add_argument("--seed", type=int, default=0, help="random seed (sampling, shuffling)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_rebuild(command: Command, positive_int: Callable) -> None:
     s = command(
         "rebuild",
         "caption every image of a folder or dataset with a vision-language model (InstructBLIP, BLIP-2, LLaVA) "
         "into a resumable JSONL file; under torchrun the images are shared out by rank",
     )
-    common(s)
+    _common(s)
     s.add_argument(
         "--images",
         required=True,
@@ -128,7 +141,7 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     s.add_argument(
         "--preset",
         default="precise",
-        choices=["precise", "creative"],
+        choices=list(PRESETS),
         help="precise: greedy decoding; creative: sampling, temperature 0.9, top-p 0.9 (S1's two datasets)",
     )
     s.add_argument(
@@ -166,6 +179,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     )
     s.set_defaults(func=cmd_rebuild)
 
+
+def _add_rebuild_export(command: Command) -> None:
     s = command(
         "rebuild-export",
         "turn rebuilt captions into a Karpathy-format dataset (same images, ids and splits) and compare "
@@ -183,12 +198,14 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     s.add_argument("--no-report", action="store_true", help="no report.html (old and new captions per image)")
     s.set_defaults(func=cmd_rebuild_export)
 
+
+def _add_vlm_finetune(command: Command, positive_int: Callable) -> None:
     s = command(
         "vlm-finetune",
         "train LoRA adapters (peft) on (image, fixed prompt, reference caption) with the loss on the answer "
         "tokens only; rebuild --adapter DIR uses them",
     )
-    common(s)
+    _common(s)
     s.add_argument("--data", required=True, metavar="CONFIG", help="run config naming the dataset (its train split)")
     s.add_argument(
         "--prompt", default="Please describe this image in deepfashion dataset style.", help="the fixed prompt (S1's)"
@@ -212,6 +229,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     )
     s.set_defaults(func=cmd_vlm_finetune)
 
+
+def _add_tiny_vlm(command: Command) -> None:
     s = command(
         "tiny-vlm",
         "write tiny random InstructBLIP / BLIP-2 / LLaVA models (real classes and processors, save_pretrained "

@@ -95,18 +95,24 @@ def training_batch(vlm: VLM, prompt_ids: list[int], images: list, answers: list[
     return {k: v.to(vlm.device) for k, v in batch.items()}
 
 
-def finetune(o: FinetuneOptions) -> FinetuneResult:
-    from peft import get_peft_model
-
+def training_pairs(o: FinetuneOptions) -> list[tuple[Path, str]]:
+    """(image path, reference caption): every caption of the train split is one pair."""
     from ..config import load_config
     from ..data.adapters import load_dataset
 
-    start = time.perf_counter()
     if o.epochs < 1 or o.batch_size < 1 or (o.max_steps is not None and o.max_steps < 1):
         raise InputError("--epochs, --batch-size and --max-steps must be at least 1")
     pairs = [(r.path, c) for r in load_dataset(load_config(resolve(o.data)).data).split("train") for c in r.captions]
     if not pairs:
         raise InputError(f"{o.data}: the dataset has no training captions")
+    return pairs
+
+
+def lora_model(o: FinetuneOptions, image: Path) -> tuple[VLM, list[int], dict[str, torch.Tensor]]:
+    """The VLM with LoRA adapters on, the prompt's token ids and (InstructBLIP) its Q-Former inputs,
+    read once from the processor's answer for one image."""
+    from peft import get_peft_model
+
     _, device = setup(o.device)
     dtype = o.dtype
     if dtype == "auto":  # training wants bfloat16's range on a GPU, float32 on a CPU
@@ -115,9 +121,24 @@ def finetune(o: FinetuneOptions) -> FinetuneResult:
     vlm = load_vlm(o.vlm, o.model, device, dtype)
     with quiet_peft():
         vlm.model = get_peft_model(vlm.model, lora_config(vlm, o))
-    first = vlm.processor(images=[load_image(pairs[0][0])], text=[vlm.prompt_text(o.prompt)], return_tensors="pt")
-    prompt_ids = first["input_ids"][0].tolist()
-    extra = {k: v for k, v in first.items() if k.startswith("qformer_")}
+    first = vlm.processor(images=[load_image(image)], text=[vlm.prompt_text(o.prompt)], return_tensors="pt")
+    return vlm, first["input_ids"][0].tolist(), {k: v for k, v in first.items() if k.startswith("qformer_")}
+
+
+def train_step(vlm: VLM, optimizer: torch.optim.Optimizer, params: list, batch: dict, batch_size: int) -> float:
+    with memory_advice(batch_size):
+        loss = vlm.model(**batch).loss  # mean over the answer tokens of the batch
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def finetune(o: FinetuneOptions) -> FinetuneResult:
+    start = time.perf_counter()
+    pairs = training_pairs(o)
+    vlm, prompt_ids, extra = lora_model(o, pairs[0][0])
     params = [p for p in vlm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=o.lr)
     steps_per_epoch = (len(pairs) + o.batch_size - 1) // o.batch_size
@@ -139,13 +160,7 @@ def finetune(o: FinetuneOptions) -> FinetuneResult:
                 chunk = order[i : i + o.batch_size]
                 images = [load_image(p) for p, _ in chunk]
                 batch = training_batch(vlm, prompt_ids, images, [c for _, c in chunk], extra)
-                with memory_advice(o.batch_size):
-                    loss = vlm.model(**batch).loss  # mean over the answer tokens of the batch
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                run.losses.append(loss.item())
+                run.losses.append(train_step(vlm, optimizer, params, batch, o.batch_size))
                 bar.update(1)
                 bar.set_postfix(loss=f"{run.losses[-1]:.3f}")
                 done_in_epoch, ends = i // o.batch_size + 1, i + o.batch_size >= len(order) or len(run.losses) >= total

@@ -1,0 +1,135 @@
+"""``synth``, ``tiny-hf``, ``train``, ``pretrain`` and ``demo``: the commands that make data or train."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from ..config import PRETRAIN
+from ..paths import resolve
+from .args import add_no_progress, add_overrides, overrides
+
+
+def cmd_synth(a: argparse.Namespace) -> None:
+    from ..data import synthetic
+
+    ann = synthetic.generate(a.out, n=a.n, seed=a.seed, size=a.size, lang=a.lang)
+    print(f"wrote {ann}")
+
+
+def cmd_tiny_hf(a: argparse.Namespace) -> None:
+    from ..config import load_config
+    from ..models.hf import write_tiny_models
+
+    clip, lm = write_tiny_models(load_config(a.config, overrides(a)), a.overwrite)
+    print(
+        f"wrote a tiny random CLIPVisionModel to {clip} and a tiny GPT2LMHeadModel + tokenizer (a language model "
+        f"of the training captions) to {lm}"
+    )
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from ..config import load_config
+    from ..training.trainer import train
+    from ..viz import plot_training_curves
+
+    cfg = load_config(a.config, overrides(a))  # checked in full before anything is loaded or written
+    resume: bool | str = a.resume if a.resume not in (None, "last") else a.resume == "last"
+    result = train(cfg, resume=resume, overwrite=a.overwrite, progress=not a.no_progress)
+    if result.history:  # rank 0 only
+        plot_training_curves(result.run_dir / "log.csv", result.run_dir / "curves.png")
+        best = " ".join(f"{k}={v:.3f}" for k, v in result.best_metrics.items())
+        print(f"best epoch {result.best_epoch}: {best}\ncheckpoints: {result.run_dir}")
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    a.overrides = [*PRETRAIN, *a.overrides]  # what pre-training means; the user's overrides still apply after
+    cmd_train(a)
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from ..demo import DEMO_CONFIGS, run_demo
+
+    run_demo(
+        a.config or DEMO_CONFIGS,
+        overrides(a),
+        beam_size=a.beam_size,
+        progress=not a.no_progress,
+        overwrite=a.overwrite,
+    )
+
+
+def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positive_int: Callable) -> None:
+    s = command("synth", "generate the synthetic captioning dataset (deterministic: same seed, same bytes)")
+    s.add_argument(
+        "--out",
+        default="dataset/synthetic",
+        type=resolve,
+        help="output folder (relative paths are relative to the repository root)",
+    )
+    s.add_argument("--n", type=positive_int, default=5000, help="number of images (10%% val, 10%% test)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the scenes and captions")
+    s.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
+    s.add_argument(
+        "--lang",
+        choices=["en", "zh"],
+        default="en",
+        help="caption language: zh writes Chinese captions for the same scenes (train them with "
+        "data.tokenizer=zh_char or zh_jieba and data.synthetic_lang=zh)",
+    )
+    s.set_defaults(func=cmd_synth)
+
+    s = command(
+        "tiny-hf",
+        "write tiny random CLIP and GPT-2 models (real classes, save_pretrained layout) to a "
+        "ClipCap config's model.clip / model.lm: ClipCap offline, without real weights",
+    )
+    s.add_argument("config", help="a ClipCap config, e.g. code/configs/tiny/clipcap_mlp.yaml")
+    s.add_argument("--overwrite", action="store_true", help="replace existing directories")
+    add_overrides(s)
+    s.set_defaults(func=cmd_tiny_hf)
+
+    for name, what, example, func in (
+        ("train", "train a captioner from a YAML config", "code/configs/cnn_gru.yaml", cmd_train),
+        (
+            "pretrain",
+            "contrastive image-text pre-training (CLIP-style dual encoder; sets model.name=dual_encoder, "
+            "train.loss=contrastive, train.select_metric=mean_recall); best.pt by val retrieval recall",
+            "code/configs/pretrain.yaml",
+            cmd_pretrain,
+        ),
+    ):
+        s = command(name, what)
+        s.add_argument("config", help=f"YAML run config, e.g. {example}")
+        add_overrides(s)
+        s.add_argument(
+            "--resume",
+            nargs="?",
+            const="last",
+            default=None,
+            metavar="CHECKPOINT",
+            help="continue the run from its last.pt (or from the checkpoint given)",
+        )
+        s.add_argument("--overwrite", action="store_true", help="start the run again, deleting its checkpoints")
+        add_no_progress(s)
+        s.set_defaults(func=func)
+
+    s = command(
+        "demo",
+        "synthesise the dataset, train CNN+GRU and Show-Attend-Tell, evaluate, show captions, compare them in a report",
+    )
+    s.add_argument(
+        "--config",
+        action="append",
+        help="run config, once per model (default: code/configs/demo/cnn_gru.yaml and show_attend_tell.yaml); "
+        "with two or more, the report compares the last with the first",
+    )
+    add_overrides(s)
+    s.add_argument("--beam-size", type=positive_int, default=3, help="beam width of the test evaluation")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run folder the config names (the demo's own is always replaced)",
+    )
+    add_no_progress(s)
+    s.set_defaults(func=cmd_demo)
