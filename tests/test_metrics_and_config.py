@@ -102,10 +102,19 @@ def test_unknown_config_key_is_named():
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_loads(path):
-    from captionlab.models import MODELS
+    from captionlab.models import MODELS, TOWERS
 
     cfg = load_config(path)
-    assert cfg.model.name in MODELS
+    assert cfg.model.name in MODELS or cfg.model.name in TOWERS
+
+
+def test_the_dual_encoder_is_registered_apart_from_the_captioners():
+    from captionlab.models import MODELS, TOWERS, CaptionModel, TrainableModel
+
+    assert "dual_encoder" in TOWERS and "dual_encoder" not in MODELS  # nothing that decodes can pick it up
+    assert all(issubclass(MODELS.get(n), CaptionModel) for n in MODELS.names())
+    assert not issubclass(TOWERS.get("dual_encoder"), CaptionModel)
+    assert issubclass(TOWERS.get("dual_encoder"), TrainableModel)
 
 
 def test_spice_without_corenlp_names_the_jars_and_downloads_nothing(monkeypatch):
@@ -141,6 +150,15 @@ def test_spice_without_corenlp_names_the_jars_and_downloads_nothing(monkeypatch)
         ("cnn_gru.yaml", "train.fine_tune_from_epoch=2", "needs a frozen pretrained encoder"),
         ("cnn_gru.yaml", "train.loss=contrastive", "contrastive pre-training goes with model.name=dual_encoder"),
         ("pretrain.yaml", "data.max_caption_len=60", "needs 62 positions"),
+        # keys that do not apply to the model, data format or loss chosen are refused, not ignored
+        ("adaptive.yaml", "model.cell=gru", "model.cell does not apply to model.name=adaptive_attention"),
+        ("cnn_gru.yaml", "model.num_heads=4", "model.num_heads does not apply to model.name=cnn_gru"),
+        ("cnn_gru.yaml", "data.test_fraction=0.3", "data.test_fraction does not apply to data.format=synthetic"),
+        ("cnn_gru.yaml", "train.scst_samples=3", "train.scst_samples does not apply here: it needs train.loss=scst"),
+        ("cnn_gru.yaml", "model.pretrained_from=x.pt", "model.pretrained_from does not apply to model.name=cnn_gru"),
+        # names come from the registries (losses, rewards), checked as early as the fixed choices were
+        ("cnn_gru.yaml", "train.loss=bogus", "train.loss = 'bogus': expected one of: contrastive, scst, xe"),
+        ("scst.yaml", "train.scst_reward=CIDEr,SPICE", "train.scst_reward: unknown reward 'SPICE'"),
     ],
 )
 def test_rules_across_keys_are_checked_before_any_data_or_run_folder_is_made(tmp_path, capsys, config, override, words):

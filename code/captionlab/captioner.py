@@ -15,12 +15,12 @@ from PIL import Image
 from . import decoding
 from .checkpoint import CheckpointError, read_checkpoint
 from .config import ModelConfig, RunConfig
-from .data.images import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image, to_rgb
+from .data.images import build_transform, load_image, to_rgb
 from .data.lm_vocab import load_vocab
 from .data.tokenizers import build_tokenizer
 from .data.vocab import Vocabulary
 from .errors import InputError
-from .models import MODELS, CaptionModel, build_model
+from .models import TOWERS, CaptionModel, build_model, model_class
 from .paths import resolve
 
 
@@ -49,7 +49,7 @@ class Captioner:
         self.vocab = vocab
         self.config = config
         self.tokenizer = build_tokenizer(config.data.tokenizer)
-        mean, std = getattr(model, "image_norm", (IMAGENET_MEAN, IMAGENET_STD))  # the encoder's own
+        mean, std = model.image_norm  # what the encoder's weights expect
         self.transform = build_transform(config.data.image_size, config.data.resize, mean, std)
 
     def batch(self, images: Sequence[Image.Image | str | os.PathLike]) -> torch.Tensor:
@@ -160,7 +160,7 @@ def pretrain_start(cfg: ModelConfig) -> dict | None:
     that cannot start from pre-trained towers."""
     if not cfg.pretrained_from:
         return None
-    if not hasattr(MODELS.get(cfg.name), "load_pretrained"):
+    if not model_class(cfg.name).takes_pretrained():
         raise InputError(f"model.pretrained_from does not apply to {cfg.name} (only to clip_gpt)")
     return read_pretrain(cfg.pretrained_from)
 
@@ -168,7 +168,7 @@ def pretrain_start(cfg: ModelConfig) -> dict | None:
 def start_vocab(cfg: ModelConfig, start: dict | None = None) -> Vocabulary | None:
     """The vocabulary of the pre-trained text tower a new model starts from, or None: its own."""
     start = start or pretrain_start(cfg)
-    return None if start is None else MODELS.get(cfg.name).start_vocab(start, cfg)
+    return None if start is None else model_class(cfg.name).start_vocab(start, cfg)
 
 
 def new_model(cfg: ModelConfig, vocab, start: dict | None = None) -> torch.nn.Module:
@@ -183,9 +183,13 @@ def new_model(cfg: ModelConfig, vocab, start: dict | None = None) -> torch.nn.Mo
 
 
 def read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
-    """Model (with its weights), vocabulary and run config of a checkpoint; the encoder is built
-    without pretrained weights, which the checkpoint holds."""
-    ckpt = read_checkpoint(path)
+    """Model (with its weights), vocabulary and run config of a checkpoint."""
+    return model_from(read_checkpoint(path))
+
+
+def model_from(ckpt: dict) -> tuple[CaptionModel, Vocabulary, RunConfig]:
+    """``read_model`` of a checkpoint already read; the encoder is built without pretrained weights,
+    which the checkpoint holds."""
     cfg = RunConfig.from_dict(ckpt["config"])
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.encoder.pretrained = False
@@ -199,24 +203,25 @@ def read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
 def read_captioner_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
     """``read_model`` for what decodes: a checkpoint of a model that writes captions, else one line
     saying what the file is and what it is good for (a pre-training checkpoint is no captioner)."""
-    model, vocab, cfg = read_model(path)
-    if not isinstance(model, CaptionModel):
+    ckpt = read_checkpoint(path)
+    name = ckpt["config"]["model"]["name"]
+    if name in TOWERS:  # registered apart from the captioners: nothing that decodes can pick it up
         raise CheckpointError(
-            f"{path} is a {cfg.model.name} checkpoint (`captionlab pretrain`: image and text towers for "
+            f"{path} is a {name} checkpoint (`captionlab pretrain`: image and text towers for "
             f"retrieval), not a captioner: start a captioner from it with model.name=clip_gpt "
             f"model.pretrained_from={path}, or use it for image-text retrieval (captionlab.metrics.retrieval)"
         )
-    return model, vocab, cfg
+    return model_from(ckpt)
 
 
 def load_dual_encoder(path: str | Path, device: str | torch.device = "auto") -> Captioner:
     """A ``captionlab pretrain`` checkpoint for retrieval: its towers (``.model``), input transform,
     vocabulary and tokenizer. It writes no captions; ``load_checkpoint`` refuses it."""
-    model, vocab, cfg = read_model(path)
-    if isinstance(model, CaptionModel):
-        raise CheckpointError(
-            f"{path} is a {cfg.model.name} captioner, not a pre-training checkpoint: use load_checkpoint"
-        )
+    ckpt = read_checkpoint(path)
+    name = ckpt["config"]["model"]["name"]
+    if name not in TOWERS:
+        raise CheckpointError(f"{path} is a {name} captioner, not a pre-training checkpoint: use load_checkpoint")
+    model, vocab, cfg = model_from(ckpt)
     return Captioner(model, vocab, cfg, pick_device(str(device)))
 
 

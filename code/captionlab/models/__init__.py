@@ -1,7 +1,13 @@
-"""Captioning models. Importing this package registers every model family."""
+"""Captioning models. Importing this package registers every model family: a module in this folder
+registers its classes by name (``@MODELS.register``), so a new family is one new file here."""
 
-from . import attention, clip_gpt, clipcap, dual_encoder, show_tell, transformer  # noqa: F401  (registers every model family by name)
-from .base import CaptionModel, State
-from .registry import MODELS, build_model
+import importlib
+import pkgutil
 
-__all__ = ["CaptionModel", "State", "MODELS", "build_model"]
+from .base import CaptionModel, State, TrainableModel
+from .registry import MODELS, TOWERS, build_model, model_class
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["CaptionModel", "State", "TrainableModel", "MODELS", "TOWERS", "build_model", "model_class"]

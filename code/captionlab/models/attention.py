@@ -29,8 +29,7 @@ class GridAttentionCaptioner(CaptionModel):
     doubly_stochastic = False
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
-        super().__init__(vocab_size)
-        self.blind = cfg.blind
+        super().__init__(vocab_size, cfg.blind)
         self.hidden_dim = cfg.hidden_dim
         if feature_dim is None:
             self.encoder = GridEncoder(cfg)
@@ -39,20 +38,6 @@ class GridAttentionCaptioner(CaptionModel):
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.hidden_dim, vocab_size)
-        self.attention_maps: torch.Tensor | None = None  # (B*n, T-1, regions) of the last forward
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(images)  # (B, regions, C)
-        return feats * 0 if self.blind else feats
-
-    def init_state(self, images: torch.Tensor) -> State:
-        return self.init_state_from_features(self.encode(images))
-
-    def init_state_from_features(self, feats: torch.Tensor) -> State:
-        raise NotImplementedError
-
-    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(self.encode(images), captions)
 
     def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         """Teacher forcing from region features (B, regions, C): what training from a cache runs."""
@@ -111,6 +96,7 @@ class ShowAttendTell(GridAttentionCaptioner):
     LSTM or GRU cell started from the mean region feature."""
 
     doubly_stochastic = True
+    config_keys = frozenset({"grid_size", "attention_dim", "cell"})
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
         super().__init__(cfg, vocab_size, feature_dim)
@@ -153,6 +139,8 @@ class AdaptiveAttention(GridAttentionCaptioner):
     """The LSTM reads the word and the global image feature; a visual sentinel (gated memory cell)
     competes with the regions in one softmax, so for each word the model decides how much to look
     (1 - sentinel weight) and how much to rely on its language model. Output from context + h."""
+
+    config_keys = frozenset({"grid_size", "attention_dim", "sentinel_bias", "sentinel_warmup_steps"})
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
         super().__init__(cfg, vocab_size, feature_dim)

@@ -7,7 +7,7 @@ never look inside a model's state.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -75,26 +75,86 @@ class State(dict):
         return self.get("attention")
 
 
-def image_norm_of(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    encoder = model._modules.get("encoder")
-    return getattr(encoder, "norm", None) or (IMAGENET_MEAN, IMAGENET_STD)
+class TrainableModel(nn.Module):
+    """What the trainer and the run folder ask of any model they build, declared with its defaults so
+    that nothing probes a model for what it has: a captioner (``CaptionModel``) or the pre-training
+    dual encoder, which writes no captions and is registered apart from the captioners."""
 
+    # Its vocabulary is a language model's tokenizer (``text_vocab``); build_model hands it ``vocab``
+    # and ``assets`` (the architectures a checkpoint saved).
+    uses_lm_vocab: ClassVar[bool] = False
+    # The model.* keys only some families read (grid_size, num_heads, clip, ...) that this one does:
+    # set on a family that does not list them, config_rules refuses them ("does not apply to").
+    config_keys: ClassVar[frozenset[str]] = frozenset()
+    attention_maps: torch.Tensor | None = None  # (B*n, T-1, regions) of the last forward, where a model keeps them
 
-class CaptionModel(nn.Module):
-    """Base class of every captioner; subclasses implement ``encode``, ``init_state``, ``step``, ``forward``."""
-
-    pad_id, start_id, end_id, unk_id = Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.end_id, Vocabulary.unk_id
-
-    def __init__(self, vocab_size: int) -> None:
+    def __init__(self, vocab_size: int, blind: bool = False) -> None:
         super().__init__()
         self.vocab_size = vocab_size
+        self.blind = blind  # the ablation that ignores the image: encode() returns zeros
+
+    # -- what the model is, asked before it is built ------------------------------------------------
+    @classmethod
+    def config_problems(cls, cfg: Any) -> list[str]:
+        """Cross-key config rules of this family (config_rules runs them before anything loads)."""
+        return []
+
+    @classmethod
+    def text_vocab(cls, cfg: Any, tokenizer: str) -> Vocabulary | None:
+        """The model's own vocabulary (a language model's tokenizer), or None: built from the captions."""
+        return None
+
+    @classmethod
+    def takes_pretrained(cls) -> bool:
+        """Whether ``model.pretrained_from`` (a ``captionlab pretrain`` checkpoint) applies."""
+        return cls.load_pretrained is not TrainableModel.load_pretrained
+
+    @staticmethod
+    def start_vocab(ckpt: dict, cfg: Any) -> Vocabulary | None:
+        """The vocabulary of the pre-trained towers in ``ckpt``, where the model starts from them."""
+        return None
+
+    def load_pretrained(self, ckpt: dict, cfg: Any) -> None:
+        raise InputError(f"model.pretrained_from does not apply to {cfg.name} (only to clip_gpt)")
+
+    def assets(self) -> dict[str, Any] | None:
+        """What a checkpoint needs besides the weights to rebuild the model with no directory."""
+        return None
+
+    # -- images ---------------------------------------------------------------------------------------
+    @property
+    def image_encoder(self) -> nn.Module | None:
+        """The trainable/freezable image encoder (``self.encoder``), None for a model fed features."""
+        return self._modules.get("encoder")
 
     @property
     def image_norm(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The (mean, std) images are normalised with: what the image encoder's weights were trained
         with (ImageNet's for ResNet and ViT, TF-Lite's for EfficientNet-Lite, CLIP's for ClipCap)."""
-        return image_norm_of(self)
+        encoder = self.image_encoder
+        return encoder.norm if encoder is not None else (IMAGENET_MEAN, IMAGENET_STD)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> what the decoder reads: the encoder's output (regions or patches)."""
+        return self.image_encoder(images)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``features``, or zeros of their shape for the blind ablation; the feature cache stores these."""
+        feats = self.features(images)
+        return feats * 0 if self.blind else feats
+
+
+class CaptionModel(TrainableModel):
+    """The contract every captioner meets, so that training, SCST, ensembles, the feature cache and
+    decoding never care which model they drive.
+
+    A model file implements ``init_state_from_features`` and ``step`` (and, for speed, a whole-sequence
+    ``forward_features``); it overrides ``features`` if its encoder's output is not what the decoder
+    reads, and the hooks of ``TrainableModel`` only where it differs from a plain captioner."""
+
+    pad_id, start_id, end_id, unk_id = Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.end_id, Vocabulary.unk_id
+
+    # -- decoding -------------------------------------------------------------------------------------
     @property
     def max_words(self) -> int | None:
         """The longest caption the model can decode, in steps (``<end>`` included): a Transformer has
@@ -102,6 +162,13 @@ class CaptionModel(nn.Module):
         return None
 
     def init_state(self, images: torch.Tensor) -> State:
+        return self.init_state_from_features(self.encode(images))
+
+    def init_state_from_features(self, feats: torch.Tensor) -> State:
+        raise NotImplementedError
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """tokens (batch,) -> log-probabilities (batch, vocab) of the next token, and the new state."""
         raise NotImplementedError
 
     @staticmethod
@@ -114,19 +181,19 @@ class CaptionModel(nn.Module):
             )
         return state.expand(n)
 
-    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """tokens (batch,) -> log-probabilities (batch, vocab) of the next token, and the new state."""
-        raise NotImplementedError
-
+    # -- teacher forcing ------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: captions (batch, T) starting with <start> -> scores (batch, T-1, vocab)
-        predicting captions[:, 1:]: logits or log-probabilities (cross-entropy normalises either). This
-        generic version runs ``step``; models override it with a faster whole-sequence pass that must
-        agree with it.
+        predicting captions[:, 1:]: logits or log-probabilities (cross-entropy normalises either).
 
         ``captions`` may hold ``n`` captions per image (batch*n rows, each image's captions adjacent):
         the image is then encoded once and its state shared, as ``expand_for`` does."""
-        state = self.expand_for(self.init_state(images), captions)
+        return self.forward_features(self.encode(images), captions)
+
+    def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        """``forward`` from encoded features (training from the cache). This generic version runs
+        ``step``; models override it with a faster whole-sequence pass that must agree with it."""
+        state = self.expand_for(self.init_state_from_features(feats), captions)
         logits = []
         for t in range(captions.size(1) - 1):
             logprobs, state = self.step(captions[:, t], state)
@@ -143,8 +210,8 @@ class FeatureInput(CaptionModel):
         self.model = model
 
     @property
-    def attention_maps(self) -> torch.Tensor | None:
-        return getattr(self.model, "attention_maps", None)
+    def attention_maps(self) -> torch.Tensor | None:  # type: ignore[override]
+        return getattr(self.model, "attention_maps", None)  # it also wraps the dual encoder, which keeps none
 
     @property
     def max_words(self) -> int | None:

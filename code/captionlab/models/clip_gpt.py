@@ -27,6 +27,8 @@ class ClipGPT(ViTTransformer):
     """Built like any model from its config; ``captioner.new_model`` then hands it the pre-training
     checkpoint (``load_pretrained``): a model never reads files while it is being constructed."""
 
+    config_keys = ViTTransformer.config_keys | {"pretrained_from", "pretrained_towers"}
+
     def load_pretrained(self, ckpt: dict, cfg: ModelConfig) -> None:
         """Copy the towers ``cfg.pretrained_towers`` names from a ``captionlab pretrain`` checkpoint."""
         theirs = ckpt["config"]["model"]

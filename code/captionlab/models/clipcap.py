@@ -80,11 +80,12 @@ class TransformerMapper(nn.Module):
 class ClipCap(CaptionModel):
     uses_lm_vocab = True  # its vocabulary is the language model's tokenizer (trainer.build_vocab)
     image_norm = (CLIP_MEAN, CLIP_STD)
+    config_keys = frozenset({"clip", "lm", "prefix_len", "mapper", "mapper_layers", "lm_frozen", "num_heads"})
 
     def __init__(
         self, cfg: ModelConfig, vocab_size: int, vocab: LMVocabulary | None = None, assets: dict[str, Any] | None = None
     ) -> None:
-        super().__init__(vocab_size)
+        super().__init__(vocab_size, cfg.blind)
         from transformers import CLIPVisionConfig, CLIPVisionModel, GPT2Config, GPT2LMHeadModel
 
         if not isinstance(vocab, LMVocabulary) or len(vocab) != vocab_size:
@@ -128,14 +129,8 @@ class ClipCap(CaptionModel):
         """What a checkpoint needs besides the weights to rebuild this model with no directory."""
         return {"clip_config": self.encoder.clip.config.to_dict(), "lm_config": self.lm.config.to_dict()}
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(images)  # (B, C)
-
     def _vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return from_lm_logits(logits[..., : self.text.lm_size], self.lm_eos, self.banned)
-
-    def init_state(self, images: torch.Tensor) -> State:
-        return self.init_state_from_features(self.encode(images))
 
     def init_state_from_features(self, feats: torch.Tensor) -> State:
         prefix = self.mapper(feats)  # (B, P, D)
@@ -147,9 +142,6 @@ class ClipCap(CaptionModel):
         out = self.lm(inputs_embeds=emb, cache=state_to_cache(state, self.lm_layers), use_cache=True)
         logits = self._vocab_logits(out.logits[:, -1])  # (rows, vocab)
         return torch.log_softmax(logits.float(), -1), State(state, **cache_to_state(out.cache))
-
-    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(self.encode(images), captions)
 
     def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         prefix = self.mapper(feats)  # (B, P, D)

@@ -19,10 +19,10 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..config_rules import position_problems
-from .base import CaptionModel, image_norm_of
+from .base import CaptionModel, TrainableModel
 from .encoders import image_encoder
-from .registry import MODELS
-from .transformer import DecoderLayer, TokenPositions, small_embeddings
+from .registry import TOWERS
+from .transformer import TRANSFORMER_KEYS, DecoderLayer, TokenPositions, small_embeddings
 
 
 class TextTower(TokenPositions, nn.Module):
@@ -46,31 +46,23 @@ class TextTower(TokenPositions, nn.Module):
         return self.norm(x)
 
 
-@MODELS.register("dual_encoder")
-class DualEncoder(nn.Module):
+@TOWERS.register("dual_encoder")
+class DualEncoder(TrainableModel):
     """images (B, 3, H, W), captions (B, T) -> unit image and text embeddings (B, D) and the logit scale."""
+
+    config_keys = TRANSFORMER_KEYS - {"tie_embeddings"}  # its tower ties nothing; clip_gpt's decoder may
 
     @classmethod
     def config_problems(cls, cfg: Any) -> list[str]:
         return position_problems(cfg, text_tower=True)
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.blind = cfg.blind
+        super().__init__(vocab_size, cfg.blind)
         self.encoder = image_encoder(cfg)
         self.text = TextTower(cfg, vocab_size)
         self.image_proj = nn.Linear(self.encoder.out_dim, cfg.embed_dim)
         self.text_proj = nn.Linear(cfg.hidden_dim, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature 0.07
-
-    @property
-    def image_norm(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return image_norm_of(self)
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(images)  # (B, N, C)
-        return feats * 0 if self.blind else feats
 
     def image_embedding(self, feats: torch.Tensor) -> torch.Tensor:
         """Encoder features (B, N, C) -> unit vectors (B, D)."""

@@ -16,6 +16,7 @@ from ..config import EncoderConfig, ModelConfig
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import InputError
 from ..paths import resolve
+from ..registry import Registry
 from ..weights import MissingWeightsError, url_weights
 
 __all__ = ["MissingWeightsError", "build_cnn", "image_encoder", "GridEncoder"]
@@ -288,6 +289,11 @@ class EfficientNetLiteEncoder(StagedEncoder):
 
 
 CNNS = {**{name: ResNetEncoder for name in RESNETS}, **{name: EfficientNetLiteEncoder for name in LITE}}
+# model.encoder.name -> its class; the config's choices are this registry's names. A new encoder is a
+# StagedEncoder registered here (a CNN also goes into CNNS, so that grid and global models can use it).
+ENCODERS: Registry[type] = Registry("encoder")
+for _name, _cls in {**CNNS, **dict.fromkeys(VITS, ViTEncoder)}.items():
+    ENCODERS.register(_name)(_cls)
 
 
 def build_cnn(cfg: EncoderConfig) -> StagedEncoder:

@@ -7,13 +7,19 @@ from typing import Any
 from ..config import ModelConfig
 from ..registry import Registry
 
-MODELS: Registry[type] = Registry("model")
+MODELS: Registry[type] = Registry("model")  # captioners: what decoding, evaluate, caption and serve load
+TOWERS: Registry[type] = Registry("pre-training model")  # the dual encoder: trained, never decoded
+
+
+def model_class(name: str) -> type:
+    """The class ``model.name`` names: a captioner, or a pre-training model."""
+    return TOWERS.get(name) if name in TOWERS else MODELS.get(name)
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, vocab: Any = None, assets: dict[str, Any] | None = None):
     """``vocab`` and ``assets`` (architectures a checkpoint saved) reach the models that need them:
     those whose text goes through a language model's own tokenizer (``uses_lm_vocab``)."""
-    cls = MODELS.get(cfg.name)
-    if getattr(cls, "uses_lm_vocab", False):
+    cls = model_class(cfg.name)
+    if cls.uses_lm_vocab:
         return cls(cfg, vocab_size, vocab=vocab, assets=assets)
     return cls(cfg, vocab_size)

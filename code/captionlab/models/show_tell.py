@@ -19,8 +19,7 @@ class GlobalRNNCaptioner(CaptionModel):
     cell = "gru"
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
-        super().__init__(vocab_size)
-        self.blind = cfg.blind
+        super().__init__(vocab_size, cfg.blind)
         self.num_layers, self.hidden_dim = cfg.num_layers, cfg.hidden_dim
         self.encoder = build_cnn(cfg.encoder)
         feat = self.encoder.out_dim
@@ -39,12 +38,8 @@ class GlobalRNNCaptioner(CaptionModel):
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.hidden_dim, vocab_size)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(images).mean((2, 3))  # (batch, feat)
-        return feats * 0 if self.blind else feats  # blind: the ablation that ignores the image
-
-    def init_state(self, images: torch.Tensor) -> State:
-        return self.init_state_from_features(self.encode(images))
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images).mean((2, 3))  # (batch, feat): the global feature
 
     def init_state_from_features(self, feats: torch.Tensor) -> State:
         """feats (B, C): the pooled CNN feature."""
@@ -71,9 +66,6 @@ class GlobalRNNCaptioner(CaptionModel):
         else:
             new["h"] = hidden.transpose(0, 1)
         return torch.log_softmax(logits[:, 0].float(), -1), new
-
-    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(self.encode(images), captions)
 
     def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         logits, _ = self._run(captions[:, :-1], self.expand_for(self.init_state_from_features(feats), captions))

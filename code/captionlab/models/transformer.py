@@ -127,6 +127,10 @@ def sinusoid(n: int, dim: int) -> torch.Tensor:
     return table  # (n, dim)
 
 
+# What a Transformer decoder or text tower reads (grid_size: the region grid of a CNN encoder).
+TRANSFORMER_KEYS = frozenset({"grid_size", "num_heads", "ff_dim", "positions", "max_positions", "tie_embeddings"})
+
+
 class TokenPositions:
     """Token embeddings and learned or sinusoidal positions, shared by the captioning decoder and the
     pre-training text tower (same parameter names, so clip_gpt can start one from the other)."""
@@ -159,14 +163,15 @@ class TokenPositions:
 class ViTTransformer(TokenPositions, CaptionModel):
     """ViT patch tokens (or a ResNet grid) -> Transformer decoder with a key/value cache."""
 
+    config_keys = TRANSFORMER_KEYS
+
     @classmethod
     def config_problems(cls, cfg: Any) -> list[str]:
         return position_problems(cfg)
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
-        super().__init__(vocab_size)
+        super().__init__(vocab_size, cfg.blind)
         d = cfg.hidden_dim
-        self.blind = cfg.blind
         if feature_dim is None:
             self.encoder = image_encoder(cfg)
             feature_dim = self.encoder.out_dim
@@ -182,13 +187,6 @@ class ViTTransformer(TokenPositions, CaptionModel):
             small_embeddings(self.embed, self.positions, d)  # N(0, 1) rows would give logits of size sqrt(d)
             self.out.weight = self.embed.weight
         self.use_cache = True  # False recomputes the whole prefix at every step (benchmarks, tests)
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(images)  # (B, N, C)
-        return feats * 0 if self.blind else feats
-
-    def init_state(self, images: torch.Tensor) -> State:
-        return self.init_state_from_features(self.encode(images))
 
     def init_state_from_features(self, feats: torch.Tensor) -> State:
         memory = self.memory(feats)  # (B, N, d)
@@ -225,9 +223,6 @@ class ViTTransformer(TokenPositions, CaptionModel):
             new["prefix"] = prefix
         new["attention"] = weights[:, -1]  # (rows, N)
         return torch.log_softmax(logits[:, -1].float(), -1), new
-
-    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(self.encode(images), captions)
 
     def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         state = self.expand_for(self.init_state_from_features(feats), captions)

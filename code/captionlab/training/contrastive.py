@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..retrieval import retrieval_recall
+from .losses import LOSSES, Objective
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +29,7 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x), 0)
 
 
-class ContrastiveLoss:
+class ContrastiveLoss(Objective):
     """InfoNCE; with ``lm_weight`` > 0 also next-token prediction on the text tower (its causal blocks and
     tied embeddings read as a GPT), which is what clip_gpt's decoder then starts from."""
 
@@ -76,3 +77,8 @@ class ContrastiveLoss:
             )
         finally:
             model.train(was_training)
+
+
+@LOSSES.register("contrastive")
+def _contrastive(t: Any) -> ContrastiveLoss:
+    return ContrastiveLoss(t.lm_weight)

@@ -13,7 +13,7 @@ from ..config import RunConfig
 from ..data.dataset import CaptionDataset
 from ..errors import ExistsError, MissingError
 from ..files import remove_stale_temporaries
-from ..models import MODELS
+from ..models import model_class
 from ..paths import resolve
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "steps.csv", "tensorboard", "config.yaml", "curves.png")
@@ -51,7 +51,7 @@ def create_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def encoder_name(cfg: RunConfig) -> str:
     m = cfg.model
-    return f"CLIP {m.clip} + LM {m.lm}" if getattr(MODELS.get(m.name), "uses_lm_vocab", False) else m.encoder.name
+    return f"CLIP {m.clip} + LM {m.lm}" if model_class(m.name).uses_lm_vocab else m.encoder.name
 
 
 def describe_run(

@@ -21,6 +21,8 @@ from ..data.dataset import ImageRecord
 from ..errors import InputError
 from ..metrics.cider import DocumentFrequency, cider_d
 from ..metrics.coco import simple_tokenize
+from ..registry import Registry
+from .losses import LOSSES, Objective
 
 
 def parse_reward(spec: str) -> dict[str, float]:
@@ -67,20 +69,34 @@ class Reward:
         return total
 
     def _metric(self, name: str, cands: dict, refs: dict) -> np.ndarray:
-        if name == "CIDEr":
-            return cider_d(cands, refs, df=self.df)[1]
-        if name == "Bleu_4":
-            from pycocoevalcap.bleu.bleu import Bleu
-
-            return np.asarray(Bleu(4).compute_score(refs, cands, verbose=0)[1][3])
-        if name == "METEOR":
-            from ..metrics.coco import meteor
-
-            return np.asarray(meteor().compute_score(refs, cands)[1])  # one Java process for the whole run
-        raise InputError(f"unknown reward {name!r}; choose CIDEr, Bleu_4 or METEOR")
+        return REWARDS.get(name)(cands, refs, self)
 
 
-class SelfCriticalLoss:
+# train.scst_reward names -> per-caption scores (cands, refs: id -> tokenised captions). A new reward
+# is one registered function here; the config accepts its name from then on.
+REWARDS: Registry[Callable[[dict, dict, Reward], np.ndarray]] = Registry("reward")
+
+
+@REWARDS.register("CIDEr")
+def _cider(cands: dict, refs: dict, reward: Reward) -> np.ndarray:
+    return cider_d(cands, refs, df=reward.df)[1]  # CIDEr-D with the training set's document frequencies
+
+
+@REWARDS.register("Bleu_4")
+def _bleu4(cands: dict, refs: dict, reward: Reward) -> np.ndarray:
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    return np.asarray(Bleu(4).compute_score(refs, cands, verbose=0)[1][3])
+
+
+@REWARDS.register("METEOR")
+def _meteor(cands: dict, refs: dict, reward: Reward) -> np.ndarray:
+    from ..metrics.coco import meteor
+
+    return np.asarray(meteor().compute_score(refs, cands)[1])  # one Java process for the whole run
+
+
+class SelfCriticalLoss(Objective):
     """The strategy the trainer drives with ``train.loss: scst``. ``prepare`` is called once with the
     training records so rewards can use each image's full reference set, and how to turn sampled ids into words."""
 
@@ -158,20 +174,6 @@ class SelfCriticalLoss:
         return loss, stats
 
 
-def build_loss(train_cfg: Any) -> Any:
-    """The loss strategy named by ``train.loss``."""
-    from .losses import CrossEntropyLoss
-
-    if train_cfg.loss == "contrastive":
-        from .contrastive import ContrastiveLoss
-
-        return ContrastiveLoss(train_cfg.lm_weight)
-    if train_cfg.loss == "scst":
-        return SelfCriticalLoss(
-            train_cfg.scst_samples,
-            train_cfg.scst_baseline,
-            train_cfg.scst_temperature,
-            train_cfg.scst_reward,
-            train_cfg.scst_max_len,
-        )
-    return CrossEntropyLoss(train_cfg.attention_reg)
+@LOSSES.register("scst")
+def _self_critical(t: Any) -> SelfCriticalLoss:
+    return SelfCriticalLoss(t.scst_samples, t.scst_baseline, t.scst_temperature, t.scst_reward, t.scst_max_len)

@@ -22,7 +22,7 @@ from ..data.vocab import Vocabulary
 from ..errors import InputError
 from ..evaluation import caption_records, scoring_inputs
 from ..metrics import FAST_METRICS, score
-from ..models import MODELS
+from ..models import model_class
 from ..models.base import FeatureInput
 from ..paths import resolve
 from . import distributed as D
@@ -53,8 +53,8 @@ def build_vocab(cfg: RunConfig, dataset: CaptionDataset, start: dict | None = No
     """Words of the training captions; or the model's own (``text_vocab``): a language model's
     tokenizer (ClipCap), or the vocabulary its pre-trained text tower was trained with (clip_gpt;
     ``start``: its pre-training checkpoint, if read already)."""
-    own = getattr(MODELS.get(cfg.model.name), "text_vocab", None)
-    vocab = own(cfg.model, cfg.data.tokenizer) if own is not None else start_vocab(cfg.model, start)
+    own = model_class(cfg.model.name).text_vocab(cfg.model, cfg.data.tokenizer)
+    vocab = own if own is not None else start_vocab(cfg.model, start)
     if vocab is not None:
         return vocab
     tok = build_tokenizer(cfg.data.tokenizer)
@@ -82,8 +82,8 @@ def init_from(cfg: RunConfig, path: Path) -> tuple[RunConfig, Vocabulary, torch.
     """The run takes the checkpoint's model config, vocabulary and weights; the encoder stays as
     trainable as it was (read_model builds it without pretrained weights, which would make it trainable)."""
     model, vocab, ckpt_cfg = read_model(path)
-    if hasattr(model, "encoder") and hasattr(model.encoder, "set_trainable"):
-        model.encoder.set_trainable(ckpt_cfg.model.encoder_trainable())
+    if model.image_encoder is not None:
+        model.image_encoder.set_trainable(ckpt_cfg.model.encoder_trainable())
     return dataclasses.replace(cfg, model=ckpt_cfg.model), vocab, model
 
 
@@ -101,7 +101,7 @@ def build_optimizer(model: torch.nn.Module, t: Any) -> torch.optim.Optimizer:
     """Adam with two groups: the model at ``train.lr`` and its encoder's trainable parameters at
     ``train.encoder_lr`` (under ``train.fine_tune_from_epoch``: the stages that open later);
     ``base_lr`` is what ``lr_factor`` scales each step."""
-    encoder = getattr(model, "encoder", None)
+    encoder = model.image_encoder
     if t.fine_tune_from_epoch is not None:  # the config checked that the encoder starts frozen
         enc_params = [p for s in encoder.stages(t.fine_tune_blocks) for p in s.parameters()]  # opened later
     else:

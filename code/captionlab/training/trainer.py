@@ -32,9 +32,9 @@ from ..metrics.coco import simple_tokenize
 from ..paths import resolve
 from ..runlog import RunLog, read_log
 from . import distributed as D
+from .objectives import build_loss
 from .resume import SkipSampler, StopSignals, TrainingStopped, capture_rng, restore_rng
 from .rundir import check_run_dir, create_run_dir, describe_run
-from .scst import build_loss
 from .setup import FeatureSource, build_model_and_vocab, build_optimizer, lr_factor, seed_everything, validate
 
 SHOWN = ("Bleu_4", "ROUGE_L", "CIDEr", "i2t_R@1", "t2i_R@1", "mean_recall")  # the per-epoch console line
@@ -96,7 +96,7 @@ class Trainer:
         self.dataset = dataset
         self.cfg, self.vocab, model = build_model_and_vocab(cfg, dataset)
         self.model = model.to(device)
-        self.encoder = getattr(self.model, "encoder", None)
+        self.encoder = self.model.image_encoder
         self.optimizer = build_optimizer(self.model, self.cfg.train)
         self.done, self.global_step, self.extra = 0, 0, {}  # epochs complete, optimiser steps, resume state
         self.best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
@@ -114,9 +114,8 @@ class Trainer:
             self.cfg.train.seq_per_img,
             self.cfg.train.seed,
         )
-        if hasattr(loss_fn, "prepare"):  # e.g. SCST: rewards need every training image's references
-            words = metric_text(self.captioner.tokenizer) or simple_tokenize
-            loss_fn.prepare(self.train_set.records, self.captioner.words, words)
+        words = metric_text(self.captioner.tokenizer) or simple_tokenize  # SCST: rewards need every reference
+        loss_fn.prepare(self.train_set.records, self.captioner.words, words)
         self._open_run(resume, overwrite)
         self._set_up_devices()
 
@@ -226,8 +225,8 @@ class Trainer:
         """DDP, AMP and the feature cache. A loss that decodes (SCST) calls init_state/step rather than
         forward, so DDP's hooks cannot sync: it drives the bare model and gradients are averaged by hand."""
         t, info = self.cfg.train, self.info
-        self.assets = self.model.assets() if hasattr(self.model, "assets") else None
-        self.manual_sync = info.enabled and getattr(self.loss_fn, "needs_raw_model", False)
+        self.assets = self.model.assets()
+        self.manual_sync = info.enabled and self.loss_fn.needs_raw_model
         self._wrap()
         self.use_amp = t.amp and self.device.type == "cuda"
         if t.amp and not self.use_amp and info.is_main:
@@ -356,7 +355,9 @@ class Trainer:
         }  # "seconds" adds validation
         if not info.is_main:
             return
-        metrics = getattr(self.loss_fn, "validate", validate)(self.captioner, self.dataset, self.cfg, self.progress)
+        metrics = self.loss_fn.validate(self.captioner, self.dataset, self.cfg, self.progress)
+        if metrics is None:  # the objective has no metrics of its own: caption val and score it
+            metrics = validate(self.captioner, self.dataset, self.cfg, self.progress)
         row.update(metrics)
         row["seconds"] = round(time.time() - t0, 2)
         improved = metrics[t.select_metric] > self.best["value"]
