@@ -1,6 +1,6 @@
 """Train configs over several seeds at once and compare them on the test split.
 
-One or two seeds of a demo-size run move its scores by more than two models differ (see README), so
+One or two seeds of a demo-size run move its scores by more than two models differ (see docs/results.md), so
 a claim like "adaptive attention matches Show-Attend-Tell" needs several seeds. This trains every
 (config, seed) pair as its own `captionlab train` process, ``--parallel`` at a time (a GPU runs many
 of these small models side by side), then decodes each best.pt on the test split and prints a table:
