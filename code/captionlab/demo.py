@@ -17,7 +17,7 @@ from .training.rundir import check_run_dir
 from .training.trainer import train
 from .viz import caption_grid, plot_training_curves
 
-DEMO_CONFIGS = (CONFIGS / "demo" / "cnn_gru.yaml", CONFIGS / "demo" / "show_attend_tell.yaml")
+DEMO_CONFIGS = (CONFIGS / "demo" / "lite0_cnn_gru.yaml", CONFIGS / "demo" / "lite0_show_attend_tell.yaml")
 COMPARE_PAGE = "demo_report.html"  # in train.output_dir: the last model (B) against the first (A)
 
 

@@ -121,8 +121,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     s.add_argument(
         "--config",
         action="append",
-        help="run config, once per model (default: code/configs/demo/cnn_gru.yaml and show_attend_tell.yaml); "
-        "with two or more, the report compares the last with the first",
+        help="run config, once per model (default: code/configs/demo/lite0_cnn_gru.yaml and "
+        "lite0_show_attend_tell.yaml); with two or more, the report compares the last with the first",
     )
     add_overrides(s)
     s.add_argument("--beam-size", type=positive_int, default=3, help="beam width of the test evaluation")
