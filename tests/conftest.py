@@ -141,7 +141,7 @@ def clipcap_config(name: str, tmp: Path, hf: Path, synth: Path, *overrides: str)
 def tiny_hf(tmp_path_factory, synth_root):
     """Tiny random CLIPVisionModel and GPT2LMHeadModel (tokenizer trained on the tiny set's captions),
     written with save_pretrained: what `captionlab tiny-hf` writes."""
-    from captionlab.models.hf import write_tiny_models
+    from captionlab.models.tiny_hf import write_tiny_models
 
     return shared_dir(
         tmp_path_factory,

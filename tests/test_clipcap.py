@@ -18,7 +18,8 @@ from captionlab.data.lm_vocab import SHIFT, LMVocabulary, load_vocab
 from captionlab.data.tokenizers import build_tokenizer
 from captionlab.models import build_model
 from captionlab.models.encoders import MissingWeightsError
-from captionlab.models.hf import cache_to_state, save_tiny_gpt2, state_to_cache
+from captionlab.models.hf import cache_to_state, state_to_cache
+from captionlab.models.tiny_hf import save_tiny_gpt2
 from conftest import clipcap_config
 
 CAPTION = "a big red circle at the top left"

@@ -18,7 +18,7 @@ from captionlab.data.vocab import Vocabulary
 from captionlab.metrics.clipscore import clip_scores, load_clip
 from captionlab.metrics.retrieval import recall_at_k
 from captionlab.models import build_model
-from captionlab.models.hf import save_tiny_clip_model
+from captionlab.models.tiny_hf import save_tiny_clip_model
 from captionlab.paths import CONFIGS
 from captionlab.training.contrastive import ContrastiveLoss
 

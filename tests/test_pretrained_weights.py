@@ -244,7 +244,8 @@ def test_a_hub_id_whose_download_fails_gives_the_message(hf_cache, monkeypatch):
 def test_a_hub_id_in_the_cache_loads_as_a_directory_would(hf_cache, tmp_path, monkeypatch, no_network):
     """The Hugging Face cache's own layout (models--org--name/snapshots/REV + refs/main), filled by hand
     with a tiny CLIP vision tower: ``model.clip: org/name`` finds it, offline, without a connection."""
-    from captionlab.models.hf import load_pretrained, save_tiny_clip
+    from captionlab.models.hf import load_pretrained
+    from captionlab.models.tiny_hf import save_tiny_clip
 
     monkeypatch.setenv("CAPTIONLAB_OFFLINE", "1")
     repo = hf_cache / "models--tiny-org--tiny-clip"
@@ -285,7 +286,8 @@ def test_a_directory_of_another_architecture_is_refused_and_unused_weights_are_s
     from transformers import CLIPVisionModel, CLIPVisionModelWithProjection, GPT2LMHeadModel
 
     from captionlab.errors import InputError
-    from captionlab.models.hf import load_pretrained, save_tiny_clip, save_tiny_clip_model
+    from captionlab.models.hf import load_pretrained
+    from captionlab.models.tiny_hf import save_tiny_clip, save_tiny_clip_model
 
     save_tiny_clip(tmp_path / "vision")
     save_tiny_clip_model(tmp_path / "full", ["a red circle", "a blue square"] * 10)

@@ -10,7 +10,8 @@ from pathlib import Path
 from .config import RunConfig, load_config
 from .data.adapters import load_dataset
 from .errors import InputError
-from .evaluation import evaluate_checkpoint, format_report
+from .evaluation import evaluate_checkpoint
+from .metrics.tables import format_report
 from .paths import CONFIGS, resolve
 from .report import write_report
 from .training.rundir import check_run_dir

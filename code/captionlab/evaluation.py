@@ -14,11 +14,10 @@ from .captioner import Captioner, load_checkpoint
 from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_images
 from .data.tokenizers import Tokenizer, metric_text
 from .errors import InputError
+from .files import write_json
 from .metrics import ALL_METRICS, score
-from .metrics.attributes import attribute_accuracy, format_attribute_table, is_synthetic
-from .metrics.coco import write_json
+from .metrics.attributes import attribute_accuracy, is_synthetic
 from .metrics.grounding import grounding_rate
-from .metrics.tables import markdown_table
 
 
 def caption_records(
@@ -249,32 +248,3 @@ def attribute_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
     if first and first.get("blind_floor"):
         out["blind floor"] = first["blind_floor"]
     return out
-
-
-def format_table(rows: dict[str, dict[str, Any]]) -> str:
-    """A markdown table of the numeric metrics, one row per named result (e.g. model or beam size)."""
-    keys = [k for k, v in next(iter(rows.values())).items() if isinstance(v, (int, float))]
-    return markdown_table(rows, "run", keys)
-
-
-def format_report(name: str, metrics: dict[str, Any]) -> str:
-    """The metric table, and under it the attribute table where the split is synthetic."""
-    text = format_table({name: metrics})
-    attrs = metrics.get("attribute_accuracy")
-    if attrs:
-        rows = {name: attrs["accuracy"]}
-        if attrs.get("blind_floor"):
-            rows["blind floor (captions vs other images)"] = attrs["blind_floor"]
-        text += "\n\n" + format_attribute_table(rows)
-    if metrics.get("grounding"):
-        text += "\n\n" + format_grounding(metrics["grounding"])
-    return text
-
-
-def format_grounding(g: dict[str, Any]) -> str:
-    if not g["words"]:
-        return "grounding rate: no generated word names an object of its scene"
-    return (
-        f"grounding rate {g['grounding_rate']:.3f} (chance {g['chance_rate']:.3f}) over {g['words']} words "
-        "that name an object of the scene"
-    )

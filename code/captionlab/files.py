@@ -7,12 +7,14 @@ good file is still there, and the error says which path failed and why.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .errors import CaptionlabError
+from .errors import CaptionlabError, InputError, MissingError
 
 
 class OutputWriteError(CaptionlabError, OSError):
@@ -57,3 +59,20 @@ def remove_stale_temporaries(folder: str | Path) -> int:
             p.unlink()
             n += 1
     return n
+
+
+def read_json(path: Path, what: str = "annotation file") -> Any:
+    """Parse a JSON file; errors name ``what`` the file is (annotation file, results file) and where."""
+    if not path.is_file():
+        raise MissingError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what} {path} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Indented UTF-8 JSON, written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", Path(path).suffix[1:] + " file")

@@ -108,5 +108,7 @@ def progress(
 
 
 def write(message: str) -> None:
-    """Print a line without breaking a bar that is on screen."""
+    """Print a line without breaking a bar that is on screen; flushed, so that a pipe or log file
+    shows it at once (the trainer's one channel for what it says)."""
     tqdm.write(message, file=sys.stdout)
+    sys.stdout.flush()

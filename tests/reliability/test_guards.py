@@ -15,8 +15,7 @@ import torch
 from captionlab.checkpoint import read_checkpoint, save_checkpoint
 from captionlab.cli import main
 from captionlab.data import load_dataset
-from captionlab.files import OutputWriteError
-from captionlab.metrics.coco import write_json
+from captionlab.files import OutputWriteError, write_json
 from captionlab.runlog import read_log
 from captionlab.training.losses import CrossEntropyLoss
 from captionlab.training.resume import TrainingStopped

@@ -35,7 +35,8 @@ def dataset_for(a: argparse.Namespace, cfg):
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from ..captioner import load_checkpoint
-    from ..evaluation import evaluate_split, format_report, run_facts
+    from ..evaluation import evaluate_split, run_facts
+    from ..metrics.tables import format_report
 
     captioner = load_checkpoint(a.checkpoint, a.device)
     max_len = captioner.check_max_len(a.max_len or captioner.config.decode.max_len)  # before the data loads
@@ -76,8 +77,8 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 
 def cmd_score(a: argparse.Namespace) -> None:
+    from ..files import write_json
     from ..metrics import score_files
-    from ..metrics.coco import write_json
 
     if a.fast and "METEOR" in metric_list(a.metrics or ""):
         raise InputError("--fast scores without Java, and METEOR needs it: drop METEOR from --metrics or --fast")

@@ -19,7 +19,7 @@ def cmd_synth(a: argparse.Namespace) -> None:
 
 def cmd_tiny_hf(a: argparse.Namespace) -> None:
     from ..config import load_config
-    from ..models.hf import write_tiny_models
+    from ..models.tiny_hf import write_tiny_models
 
     clip, lm = write_tiny_models(load_config(a.config, overrides(a)), a.overwrite)
     print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from ..config import DataConfig
 from ..errors import InputError, MissingError
+from ..files import read_json
 from ..paths import resolve
 from ..registry import Registry
 from .dataset import CaptionDataset, ImageRecord, check_images
@@ -26,18 +26,6 @@ def load_dataset(cfg: DataConfig) -> CaptionDataset:
     if not ds.records:
         raise InputError(f"{ds.source}: no usable images")
     return ds
-
-
-def read_json(path: Path, what: str = "annotation file") -> Any:
-    """Parse a JSON file; errors name ``what`` the file is (annotation file, results file) and where."""
-    if not path.is_file():
-        raise MissingError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{what} {path} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def _caption(text: Any, where: str) -> str:

@@ -26,7 +26,6 @@ from PIL import Image
 from ..data.dataset import ImageRecord
 from ..data.synthetic import COLOURS, COLS, NUMBERS, ROWS, SHAPES, SIZES
 from ..errors import InputError
-from .tables import markdown_table
 
 ATTRIBUTES = ("colour", "shape", "size", "position", "count")
 _SHAPE_WORDS = {w: s for s, words in SHAPES.items() for w in words}
@@ -175,7 +174,3 @@ def is_synthetic(records: Sequence[ImageRecord]) -> bool:
     return bool(records) and all(
         r.objects and all(len(o.get("name", "").split()) == 3 and "bbox" in o for o in r.objects) for r in records
     )
-
-
-def format_attribute_table(rows: Mapping[str, Mapping[str, float]]) -> str:
-    return markdown_table(rows, "attribute accuracy", (*ATTRIBUTES, "overall"))

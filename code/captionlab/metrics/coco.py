@@ -9,7 +9,6 @@ same BLEU, ROUGE-L and CIDEr-D with no Java: ``score --fast`` and per-epoch vali
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import warnings
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CaptionlabError, InputError
-from ..files import atomic_write_text
+from ..files import read_json
 from ..weights import MissingWeightsError
 
 ALL_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
@@ -178,7 +177,6 @@ def score(
 
 def load_results(path: str | Path) -> dict[Any, str]:
     """COCO results file: ``[{"image_id": ..., "caption": ...}, ...]``."""
-    from ..data.adapters import read_json
 
     path = Path(path)
     data = read_json(path, "results file")
@@ -198,7 +196,6 @@ def load_results(path: str | Path) -> dict[Any, str]:
 
 def load_annotations(path: str | Path) -> dict[Any, list[str]]:
     """COCO caption annotations: ``{"images": [...], "annotations": [{"image_id", "caption"}]}``."""
-    from ..data.adapters import read_json
 
     path = Path(path)
     data = read_json(path)
@@ -217,7 +214,6 @@ def load_annotations(path: str | Path) -> dict[Any, list[str]]:
 def image_paths(path: str | Path, image_root: str | Path | None = None) -> dict[Any, Path]:
     """Image id -> file of a COCO annotation file's ``images``: ``file_path`` (what captionlab writes)
     or ``image_root`` / ``file_name`` (default root: the annotation file's folder)."""
-    from ..data.adapters import read_json
 
     path = Path(path)
     data = read_json(path)
@@ -251,7 +247,3 @@ def score_files(
     if unscored:
         warnings.warn(f"{unscored} annotated image(s) have no result and are not scored", stacklevel=2)
     return score(results, refs, metrics, tokenizer, fast_cider=fast_cider)
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", Path(path).suffix[1:] + " file")

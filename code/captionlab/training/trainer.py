@@ -160,7 +160,7 @@ class Trainer:
                         raise self._stopped(stop, epoch, last, last)
         except KeyboardInterrupt:
             if info.is_main:
-                print(
+                P.write(
                     f"\ninterrupted at once (second Ctrl-C): {self.run_dir / 'last.pt'} holds the last save; "
                     "continue with --resume"
                 )
@@ -197,7 +197,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.train_set) / (t.batch_size * info.world_size))
         if info.is_main:
             create_run_dir(self.run_dir, bool(resume), overwrite)
-            print(
+            P.write(
                 describe_run(
                     self.cfg,
                     self.run_dir,
@@ -207,11 +207,10 @@ class Trainer:
                     self.device,
                     self.steps_per_epoch,
                     info.world_size,
-                ),
-                flush=True,
+                )
             )
             if resume:
-                print(f"resuming after epoch {self.done} of {t.epochs} ({self.resumed_from})", flush=True)
+                P.write(f"resuming after epoch {self.done} of {t.epochs} ({self.resumed_from})")
         D.barrier(info)
         purge = self.global_step + 1 if resume else None
         self.log = RunLog(self.run_dir, t.tensorboard, enabled=info.is_main, purge_step=purge)
@@ -260,10 +259,9 @@ class Trainer:
             self.encoder.fine_tune_last(t.fine_tune_blocks)
             self._wrap()  # a DDP built while the encoder was frozen would not sync its new parameters
             if info.is_main:
-                print(
+                P.write(
                     f"epoch {epoch + 1}: fine-tuning the encoder's last {t.fine_tune_blocks} stage(s) at "
-                    f"lr {t.encoder_lr:g}",
-                    flush=True,
+                    f"lr {t.encoder_lr:g}"
                 )
         cached = self.cache.usable(self.encoder)
         epoch_set, step_model = (self.cache.dataset(), self.cache.model()) if cached else (self.train_set, self.target)

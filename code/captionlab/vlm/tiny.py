@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..hub import quiet
-from ..models.hf import byte_bpe_tokenizer, tiny_vision, train_language_model
+from ..models.tiny_hf import byte_bpe_tokenizer, tiny_vision, train_language_model
 from .models import kind_of
 
 # A chat template in llava-1.5's format: "USER: <image>\n{prompt} ASSISTANT: {answer}</s>"
