@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 from torchvision.models import resnet18
 
+from captionlab import load_checkpoint
+from captionlab.data import load_dataset
 from captionlab.data.images import build_transform
+from captionlab.evaluation import caption_records
 from captionlab.models import build_model
 from captionlab.training.feature_cache import cache_key
 from captionlab.training.trainer import train
@@ -47,7 +51,7 @@ def test_cached_features_give_the_on_the_fly_loss_and_a_changed_transform_rebuil
     cached = train(frozen(tiny_cfg_factory, tmp_path / "b", weights, "train.feature_cache=true"), progress=False)
     assert first_loss(cached.run_dir) == pytest.approx(first_loss(plain.run_dir), rel=2e-3)
     cache_dir = tmp_path / "b" / "cache"
-    assert len(list(cache_dir.glob("*.npy"))) == 1
+    assert len(list(cache_dir.glob("*.npy"))) == 2  # the training images' and the val images'
     noisy = ("train.feature_cache=true", "model.dropout=0.3")  # dropout draws from the global generator
     builds = train(frozen(tiny_cfg_factory, tmp_path / "d", weights, *noisy), progress=False)
     finds = train(frozen(tiny_cfg_factory, tmp_path / "d", weights, *noisy, "train.run_name=again"), progress=False)
@@ -63,16 +67,25 @@ def test_cached_features_give_the_on_the_fly_loss_and_a_changed_transform_rebuil
         ),
         progress=False,
     )
-    assert len(list(cache_dir.glob("*.npy"))) == 2  # another transform, another cache: never a stale one
+    assert len(list(cache_dir.glob("*.npy"))) == 4  # another transform, other caches: never a stale one
     cfg = frozen(tiny_cfg_factory, tmp_path / "c", weights).model
     model = build_model(cfg, 20)
-    from captionlab.data import load_dataset
-
     records = load_dataset(frozen(tiny_cfg_factory, tmp_path / "c", weights).data).split("train")
     assert cache_key(model, cfg, records, build_transform(64)) != cache_key(model, cfg, records, build_transform(56))
     assert cache_key(model, cfg, records, build_transform(64)) != cache_key(
         model, cfg, records[:-1], build_transform(64)
     )
+
+
+def test_validation_from_cached_val_features_captions_as_from_the_images(tmp_path, tiny_cfg_factory, weights):
+    cfg = frozen(tiny_cfg_factory, tmp_path, weights, "train.feature_cache=true", "train.epochs=2")
+    run = train(cfg, progress=False)
+    captioner = load_checkpoint(run.run_dir / "best.pt", "cpu")
+    val = load_dataset(cfg.data).split("val")
+    (feats,) = [f for f in map(np.load, (tmp_path / "cache").glob("*.npy")) if len(f) == len(val)]
+    from_images = caption_records(captioner, val, 3, 16)
+    assert len(set(from_images.values())) > 1  # not one caption for every image
+    assert caption_records(captioner, val, 3, 16, features=feats) == from_images
 
 
 def test_fine_tuning_opens_the_last_stages_from_the_given_epoch_and_resumes_exactly(

@@ -43,7 +43,7 @@ def test_pretrained_features_see_what_blind_and_random_features_cannot(flickr_sm
     cfg, pretrained = sat(flickr_small, tmp_path, "train.run_name=pretrained")
     _, random = sat(flickr_small, tmp_path, "train.run_name=random", "model.encoder.pretrained=false",
                     "model.encoder.frozen=true")  # fmt: skip
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # both trained from the feature cache
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4  # both trained and validated from the feature cache
     dataset = load_dataset(cfg.data)
     blind = constant_caption_scores(most_frequent_caption(dataset.split("train")), dataset, "val", FAST_METRICS,
                                     "simple")  # fmt: skip

@@ -21,6 +21,7 @@ from .data.tokenizers import build_tokenizer
 from .data.vocab import Vocabulary
 from .errors import InputError
 from .models import TOWERS, CaptionModel, build_model, model_class
+from .models.base import FeatureInput
 from .paths import resolve
 
 
@@ -82,10 +83,12 @@ class Captioner:
 
     @torch.no_grad()
     def caption_tensor(
-        self, images: torch.Tensor, beam_size: int | None = None, max_len: int | None = None
+        self, images: torch.Tensor, beam_size: int | None = None, max_len: int | None = None, features: bool = False
     ) -> decoding.DecodeOutput:
+        """Decode a batch of transformed images, or (``features``) of what the model's ``encode`` returns."""
         k, n, alpha = self._beam(beam_size, max_len)
-        return decoding.decode(self.model, images.to(self.device), k, n, alpha)
+        model = FeatureInput(self.model) if features else self.model
+        return decoding.decode(model, images.to(self.device), k, n, alpha)
 
     @torch.no_grad()
     def decode(

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from . import progress as P
 from .captioner import Captioner, load_checkpoint
-from .data.dataset import CaptionDataset, ImageItems, ImageRecord, collate_images
+from .data.dataset import CaptionDataset, FeatureItems, ImageItems, ImageRecord, collate_images
 from .data.tokenizers import Tokenizer, metric_text
 from .errors import InputError
 from .files import write_json
@@ -30,14 +30,16 @@ def caption_records(
     progress: bool = True,
     desc: str = "captioning",
     with_attention: bool | None = False,
+    features: Any = None,
 ) -> dict[int, Any]:
     """image_id -> caption for every record, decoded in batches (a ``CaptionTrace`` with attention
-    for attention models, when ``with_attention``; ``None``: traces where the model attends)."""
+    for attention models, when ``with_attention``; ``None``: traces where the model attends); from
+    ``features``, the records' cached encoder features in order, where given."""
     loader = DataLoader(
-        ImageItems(records, captioner.transform),
+        ImageItems(records, captioner.transform) if features is None else FeatureItems(features),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=num_workers if features is None else 0,
         collate_fn=collate_images,
     )
     out: dict[int, str] = {}
@@ -45,7 +47,7 @@ def caption_records(
     captioner.model.eval()
     try:
         for images, idx in P.progress(loader, desc=desc, unit="batch", enabled=progress):
-            decoded = captioner.caption_tensor(images, beam_size, max_len)
+            decoded = captioner.caption_tensor(images, beam_size, max_len, features=features is not None)
             traced = with_attention or (with_attention is None and decoded.attention is not None)
             caps = captioner.traces(decoded) if traced else captioner.words(decoded.tokens)
             out.update({records[int(i)].image_id: c for i, c in zip(idx, caps)})

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -139,6 +140,24 @@ class ImageItems(Dataset):
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         return self.transform(load_image(self.records[idx].path)), idx
+
+
+class FeatureItems(Dataset):
+    """One item per image from cached encoder features (N, *feature_shape), in ``ImageItems``' order."""
+
+    def __init__(self, features: Any) -> None:
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        return feature_row(self.features, idx), idx
+
+
+def feature_row(features: Any, idx: int) -> torch.Tensor:
+    """Row ``idx`` of a (memory-mapped, float16) feature array as float32 (*feature_shape)."""
+    return torch.from_numpy(np.asarray(features[idx], dtype=np.float32))
 
 
 def collate_groups(

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.dataset import CaptionGroups, ImageItems, ImageRecord, collate_images
+from ..data.dataset import CaptionGroups, ImageItems, ImageRecord, collate_images, feature_row
 from ..errors import InputError
 from ..progress import progress as progress_bar
 
@@ -93,5 +93,4 @@ class CachedGroups(CaptionGroups):
         self.features = features
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, list[torch.Tensor], int]:
-        feats = torch.from_numpy(np.asarray(self.features[idx], dtype=np.float32))  # (*feature_shape)
-        return feats, [torch.tensor(c, dtype=torch.long) for c in self.pick(idx)], idx
+        return feature_row(self.features, idx), [torch.tensor(c, dtype=torch.long) for c in self.pick(idx)], idx

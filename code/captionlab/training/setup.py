@@ -61,8 +61,11 @@ def build_vocab(cfg: RunConfig, dataset: CaptionDataset, start: dict | None = No
     return Vocabulary.build((tok.tokenize(c) for r in dataset.split("train") for c in r.captions), cfg.data.min_freq)
 
 
-def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, progress: bool) -> dict[str, float]:
-    """Fast in-process metrics on val (no Java), used to pick best.pt."""
+def validate(
+    captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, progress: bool, features: Any = None
+) -> dict[str, float]:
+    """Fast in-process metrics on val (no Java), used to pick best.pt; ``features``: val's cached
+    encoder features, in split order (see ``FeatureSource.val_features``)."""
     t = cfg.train
     caps = caption_records(
         captioner,
@@ -73,6 +76,7 @@ def validate(captioner: Captioner, dataset: CaptionDataset, cfg: RunConfig, prog
         cfg.data.num_workers,
         progress,
         desc="validating",
+        features=features,
     )
     caps, refs, how = scoring_inputs(captioner.tokenizer, caps, dataset.references("val"), "ptb-python")
     return score(caps, refs, FAST_METRICS, tokenizer=how, fast_cider=True)
@@ -132,31 +136,37 @@ class FeatureSource:
         self.dir = run_dir.parent.parent / "cache"  # output/model_ckpt/<run> -> output/cache
         self.progress, self.manual_sync = progress, manual_sync
         self._set: CachedGroups | None = None
+        self._val: Any = None
         self._model: torch.nn.Module | None = None
 
     def usable(self, encoder: Any) -> bool:
         return self.cfg.train.feature_cache and encoder is not None and not encoder.trainable
 
+    def _open(self, records: list, transform: Any) -> Any:
+        """The cache of ``records`` through ``transform`` (built first where missing), memory-mapped."""
+        key = cache_key(self.captioner, self.cfg.model, records, transform)
+        t = self.cfg.train
+        args = (self.captioner, records, transform, self.dir / f"{key}.npy", self.device, t.val_batch_size)
+        # Its DataLoader draws a seed: a run that builds the cache must train as one that finds it built.
+        with torch.random.fork_rng(devices=[]):
+            return build_or_open(*args, self.cfg.data.num_workers, self.progress)
+
     def dataset(self) -> CachedGroups:
         if self._set is None:
-            key = cache_key(self.captioner, self.cfg.model, self.train_set.records, self.train_set.transform)
-            path = self.dir / f"{key}.npy"
-            args = (
-                self.captioner,
-                self.train_set.records,
-                self.train_set.transform,
-                path,
-                self.device,
-                self.cfg.train.val_batch_size,
-                self.cfg.data.num_workers,
-                self.progress,
-            )
             if self.info.is_main:  # rank 0 builds; the others open what it wrote
-                with torch.random.fork_rng(devices=[]):  # its DataLoader draws a seed: a run that builds
-                    build_or_open(*args)  # the cache must train exactly as one that finds it built
+                self._open(self.train_set.records, self.train_set.transform)
             D.barrier(self.info)
-            self._set = CachedGroups(self.train_set, build_or_open(*args))
+            self._set = CachedGroups(self.train_set, self._open(self.train_set.records, self.train_set.transform))
         return self._set
+
+    def val_features(self, records: list, transform: Any) -> Any:
+        """Cached features of the val images while the encoder is frozen, for validation (rank 0 only):
+        re-encoding them every epoch took half of an epoch on real photographs. None: encode on the fly."""
+        if not self.usable(self.captioner.image_encoder):
+            return None
+        if self._val is None:
+            self._val = self._open(records, transform)
+        return self._val
 
     def model(self) -> torch.nn.Module:
         if self._model is None:

@@ -355,7 +355,8 @@ class Trainer:
             return
         metrics = self.loss_fn.validate(self.captioner, self.dataset, self.cfg, self.progress)
         if metrics is None:  # the objective has no metrics of its own: caption val and score it
-            metrics = validate(self.captioner, self.dataset, self.cfg, self.progress)
+            val = self.cache.val_features(self.dataset.split("val"), self.captioner.transform)
+            metrics = validate(self.captioner, self.dataset, self.cfg, self.progress, val)
         row.update(metrics)
         row["seconds"] = round(time.time() - t0, 2)
         improved = metrics[t.select_metric] > self.best["value"]
