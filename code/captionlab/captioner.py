@@ -159,13 +159,9 @@ def read_pretrain(path: str | Path) -> dict:
 
 
 def pretrain_start(cfg: ModelConfig) -> dict | None:
-    """The ``model.pretrained_from`` checkpoint, read once at set-up, or None; refused for a model
-    that cannot start from pre-trained towers."""
-    if not cfg.pretrained_from:
-        return None
-    if not model_class(cfg.name).takes_pretrained():
-        raise InputError(f"model.pretrained_from does not apply to {cfg.name} (only to clip_gpt)")
-    return read_pretrain(cfg.pretrained_from)
+    """The ``model.pretrained_from`` checkpoint, read once at set-up, or None (the config has refused
+    the key for a model that cannot start from pre-trained towers)."""
+    return read_pretrain(cfg.pretrained_from) if cfg.pretrained_from else None
 
 
 def start_vocab(cfg: ModelConfig, start: dict | None = None) -> Vocabulary | None:
@@ -203,28 +199,31 @@ def model_from(ckpt: dict) -> tuple[CaptionModel, Vocabulary, RunConfig]:
     return model, vocab, cfg
 
 
-def read_captioner_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
-    """``read_model`` for what decodes: a checkpoint of a model that writes captions, else one line
-    saying what the file is and what it is good for (a pre-training checkpoint is no captioner)."""
+def read_kind(path: str | Path, towers: bool) -> dict:
+    """The checkpoint at ``path`` where it holds the kind asked for (a captioner, or with ``towers`` a
+    ``captionlab pretrain`` dual encoder), else one line saying what it is and what it is good for."""
     ckpt = read_checkpoint(path)
     name = ckpt["config"]["model"]["name"]
-    if name in TOWERS:  # registered apart from the captioners: nothing that decodes can pick it up
+    if name in TOWERS and not towers:  # registered apart from the captioners: nothing that decodes picks it up
         raise CheckpointError(
             f"{path} is a {name} checkpoint (`captionlab pretrain`: image and text towers for "
             f"retrieval), not a captioner: start a captioner from it with model.name=clip_gpt "
             f"model.pretrained_from={path}, or use it for image-text retrieval (captionlab.metrics.retrieval)"
         )
-    return model_from(ckpt)
+    if name not in TOWERS and towers:
+        raise CheckpointError(f"{path} is a {name} captioner, not a pre-training checkpoint: use load_checkpoint")
+    return ckpt
+
+
+def read_captioner_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:
+    """``read_model`` for what decodes: refuses a pre-training checkpoint, which is no captioner."""
+    return model_from(read_kind(path, towers=False))
 
 
 def load_dual_encoder(path: str | Path, device: str | torch.device = "auto") -> Captioner:
     """A ``captionlab pretrain`` checkpoint for retrieval: its towers (``.model``), input transform,
     vocabulary and tokenizer. It writes no captions; ``load_checkpoint`` refuses it."""
-    ckpt = read_checkpoint(path)
-    name = ckpt["config"]["model"]["name"]
-    if name not in TOWERS:
-        raise CheckpointError(f"{path} is a {name} captioner, not a pre-training checkpoint: use load_checkpoint")
-    model, vocab, cfg = model_from(ckpt)
+    model, vocab, cfg = model_from(read_kind(path, towers=True))
     return Captioner(model, vocab, cfg, pick_device(str(device)))
 
 

@@ -23,7 +23,7 @@ import yaml
 from .config_rules import problems
 from .errors import InputError, MissingError
 from .files import atomic_write_text
-from .registry import registry_names
+from .registry import MODEL_KINDS, registry_names
 
 
 class ConfigError(InputError):
@@ -101,7 +101,7 @@ class EncoderConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = opt("cnn_gru", registry=("model", "pre-training model"))  # a captioner, or the dual encoder
+    name: str = opt("cnn_gru", registry=MODEL_KINDS)  # a captioner, or the dual encoder
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     embed_dim: int = opt(256, min=1)
     hidden_dim: int = opt(512, min=1)

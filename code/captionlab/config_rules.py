@@ -9,9 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .registry import registry_get, registry_items, registry_names
+from .registry import MODEL_KINDS, registry_get, registry_items, registry_names
 
-MODEL_KINDS = ("model", "pre-training model")
 # Keys that belong to some data formats, losses or settings only (a model family lists its own as
 # ``config_keys``): set to anything but the default elsewhere, they are refused rather than ignored.
 # (data.synthetic_* stay allowed everywhere: a run config for the synthetic set is routinely pointed at

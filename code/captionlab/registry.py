@@ -9,6 +9,11 @@ from .errors import InputError, UnknownNameError
 
 T = TypeVar("T")
 
+# The two registries ``model.name`` chooses from: captioners (what decodes) and pre-training models
+# (the dual encoder: trained, never decoded). models/registry.py creates them under these kinds.
+CAPTIONERS_KIND, TOWERS_KIND = "model", "pre-training model"
+MODEL_KINDS = (CAPTIONERS_KIND, TOWERS_KIND)
+
 
 class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:

@@ -104,18 +104,15 @@ class TrainableModel(nn.Module):
         """The model's own vocabulary (a language model's tokenizer), or None: built from the captions."""
         return None
 
-    @classmethod
-    def takes_pretrained(cls) -> bool:
-        """Whether ``model.pretrained_from`` (a ``captionlab pretrain`` checkpoint) applies."""
-        return cls.load_pretrained is not TrainableModel.load_pretrained
-
     @staticmethod
     def start_vocab(ckpt: dict, cfg: Any) -> Vocabulary | None:
         """The vocabulary of the pre-trained towers in ``ckpt``, where the model starts from them."""
         return None
 
     def load_pretrained(self, ckpt: dict, cfg: Any) -> None:
-        raise InputError(f"model.pretrained_from does not apply to {cfg.name} (only to clip_gpt)")
+        """Start from the towers of a ``captionlab pretrain`` checkpoint (``model.pretrained_from``: the
+        config refuses the key for a family that does not list it in ``config_keys``)."""
+        raise NotImplementedError(f"{type(self).__name__} starts from no pre-trained towers")
 
     def assets(self) -> dict[str, Any] | None:
         """What a checkpoint needs besides the weights to rebuild the model with no directory."""

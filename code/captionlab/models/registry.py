@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import ModelConfig
-from ..registry import Registry
+from ..registry import CAPTIONERS_KIND, TOWERS_KIND, Registry
 
-MODELS: Registry[type] = Registry("model")  # captioners: what decoding, evaluate, caption and serve load
-TOWERS: Registry[type] = Registry("pre-training model")  # the dual encoder: trained, never decoded
+MODELS: Registry[type] = Registry(CAPTIONERS_KIND)  # captioners: what decoding, evaluate, caption and serve load
+TOWERS: Registry[type] = Registry(TOWERS_KIND)  # the dual encoder: trained, never decoded
 
 
 def model_class(name: str) -> type:
