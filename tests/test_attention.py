@@ -13,6 +13,8 @@ from captionlab.models.base import State
 from captionlab.training.losses import CrossEntropyLoss
 
 NAMES = ["show_attend_tell", "adaptive_attention"]
+# and Show-Attend-Tell with its regions projected first (model.region_dim)
+VARIANTS = [("show_attend_tell", {}), ("show_attend_tell", {"region_dim": 20}), ("adaptive_attention", {})]
 
 
 def tiny(name: str, **kw) -> torch.nn.Module:
@@ -36,9 +38,9 @@ def captions(n: int, t: int = 7) -> torch.Tensor:
     return c
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_teacher_forcing_equals_stepping(name):
-    model, images = tiny(name), torch.randn(3, 3, 64, 64)
+@pytest.mark.parametrize(("name", "kw"), VARIANTS)
+def test_teacher_forcing_equals_stepping(name, kw):
+    model, images = tiny(name, **kw), torch.randn(3, 3, 64, 64)
     caps = captions(6)  # two captions per image
     with torch.no_grad():
         forced = model(images, caps).log_softmax(-1)
@@ -50,15 +52,23 @@ def test_teacher_forcing_equals_stepping(name):
     assert torch.allclose(forced, torch.stack(stepped, 1), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_batched_beam_equals_one_image_at_a_time(name):
-    model, images = tiny(name), torch.randn(4, 3, 64, 64)
+@pytest.mark.parametrize(("name", "kw"), VARIANTS)
+def test_batched_beam_equals_one_image_at_a_time(name, kw):
+    model, images = tiny(name, **kw), torch.randn(4, 3, 64, 64)
     batched = decoding.beam_search(model, images, beam_size=3, max_len=8)
     for i in range(4):
         alone = decoding.beam_search(model, images[i : i + 1], beam_size=3, max_len=8)
         n = alone.tokens.size(1)
         assert torch.equal(batched.tokens[i, :n], alone.tokens[0])
         assert torch.allclose(batched.attention[i, :n], alone.attention[0], atol=1e-5)
+
+
+def test_region_dim_projects_the_regions_the_cell_and_gate_read():
+    plain, projected = tiny("show_attend_tell"), tiny("show_attend_tell", region_dim=20)
+    assert plain.region_embed is None and plain.cell.input_size == 16 + 512  # ResNet-18's own width
+    assert projected.cell.input_size == 16 + 20 and projected.f_beta.out_features == 20
+    state = projected.init_state(torch.randn(2, 3, 64, 64))
+    assert state["image_feats"].shape == (2, 9, 20) and state["image_keys"].shape == (2, 9, 24)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -152,6 +152,7 @@ def test_spice_without_corenlp_names_the_jars_and_downloads_nothing(monkeypatch)
         ("pretrain.yaml", "data.max_caption_len=60", "needs 62 positions"),
         # keys that do not apply to the model, data format or loss chosen are refused, not ignored
         ("adaptive.yaml", "model.cell=gru", "model.cell does not apply to model.name=adaptive_attention"),
+        ("adaptive.yaml", "model.region_dim=64", "model.region_dim does not apply to model.name=adaptive_attention"),
         ("cnn_gru.yaml", "model.num_heads=4", "model.num_heads does not apply to model.name=cnn_gru"),
         ("cnn_gru.yaml", "data.test_fraction=0.3", "data.test_fraction does not apply to data.format=synthetic"),
         ("cnn_gru.yaml", "train.scst_samples=3", "train.scst_samples does not apply here: it needs train.loss=scst"),

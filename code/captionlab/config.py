@@ -109,6 +109,9 @@ class ModelConfig:
     dropout: float = opt(0.3, min=0.0, below=1.0)
     grid_size: int = opt(7, min=1, help="attention models: regions = grid_size x grid_size")
     attention_dim: int = opt(512, min=1)
+    region_dim: int = opt(
+        0, min=0, help="show_attend_tell: project each region to this width first (0: keep the encoder's)"
+    )
     cell: str = opt("lstm", choices=("lstm", "gru"), help="show_attend_tell's recurrent cell")
     sentinel_bias: float = opt(-6.0, help="adaptive_attention: initial score offset of the visual sentinel")
     sentinel_warmup_steps: int = opt(

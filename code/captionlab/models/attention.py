@@ -93,14 +93,23 @@ def weighted_regions(alpha: torch.Tensor, state: State) -> torch.Tensor:
 @MODELS.register("show_attend_tell")
 class ShowAttendTell(GridAttentionCaptioner):
     """Additive attention over regions at every step, a sigmoid gate (f_beta) on the context, an
-    LSTM or GRU cell started from the mean region feature."""
+    LSTM or GRU cell started from the mean region feature.
+
+    ``model.region_dim`` first projects each region (Linear, ReLU, dropout), as ``att_embed`` does in
+    self-critical.pytorch: the cell reads the context at every word, so a 1280-wide EfficientNet region
+    makes its input 1280 wide (on `make demo`, 256 took an epoch from 63-74 s to 30-35 s; BENCHMARKS.md)."""
 
     doubly_stochastic = True
-    config_keys = frozenset({"grid_size", "attention_dim", "cell"})
+    config_keys = frozenset({"grid_size", "attention_dim", "cell", "region_dim"})
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, feature_dim: int | None = None) -> None:
         super().__init__(cfg, vocab_size, feature_dim)
-        d, h, a = self.feature_dim, cfg.hidden_dim, cfg.attention_dim
+        self.region_embed = (
+            nn.Sequential(nn.Linear(self.feature_dim, cfg.region_dim), nn.ReLU(), nn.Dropout(cfg.dropout))
+            if cfg.region_dim
+            else None
+        )
+        d, h, a = cfg.region_dim or self.feature_dim, cfg.hidden_dim, cfg.attention_dim
         self.cell_type = cfg.cell
         self.enc_att = nn.Linear(d, a)
         self.dec_att = nn.Linear(h, a)
@@ -112,6 +121,8 @@ class ShowAttendTell(GridAttentionCaptioner):
         self.cell = cell(cfg.embed_dim + d, h)
 
     def init_state_from_features(self, feats: torch.Tensor) -> State:
+        if self.region_embed is not None:
+            feats = self.region_embed(feats)  # (B, regions, C) -> (B, regions, region_dim)
         mean = feats.mean(1)  # (B, C)
         state = State(
             h=torch.tanh(self.init_h(mean)), image_feats=feats, image_keys=self.enc_att(feats)
