@@ -264,6 +264,12 @@ def test_demo_runs_end_to_end_compares_its_two_models_and_replaces_its_own_runs(
     assert not stale.exists() and (tmp_path / "runs" / "demo_cnn_gru" / "best.pt").is_file()
 
 
+def test_a_misspelt_metric_is_refused_before_anything_is_loaded(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "no.pt"), "--metrics", "CIDEr,BLEU"]) == 2  # no checkpoint read
+    err = capsys.readouterr().err
+    assert err == "captionlab evaluate: error: unknown metric 'BLEU'; known: Bleu, CIDEr, METEOR, ROUGE_L, SPICE\n"
+
+
 def test_expected_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch, capsys):
     """A mistake the user can fix (here a registry's UnknownNameError, a KeyError) is one line with its
     whole message; a KeyError or ValueError from a bug is not turned into one (before, the CLI printed

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-METRICS_HELP = "comma-separated metrics: Bleu, METEOR, ROUGE_L, CIDEr (SPICE where its jars are installed)"
+from ..metrics import coco
+
+METRICS_HELP = f"comma-separated metrics: {', '.join(coco.SCORERS.names())} (SPICE where its jars are installed)"
 TOKENIZER_HELP = (
     "how captions are tokenised before scoring: 'ptb' is the Stanford PTB tokenizer (Java), as the "
     "COCO server uses; 'ptb-python' the same tokens in-process (no Java); 'simple' lower-cases and drops "
     "punctuation"
 )
-ALL_METRICS = "Bleu,METEOR,ROUGE_L,CIDEr"
+ALL_METRICS = ",".join(coco.ALL_METRICS)  # the defaults: every metric but SPICE
+FAST_METRICS = ",".join(coco.FAST_METRICS)  # no Java
 DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 BAD_IMAGE = ["error", "skip"]
 
@@ -26,7 +29,8 @@ def positive_int(text: str) -> int:
 
 
 def metric_list(s: str) -> tuple[str, ...]:
-    return tuple(m.strip() for m in s.split(",") if m.strip())
+    """``--metrics`` as names, refused in one line (before any captioning) where one is unknown."""
+    return coco.check_metrics(m.strip() for m in s.split(",") if m.strip())
 
 
 def add_no_progress(s: argparse.ArgumentParser) -> None:

@@ -13,7 +13,16 @@ from ..data.adapters import ADAPTERS
 from ..errors import InputError
 from ..metrics.coco import TOKENIZERS
 from ..paths import resolve
-from .args import ALL_METRICS, BAD_IMAGE, METRICS_HELP, TOKENIZER_HELP, add_decoding, add_no_progress, metric_list
+from .args import (
+    ALL_METRICS,
+    BAD_IMAGE,
+    FAST_METRICS,
+    METRICS_HELP,
+    TOKENIZER_HELP,
+    add_decoding,
+    add_no_progress,
+    metric_list,
+)
 
 
 def dataset_for(a: argparse.Namespace, cfg):
@@ -38,19 +47,20 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from ..evaluation import evaluate_split, run_facts
     from ..metrics.tables import format_report
 
+    metrics = metric_list(a.metrics)  # a misspelt name is refused before anything loads
     captioner = load_checkpoint(a.checkpoint, a.device)
     max_len = captioner.check_max_len(a.max_len or captioner.config.decode.max_len)  # before the data loads
     dataset = dataset_for(a, captioner.config)
     beam = a.beam_size or captioner.config.decode.beam_size
     tag = f"ensemble{len(a.checkpoint)}_" if len(a.checkpoint) > 1 else ""
     out = Path(a.out) if a.out else Path(a.checkpoint[0]).parent / f"eval_{tag}{a.split}_beam{beam}"
-    _, metrics = evaluate_split(
+    _, scores = evaluate_split(
         captioner,
         dataset,
         a.split,
         beam,
         max_len,
-        metric_list(a.metrics),
+        metrics,
         a.tokenizer,
         a.batch_size,
         out_dir=out,
@@ -64,7 +74,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         if len(a.checkpoint) < 4
         else f"{len(a.checkpoint)} checkpoints"
     )
-    print(format_report(f"{name} {a.split} beam {beam}", metrics))
+    print(format_report(f"{name} {a.split} beam {beam}", scores))
     print(f"wrote {out / 'results.json'}, {out / 'metrics.json'}")
     if not a.no_report:
         print(f"report: {out / 'report.html'}")
@@ -85,7 +95,7 @@ def cmd_score(a: argparse.Namespace) -> None:
     metrics = score_files(
         a.results,
         a.annotations,
-        metric_list(a.metrics or ("Bleu,ROUGE_L,CIDEr" if a.fast else ALL_METRICS)),
+        metric_list(a.metrics or (FAST_METRICS if a.fast else ALL_METRICS)),
         a.tokenizer or ("ptb-python" if a.fast else "ptb"),
         fast_cider=a.fast,
     )
@@ -163,7 +173,7 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     s = command("score", "score a COCO results file against COCO caption annotations (any model's output)")
     s.add_argument("results", help='COCO results JSON: [{"image_id": ..., "caption": ...}, ...]')
     s.add_argument("annotations", help='COCO caption annotations JSON: {"annotations": [{"image_id", "caption"}]}')
-    s.add_argument("--metrics", help=METRICS_HELP + f" (default: {ALL_METRICS}; with --fast: Bleu,ROUGE_L,CIDEr)")
+    s.add_argument("--metrics", help=METRICS_HELP + f" (default: {ALL_METRICS}; with --fast: {FAST_METRICS})")
     s.add_argument("--tokenizer", choices=TOKENIZERS, help=TOKENIZER_HELP + " (default: ptb; with --fast: ptb-python)")
     s.add_argument(
         "--fast",

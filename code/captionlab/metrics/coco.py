@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 import shutil
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import CaptionlabError, InputError
 from ..files import read_json
+from ..registry import Registry
 from ..weights import MissingWeightsError
 
 ALL_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
@@ -103,31 +104,58 @@ def meteor() -> Any:
     return _METEOR[0]
 
 
+# --metrics names -> a pycocoevalcap scorer (``fast_cider``: the vectorised CIDEr-D). The CLI's help and
+# its check of --metrics read this registry; a new metric is one registered function here.
+SCORERS: Registry[Callable[[bool], Any]] = Registry("metric")
+
+
+@SCORERS.register("Bleu")
+def _bleu(fast_cider: bool) -> Any:
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    return Bleu(4)
+
+
+@SCORERS.register("METEOR")
+def _meteor(fast_cider: bool) -> Any:
+    return meteor()
+
+
+@SCORERS.register("ROUGE_L")
+def _rouge(fast_cider: bool) -> Any:
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    return Rouge()
+
+
+@SCORERS.register("CIDEr")
+def _cider(fast_cider: bool) -> Any:
+    if fast_cider:
+        return _FastCider()
+    from pycocoevalcap.cider.cider import Cider
+
+    return Cider()
+
+
+@SCORERS.register("SPICE")
+def _spice(fast_cider: bool) -> Any:
+    _need_corenlp()
+    from pycocoevalcap.spice.spice import Spice
+
+    return Spice()
+
+
+def check_metrics(metrics: Iterable[str]) -> tuple[str, ...]:
+    """The names, each one a registered metric (refused in one line before anything is captioned)."""
+    names = tuple(metrics)
+    for name in names:
+        SCORERS.get(name)  # UnknownNameError: unknown metric 'X'; known: ...
+    return names
+
+
 def _scorers(metrics: Iterable[str], fast_cider: bool = False):
-    for name in metrics:
-        if name == "Bleu":
-            from pycocoevalcap.bleu.bleu import Bleu
-
-            yield name, Bleu(4)
-        elif name == "METEOR":
-            yield name, meteor()
-        elif name == "ROUGE_L":
-            from pycocoevalcap.rouge.rouge import Rouge
-
-            yield name, Rouge()
-        elif name == "CIDEr" and fast_cider:
-            yield name, _FastCider()
-        elif name == "CIDEr":
-            from pycocoevalcap.cider.cider import Cider
-
-            yield name, Cider()
-        elif name == "SPICE":
-            _need_corenlp()
-            from pycocoevalcap.spice.spice import Spice
-
-            yield name, Spice()
-        else:
-            raise InputError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS + ('SPICE',))}")
+    for name in check_metrics(metrics):
+        yield name, SCORERS.get(name)(fast_cider)
 
 
 def score(

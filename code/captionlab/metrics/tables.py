@@ -47,3 +47,17 @@ def format_grounding(g: dict[str, Any]) -> str:
         f"grounding rate {g['grounding_rate']:.3f} (chance {g['chance_rate']:.3f}) over {g['words']} words "
         "that name an object of the scene"
     )
+
+
+def stats_table(stats: dict[str, dict[str, Any]]) -> str:
+    """Caption statistics per set (``rebuild-export``: the original and the rebuilt captions)."""
+    rows = [
+        "| captions | count | mean words | longest | vocabulary | most frequent words |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in stats.items():
+        top = ", ".join(w for w, _ in s["top_words"][:8])
+        rows.append(
+            f"| {name} | {s['captions']} | {s['mean_length']:.1f} | {s['max_length']} | {s['vocabulary']} | {top} |"
+        )
+    return "\n".join(rows)

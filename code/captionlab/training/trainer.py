@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,16 +228,15 @@ class Trainer:
         self._wrap()
         self.use_amp = t.amp and self.device.type == "cuda"
         if t.amp and not self.use_amp and info.is_main:
-            warnings.warn("train.amp applies on CUDA only; training in float32 on the CPU", stacklevel=3)
+            P.write("note     train.amp applies on CUDA only; training in float32 on the CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.cache = FeatureSource(
             self.cfg, self.model, self.train_set, self.run_dir, self.device, info, self.progress, self.manual_sync
         )
         if t.feature_cache and (self.encoder is None or self.encoder.trainable) and info.is_main:
-            warnings.warn(
-                "train.feature_cache applies while the encoder is frozen; this one trains, so images are "
-                "encoded on the fly",
-                stacklevel=3,
+            P.write(
+                "note     train.feature_cache applies while the encoder is frozen; this one trains, so images "
+                "are encoded on the fly"
             )
 
     def _wrap(self) -> None:

@@ -46,7 +46,8 @@ def cmd_rebuild(a: argparse.Namespace) -> None:
 
 
 def cmd_rebuild_export(a: argparse.Namespace) -> None:
-    from .export import export_rebuilt, stats_table
+    from ..metrics.tables import stats_table
+    from .export import export_rebuilt
 
     r = export_rebuilt(a.records, a.source, a.out, plot=not a.no_plot, report=not a.no_report)
     print(stats_table(r.stats))

@@ -107,19 +107,6 @@ def caption_stats(captions: list[str], tokenize: Any, top: int = 15) -> dict[str
     }
 
 
-def stats_table(stats: dict[str, dict[str, Any]]) -> str:
-    rows = [
-        "| captions | count | mean words | longest | vocabulary | most frequent words |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, s in stats.items():
-        top = ", ".join(w for w, _ in s["top_words"][:8])
-        rows.append(
-            f"| {name} | {s['captions']} | {s['mean_length']:.1f} | {s['max_length']} | {s['vocabulary']} | {top} |"
-        )
-    return "\n".join(rows)
-
-
 def stats_plot(stats: dict[str, dict[str, Any]], out: Path) -> Path:
     """Length histograms side by side, and each set's most frequent words."""
     from matplotlib.figure import Figure  # not pyplot: a notebook's inline backend stays as it is
