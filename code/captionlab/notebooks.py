@@ -2,17 +2,18 @@
 ``benchmarks/gpu_check.py`` does on a GPU, from one table so the two cannot drift apart.
 
 Every notebook reads its settings from the environment (``CAPTIONLAB_CONFIG``, ``CAPTIONLAB_CONFIG_DIR``,
-``CAPTIONLAB_OVERRIDES``, ...); ``tiny_env`` gives the values that make it run in a minute or two with
-its runs, data and stand-in models under one working folder."""
+``CAPTIONLAB_OVERRIDES``, ...) through ``setting``, ``config_files`` and ``overrides``; ``tiny_env`` gives
+the values that make it run in a minute or two with its runs, data and stand-in models under one folder."""
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .paths import CONFIGS, ROOT
+from .paths import CONFIGS, ROOT, resolve
 
 NOTEBOOKS = (
     "01_cnn_gru.ipynb",
@@ -25,6 +26,26 @@ NOTEBOOKS = (
     "08_real_photos.ipynb",
 )
 TINY = CONFIGS / "tiny"
+
+
+# -- what a notebook's first cell reads --------------------------------------------------------------
+def overrides(*extra: str) -> list[str]:
+    """``CAPTIONLAB_OVERRIDES`` (key=value pairs, shell-quoted), then ``extra``."""
+    return shlex.split(os.environ.get("CAPTIONLAB_OVERRIDES", "")) + list(extra)
+
+
+def setting(var: str, default: str | os.PathLike) -> Path:
+    """The file or folder environment variable ``var`` names, else ``default`` (from the repository root)."""
+    return resolve(os.environ.get(var) or default)
+
+
+def config_files(defaults: Mapping[str, str | os.PathLike], tiny: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """A notebook's configs by role: ``CAPTIONLAB_CONFIG_DIR/<role>.yaml`` (or ``tiny[role]``.yaml there:
+    the tests' tiny configs) where that folder is set, else ``defaults``."""
+    folder = os.environ.get("CAPTIONLAB_CONFIG_DIR")
+    if folder:
+        return {role: resolve(folder) / f"{(tiny or {}).get(role, role)}.yaml" for role in defaults}
+    return {role: resolve(path) for role, path in defaults.items()}
 
 
 def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str]:
