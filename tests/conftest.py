@@ -185,4 +185,13 @@ def flickr_small(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("flickr_small")
     (root / "dataset_flickr8k.json").write_text(json.dumps({"dataset": "flickr8k", "images": train + val}))
     (root / "images").symlink_to(SUBSET / "images", target_is_directory=True)
+    (root / "cache").mkdir()  # one feature cache for the tests that train on these photos (see share_cache)
     return root
+
+
+def share_cache(flickr: Path, work: Path) -> None:
+    """Runs under ``work/runs`` keep their feature cache in ``work/cache`` (output/cache beside the runs):
+    pointed at the session's one folder for these photographs, so that a second test training the same
+    frozen encoder on them reads their features instead of encoding them again, as a user's later run does."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "cache").symlink_to(flickr / "cache", target_is_directory=True)

@@ -108,9 +108,11 @@ def test_rebuild_and_retrain_notebooks_execute(tmp_path):
 def test_real_photos_notebook_executes_on_the_subset_or_a_stand_in(tmp_path, request):
     """On a few hundred Flickr8k photos where ../shared/flickr8k_subset is present, else on the tiny
     synthetic stand-in; and the saved notebook holds no Flickr photograph (captions only)."""
-    from conftest import SUBSET
+    from conftest import SUBSET, share_cache
 
     photos = request.getfixturevalue("flickr_small") if (SUBSET / "dataset_flickr8k.json").is_file() else None
+    if photos:
+        share_cache(photos, tmp_path)
     nb = run_notebook("08_real_photos.ipynb", tmp_path, photos)
     text = outputs_text(nb)
     assert "show_attend_tell, efficientnet_lite0 ImageNet (frozen)" in text and "blind:" in text and "METEOR" in text

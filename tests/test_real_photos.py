@@ -12,6 +12,7 @@ from captionlab.evaluation import constant_caption_scores, most_frequent_caption
 from captionlab.metrics import FAST_METRICS
 from captionlab.paths import CONFIGS
 from captionlab.training.trainer import train
+from conftest import share_cache
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +41,7 @@ def sat(root, tmp, *extra: str):
 
 
 def test_pretrained_features_see_what_blind_and_random_features_cannot(flickr_small, tmp_path):
+    share_cache(flickr_small, tmp_path)
     cfg, pretrained = sat(flickr_small, tmp_path, "train.run_name=pretrained")
     _, random = sat(flickr_small, tmp_path, "train.run_name=random", "model.encoder.pretrained=false",
                     "model.encoder.frozen=true")  # fmt: skip
