@@ -23,6 +23,7 @@ import yaml
 from .config_rules import problems
 from .errors import InputError, MissingError
 from .files import atomic_write_text
+from .metric_keys import SELECT_METRICS
 from .registry import MODEL_KINDS, registry_names
 
 
@@ -146,7 +147,6 @@ class ModelConfig:
 
 _REWARD = r"\w+(:\d+(\.\d*)?)?"  # the names are the reward registry's (config_rules checks them)
 REWARD_PATTERN = rf"{_REWARD}(,{_REWARD})*"
-SELECT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "mean_recall")
 # What `captionlab pretrain` means, as overrides in front of the user's (notebook 07 uses them too).
 PRETRAIN = ["model.name=dual_encoder", "train.loss=contrastive", "train.select_metric=mean_recall"]
 

@@ -24,8 +24,8 @@ from .captioner import CaptionTrace
 from .data.dataset import ImageRecord
 from .errors import InputError, MissingError
 from .files import atomic_write_text
+from .metric_keys import CURVE_KEYS, KEY_ORDER
 from .metrics.attributes import mistakes
-from .metrics.coco import KEY_ORDER
 
 THUMB = 112  # px, the longer side of an embedded thumbnail
 _ASSETS = Path(__file__).with_name("report_assets")
@@ -265,7 +265,7 @@ def _curves(log: Path) -> str:
 
     rows = read_log(log)
     logged = [k for k in (rows[0] if rows else {}) if all(isinstance(r.get(k), float) for r in rows)]
-    keys = [k for k in logged if "loss" in k] + [k for k in ("CIDEr", "Bleu_4", "ROUGE_L", "METEOR") if k in logged]
+    keys = [k for k in logged if "loss" in k] + [k for k in CURVE_KEYS if k in logged]
     charts = []
     for key in keys[:6]:
         ys = [float(r[key]) for r in rows]

@@ -18,13 +18,13 @@ from typing import Any
 
 from ..errors import CaptionlabError, InputError
 from ..files import read_json
+from ..metric_keys import KEY_ORDER
 from ..registry import Registry
 from ..weights import MissingWeightsError
 
 ALL_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
 FAST_METRICS = ("Bleu", "ROUGE_L", "CIDEr")  # no Java: for per-epoch validation
 TOKENIZERS = ("ptb", "ptb-python", "simple")
-KEY_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 _PUNCT = re.compile(r"[^\w\s']|_")
 
 

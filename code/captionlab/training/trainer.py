@@ -27,6 +27,7 @@ from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
 from ..data.tokenizers import metric_text
 from ..errors import CaptionlabError, InputError
+from ..metric_keys import SHOWN
 from ..metrics.coco import simple_tokenize
 from ..paths import resolve
 from ..runlog import RunLog, read_log
@@ -35,8 +36,6 @@ from .objectives import build_loss
 from .resume import SkipSampler, StopSignals, TrainingStopped, capture_rng, restore_rng
 from .rundir import check_run_dir, create_run_dir, describe_run
 from .setup import FeatureSource, build_model_and_vocab, build_optimizer, lr_factor, seed_everything, validate
-
-SHOWN = ("Bleu_4", "ROUGE_L", "CIDEr", "i2t_R@1", "t2i_R@1", "mean_recall")  # the per-epoch console line
 
 
 class NonFiniteLossError(CaptionlabError, RuntimeError):
