@@ -142,21 +142,34 @@ class FeatureSource:
     def usable(self, encoder: Any) -> bool:
         return self.cfg.train.feature_cache and encoder is not None and not encoder.trainable
 
-    def _open(self, records: list, transform: Any) -> Any:
-        """The cache of ``records`` through ``transform`` (built first where missing), memory-mapped."""
-        key = cache_key(self.captioner, self.cfg.model, records, transform)
+    def _path(self, records: list, transform: Any) -> Path:
+        """The cache file of ``records`` through ``transform`` (its name hashes everything they depend on)."""
+        return self.dir / f"{cache_key(self.captioner, self.cfg.model, records, transform)}.npy"
+
+    def _open(self, path: Path, records: list, transform: Any) -> Any:
+        """The cache at ``path`` (built first where missing), memory-mapped."""
         t = self.cfg.train
-        args = (self.captioner, records, transform, self.dir / f"{key}.npy", self.device, t.val_batch_size)
         # Its DataLoader draws a seed: a run that builds the cache must train as one that finds it built.
         with torch.random.fork_rng(devices=[]):
-            return build_or_open(*args, self.cfg.data.num_workers, self.progress)
+            return build_or_open(
+                self.captioner,
+                records,
+                transform,
+                path,
+                self.device,
+                t.val_batch_size,
+                self.cfg.data.num_workers,
+                self.progress,
+            )
 
     def dataset(self) -> CachedGroups:
         if self._set is None:
+            records, transform = self.train_set.records, self.train_set.transform
+            path = self._path(records, transform)  # hashed once: every encoder weight, every image's stat
             if self.info.is_main:  # rank 0 builds; the others open what it wrote
-                self._open(self.train_set.records, self.train_set.transform)
+                self._open(path, records, transform)
             D.barrier(self.info)
-            self._set = CachedGroups(self.train_set, self._open(self.train_set.records, self.train_set.transform))
+            self._set = CachedGroups(self.train_set, self._open(path, records, transform))
         return self._set
 
     def val_features(self, records: list, transform: Any) -> Any:
@@ -165,7 +178,7 @@ class FeatureSource:
         if not self.usable(self.captioner.image_encoder):
             return None
         if self._val is None:
-            self._val = self._open(records, transform)
+            self._val = self._open(self._path(records, transform), records, transform)
         return self._val
 
     def model(self) -> torch.nn.Module:
