@@ -188,6 +188,7 @@ def test_missing_pretrained_weights_say_where_to_put_them(tmp_path, monkeypatch,
             f"train.output_dir={tmp_path}",
             f"data.path={tmp_path / 'data'}",
             "data.synthetic_n=6",
+            "model.encoder.name=resnet18",
             "model.encoder.pretrained=true",
             "--no-progress",
         ]

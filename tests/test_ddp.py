@@ -87,6 +87,7 @@ def test_two_process_training_from_the_feature_cache_then_fine_tuning_the_last_s
     overrides = [
         *two_epochs(tmp_path),
         "train.run_name=ddp_stages",
+        "model.encoder.name=resnet18",
         "model.encoder.pretrained=true",
         f"model.encoder.weights={weights}",
         "train.feature_cache=true",

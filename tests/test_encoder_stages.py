@@ -35,6 +35,7 @@ def frozen(tiny_cfg_factory, tmp, weights, *extra):
         "data.synthetic_n=120",
         f"data.path={tmp.parent / 'data'}",
         "train.epochs=1",
+        "model.encoder.name=resnet18",
         "model.encoder.pretrained=true",
         f"model.encoder.weights={weights}",
         "model.dropout=0.0",
@@ -115,3 +116,22 @@ def test_fine_tuning_a_trainable_encoder_is_refused(tmp_path, tiny_cfg_factory):
             ),
             progress=False,
         )
+
+
+def test_the_small_cnn_gives_a_resnet_shaped_map_opens_by_stage_and_has_no_pretrained_weights():
+    """The tiny configs' encoder: ResNet's (B, C, H/32, W/32) map, so grid and global models take it
+    alike; a map that follows the image at random init (every model's image test relies on it)."""
+    from captionlab.config import EncoderConfig
+    from captionlab.models.encoders import ENCODERS, SmallCNNEncoder, build_cnn
+
+    enc = build_cnn(EncoderConfig(name="small_cnn", pretrained=False))
+    assert ENCODERS.get("small_cnn") is SmallCNNEncoder and enc.trainable
+    x = torch.rand(2, 3, 96, 64)
+    fmap = enc.eval()(x)  # (2, 256, 3, 2)
+    assert fmap.shape == (2, enc.out_dim, 3, 2) and enc.out_dim == 256
+    assert (fmap[0] - fmap[1]).abs().mean() > 0.1 * fmap.abs().mean()  # two images, two maps
+    enc.fine_tune_last(1)
+    opened = [p.requires_grad for p in enc.parameters()]  # conv, BN weight and bias a stage
+    assert opened == [False] * 12 + [True] * 3
+    with pytest.raises(ValueError, match="small_cnn has no pretrained weights"):
+        build_cnn(EncoderConfig(name="small_cnn", pretrained=True))

@@ -132,7 +132,7 @@ def test_clip_gpt_starts_from_the_pretrained_towers(pretrained, tmp_path):
     towers = read_checkpoint(result.run_dir / "best.pt")["model"]
     assert torch.equal(model.embed.weight, towers["text.embed.weight"]) and model.out.weight is model.embed.weight
     assert torch.equal(model.layers[1].self_attn.q.weight, towers["text.layers.1.self_attn.q.weight"])
-    assert torch.equal(model.encoder.cnn.body[0].weight, towers["encoder.cnn.body.0.weight"])
+    assert torch.equal(model.encoder.cnn.body[0][0].weight, towers["encoder.cnn.body.0.0.weight"])
     assert not any(k.startswith(("cross", "memory")) for k in model.started_from)
     bad = load_config(
         CONFIGS / "tiny" / "clip_gpt.yaml",
@@ -156,7 +156,7 @@ def test_clip_gpt_takes_one_tower_and_freezes_a_pretrained_image_tower(pretraine
 
     image = model("model.pretrained_towers=image", "model.hidden_dim=64", "model.num_heads=2")  # any decoder
     assert image.started_from and all(k.startswith("encoder.") for k in image.started_from)
-    assert torch.equal(image.encoder.cnn.body[0].weight, towers["encoder.cnn.body.0.weight"])
+    assert torch.equal(image.encoder.cnn.body[0][0].weight, towers["encoder.cnn.body.0.0.weight"])
     text = model("model.pretrained_towers=text", "model.encoder.fine_tune=false")
     assert not any(k.startswith("encoder.") for k in text.started_from)
     assert torch.equal(text.embed.weight, towers["text.embed.weight"]) and text.encoder.trainable  # random: trains
@@ -177,7 +177,7 @@ def test_clip_gpt_takes_one_tower_and_freezes_a_pretrained_image_tower(pretraine
     )
     run = train(cfg, progress=False)
     weights = read_checkpoint(run.run_dir / "best.pt")["model"]
-    assert torch.equal(weights["encoder.cnn.body.0.weight"], towers["encoder.cnn.body.0.weight"])  # frozen
+    assert torch.equal(weights["encoder.cnn.body.0.0.weight"], towers["encoder.cnn.body.0.0.weight"])  # frozen
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # trained and validated from cached tower features
 
 

@@ -21,9 +21,7 @@ from conftest import torchrun as torchrun_command
 pytestmark = pytest.mark.slow
 
 COMMON = [
-    # EfficientNet-Lite0 (random, trained) rather than the tiny configs' ResNet-18: a third of the weights
-    # to write at every one of these tests' per-step saves (last.pt 137 MB -> about 45 MB with Adam's state)
-    "model.encoder.name=efficientnet_lite0",
+    # the tiny configs' small CNN: its weights and Adam's state are a few MB to write at every per-step save
     "data.synthetic_n=60",
     "train.batch_size=4",
     "train.seq_per_img=2",

@@ -288,7 +288,47 @@ class EfficientNetLiteEncoder(StagedEncoder):
             return self.net.forward_features(images)  # (batch, 1280, h, w)
 
 
-CNNS = {**{name: ResNetEncoder for name in RESNETS}, **{name: EfficientNetLiteEncoder for name in LITE}}
+# ---------------------------------------------------------------- a small CNN (random weights only)
+SMALL_CNN_WIDTHS = (32, 64, 128, 192, 256)
+
+
+class SmallCNNEncoder(StagedEncoder):
+    """Five stride-2 stages of one 3x3 conv-BN-ReLU each (32 to 256 channels): images (B, 3, H, W) ->
+    (B, 256, H/32, W/32), the map ResNet gives, for a tenth of ResNet-18's compute and a fifteenth of its
+    weights. Random weights only: the tiny configs of the tests and of the notebooks' test runs, where the
+    synthetic scenes need no ImageNet knowledge. Its receptive field (63 px) stays near its grid cell, so
+    an attention model trained on it looks where the objects are (tests/test_attention.py)."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        if cfg.pretrained:
+            raise InputError(f"{cfg.name} has no pretrained weights: set model.encoder.pretrained=false")
+        blocks, c_in = [], 3
+        for c in SMALL_CNN_WIDTHS:
+            blocks.append(
+                nn.Sequential(nn.Conv2d(c_in, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+            )
+            c_in = c
+        self.body = nn.Sequential(*blocks)
+        for m in self.body.modules():  # as torchvision's ResNet: the signal keeps its scale through the stages
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.out_dim: int = c_in
+        self.set_trainable(cfg.trainable())
+
+    def stages(self, last: int) -> list[nn.Module]:
+        return list(self.body.children())[-last:]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            return self.body(images)  # (batch, 256, h/32, w/32)
+
+
+CNNS = {
+    **{name: ResNetEncoder for name in RESNETS},
+    **{name: EfficientNetLiteEncoder for name in LITE},
+    "small_cnn": SmallCNNEncoder,
+}
 # model.encoder.name -> its class; the config's choices are this registry's names. A new encoder is a
 # StagedEncoder registered here (a CNN also goes into CNNS, so that grid and global models can use it).
 ENCODERS: Registry[type] = Registry("encoder")
