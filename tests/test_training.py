@@ -117,3 +117,18 @@ def test_learning_rate_schedules_and_warm_up(schedule, expected):
     cfg = load_config(None, [f"train.lr_schedule={schedule}", "train.epochs=4", "train.warmup_steps=10", *step])
     for (epoch, step), factor in expected.items():
         assert lr_factor(cfg, epoch, step) == pytest.approx(factor), (schedule, epoch, step)
+
+
+def test_the_one_optimizer_step_syncs_after_backward_clips_then_steps():
+    """``optim.optimizer_step``, which the Trainer, vlm-finetune and the tiny language models share."""
+    from captionlab.optim import optimizer_step
+
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt = torch.optim.SGD([w], lr=1.0)
+    seen = []
+    loss = (w * torch.tensor([30.0, 40.0])).sum()  # gradient (30, 40): norm 50
+    optimizer_step(loss, opt, [w], grad_clip=5.0, sync=lambda: seen.append(w.grad.clone()))
+    assert torch.equal(seen[0], torch.tensor([30.0, 40.0]))  # the whole gradient, before clipping
+    assert torch.allclose(w.detach(), torch.tensor([0.0, 0.0]), atol=1e-6)  # clipped to (3, 4), then stepped
+    optimizer_step(w.sum(), opt, [w])  # no clipping; the last step's gradient is gone
+    assert torch.allclose(w.detach(), torch.tensor([-1.0, -1.0]), atol=1e-6)

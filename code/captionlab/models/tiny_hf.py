@@ -13,6 +13,7 @@ import torch
 
 from ..errors import ExistsError, InputError
 from ..hub import quiet
+from ..optim import optimizer_step
 from ..paths import resolve
 
 
@@ -92,10 +93,7 @@ def train_language_model(model: Any, ids: list[list[int]], steps: int, pad: int,
         rows = [torch.tensor(ids[i][:128]) for i in pick]
         x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)  # (batch, T)
         labels = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-100)
-        loss = model(input_ids=x, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimizer_step(model(input_ids=x, labels=labels).loss, opt, model.parameters())
     model.eval()
 
 

@@ -29,6 +29,7 @@ from ..data.tokenizers import metric_text
 from ..errors import CaptionlabError, InputError
 from ..metric_keys import SHOWN
 from ..metrics.coco import simple_tokenize
+from ..optim import optimizer_step
 from ..paths import resolve
 from ..runlog import RunLog, read_log
 from . import distributed as D
@@ -303,20 +304,14 @@ class Trainer:
             g["lr"] = g["base_lr"] * lr_factor(self.cfg, epoch, self.global_step)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             loss, stats = self.loss_fn(step_model, images, captions, idx)  # loss: () tensor; stats: floats
-        self.optimizer.zero_grad(set_to_none=True)
         skipped = D.any_across(not math.isfinite(stats["loss"]), self.info, self.device)
         if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
             self._bad_step(epoch, stats["loss"])
         else:
             self.bad_in_a_row = 0
-            self.scaler.scale(loss).backward()
-            if self.manual_sync:
-                D.average_gradients(self.model, self.info)
-            if t.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            sync = (lambda: D.average_gradients(self.model, self.info)) if self.manual_sync else None
+            optimizer_step(loss, self.optimizer, self.model.parameters(), t.grad_clip, self.scaler, sync)
         self.global_step += 1
         return stats, skipped
 

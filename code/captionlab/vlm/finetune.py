@@ -26,6 +26,7 @@ import torch
 
 from ..data.images import load_image
 from ..errors import InputError, MissingError
+from ..optim import optimizer_step
 from ..paths import resolve
 from ..progress import progress
 from ..training.distributed import setup
@@ -128,10 +129,7 @@ def lora_model(o: FinetuneOptions, image: Path) -> tuple[VLM, list[int], dict[st
 def train_step(vlm: VLM, optimizer: torch.optim.Optimizer, params: list, batch: dict, batch_size: int) -> float:
     with memory_advice(batch_size):
         loss = vlm.model(**batch).loss  # mean over the answer tokens of the batch
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    optimizer.step()
+        optimizer_step(loss, optimizer, params, grad_clip=1.0)
     return loss.item()
 
 
