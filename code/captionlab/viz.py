@@ -12,12 +12,11 @@ from PIL import Image
 
 from .data.images import load_image
 from .errors import InputError
+from .metric_keys import PLOTTED
 from .runlog import read_log
 
 
-def plot_training_curves(
-    log_csv: str | Path, out: str | Path | None = None, metrics: Sequence[str] = ("Bleu_4", "ROUGE_L", "CIDEr")
-):
+def plot_training_curves(log_csv: str | Path, out: str | Path | None = None, metrics: Sequence[str] = PLOTTED):
     rows = read_log(log_csv)
     if not rows:
         raise InputError(f"{log_csv}: no epochs logged yet")
