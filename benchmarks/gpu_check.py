@@ -203,7 +203,8 @@ def check_attention(tmp: Path, data: Path, config: Path, common: list[str]) -> N
     torch.manual_seed(0)
     torch.save(resnet18().state_dict(), weights)  # stands in for ImageNet weights: loaded, then frozen
     runs = tmp / "runs"
-    stages = ["model.encoder.pretrained=true", f"model.encoder.weights={weights}", "train.feature_cache=true"]
+    stages = ["model.encoder.name=resnet18", "model.encoder.pretrained=true", f"model.encoder.weights={weights}"]
+    stages += ["train.feature_cache=true"]
     stages += ["train.fine_tune_from_epoch=3", "train.fine_tune_blocks=1", "train.epochs=4"]
     run, s = cli("train", "code/configs/tiny/attention.yaml", *common, "train.amp=true", *stages, "train.run_name=sat")
     caches = list((tmp / "cache").glob("*.npy"))
