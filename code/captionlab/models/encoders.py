@@ -110,7 +110,27 @@ class StagedEncoder(nn.Module):
         return self
 
 
-class ResNetEncoder(StagedEncoder):
+def random_only(cfg: EncoderConfig) -> None:
+    """Encoders that exist only with random weights (vit_tiny, small_cnn) refuse ``pretrained``."""
+    if cfg.pretrained:
+        raise InputError(f"{cfg.name} has no pretrained weights: set model.encoder.pretrained=false")
+
+
+class SequentialEncoder(StagedEncoder):
+    """A CNN kept as ``self.body``, an ``nn.Sequential`` whose last children are its stages."""
+
+    body: nn.Sequential
+
+    def stages(self, last: int) -> list[nn.Module]:
+        """The last ``last`` stages (ResNet: layer4, layer3, ...), the ones a fine-tuning stage opens."""
+        return list(self.body.children())[-last:]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            return self.body(images)  # (batch, out_dim, h, w)
+
+
+class ResNetEncoder(SequentialEncoder):
     """torchvision ResNet without its classifier: images (B, 3, H, W) -> feature map (B, C, H/32, W/32)."""
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -122,14 +142,6 @@ class ResNetEncoder(StagedEncoder):
         self.body = nn.Sequential(*list(net.children())[:-2])
         # Random weights train (unless frozen); pretrained ones only when asked.
         self.set_trainable(cfg.trainable())
-
-    def stages(self, last: int) -> list[nn.Module]:
-        """The last ``last`` residual stages (layer4, layer3, ...), the ones a fine-tuning stage opens."""
-        return list(self.body.children())[-last:]
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            return self.body(images)  # (batch, out_dim, h, w)
 
 
 class ViTEncoder(StagedEncoder):
@@ -143,8 +155,7 @@ class ViTEncoder(StagedEncoder):
         super().__init__()
         builder, weights = VITS[cfg.name]
         if builder is None:
-            if cfg.pretrained:
-                raise InputError(f"{cfg.name} has no pretrained weights: set model.encoder.pretrained=false")
+            random_only(cfg)
             net = tvm.VisionTransformer(
                 cfg.image_size, patch_size=16, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=768
             )
@@ -296,7 +307,7 @@ class EfficientNetLiteEncoder(StagedEncoder):
 SMALL_CNN_WIDTHS = (32, 64, 128, 192, 256)
 
 
-class SmallCNNEncoder(StagedEncoder):
+class SmallCNNEncoder(SequentialEncoder):
     """Five stride-2 stages of one 3x3 conv-BN-ReLU each (32 to 256 channels): images (B, 3, H, W) ->
     (B, 256, H/32, W/32), the map ResNet gives, for a tenth of ResNet-18's compute and a fifteenth of its
     weights. Random weights only: the tiny configs of the tests and of the notebooks' test runs, where the
@@ -305,8 +316,7 @@ class SmallCNNEncoder(StagedEncoder):
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
-        if cfg.pretrained:
-            raise InputError(f"{cfg.name} has no pretrained weights: set model.encoder.pretrained=false")
+        random_only(cfg)
         blocks, c_in = [], 3
         for c in SMALL_CNN_WIDTHS:
             blocks.append(
@@ -318,14 +328,7 @@ class SmallCNNEncoder(StagedEncoder):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         self.out_dim: int = c_in
-        self.set_trainable(cfg.trainable())
-
-    def stages(self, last: int) -> list[nn.Module]:
-        return list(self.body.children())[-last:]
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            return self.body(images)  # (batch, 256, h/32, w/32)
+        self.set_trainable(cfg.trainable())  # its map: (batch, 256, h/32, w/32)
 
 
 CNNS = {
