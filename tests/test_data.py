@@ -12,7 +12,8 @@ from PIL import Image
 
 from captionlab.config import DataConfig
 from captionlab.data import BadImageError, Vocabulary, build_tokenizer, load_dataset, load_image, synthetic
-from captionlab.data.dataset import CaptionGroups
+from captionlab.data.dataset import CaptionGroups, ImageRecord
+from captionlab.errors import InputError
 
 
 # ---------------------------------------------------------------- vocabulary and tokenizer
@@ -296,3 +297,41 @@ def test_caption_groups_draw_the_same_captions_for_the_same_epoch(tmp_path):
     assert index == 0 and len(caps) == 3  # items carry their record index, for losses that need references
     few = CaptionGroups(ds.records, vocab, tok, lambda im: im, 10, seq_per_img=9, seed=0)
     assert len(few.pick(0)) == 9  # fewer captions than asked: some repeat
+
+
+def test_carve_test_moves_a_seeded_sample_of_train_and_refuses_data_with_a_test_split(tmp_path):
+    entries = [_entry(f"{i}.png", "train" if i < 8 else "val", [f"caption {i}"], i) for i in range(10)]
+    path = _karpathy(tmp_path, entries)
+    for i in range(10):
+        _rgb(tmp_path / "imgs" / f"{i}.png")
+    one = load_dataset(_cfg(path, carve_test=3, split_seed=1))
+    assert one.splits() == {"train": 5, "test": 3, "val": 2}
+    assert [r.image_id for r in one.split("test")] == [
+        r.image_id for r in load_dataset(_cfg(path, carve_test=3, split_seed=1)).split("test")
+    ]
+    other = load_dataset(_cfg(path, carve_test=3, split_seed=2))
+    assert {r.image_id for r in other.split("test")} != {r.image_id for r in one.split("test")}
+    with pytest.raises(InputError, match="only 8 training images"):
+        load_dataset(_cfg(path, carve_test=8))
+    (tmp_path / "t").mkdir()
+    with_test = _karpathy(tmp_path / "t", [_entry("0.png", "test", ["a"], 0), _entry("1.png", "train", ["b"], 1)])
+    with pytest.raises(InputError, match="has a test split already"):
+        load_dataset(_cfg(with_test, carve_test=1, image_root=str(tmp_path)))
+
+
+def test_the_feature_cache_draws_each_epochs_captions_as_training_from_images_does():
+    """7 captions an image, 2 an item: the picks change across epochs, the same with and without the cache."""
+    from captionlab.training.feature_cache import CachedGroups
+
+    records = [ImageRecord(i, Path(f"{i}.png"), "train", [f"w{i} c{j}" for j in range(7)]) for i in range(3)]
+    tok = build_tokenizer("en_word")
+    vocab = Vocabulary.build(tok.tokenize(c) for r in records for c in r.captions)
+    groups = CaptionGroups(records, vocab, tok, None, 10, seq_per_img=2, seed=0)
+    cached = CachedGroups(groups, np.zeros((3, 4), np.float16))
+    seen = []
+    for epoch in range(3):
+        groups.set_epoch(epoch)  # what the trainer does, on the groups it built
+        picks = [[c.tolist() for c in cached[i][1]] for i in range(3)]
+        assert picks == [groups.pick(i) for i in range(3)]
+        seen.append(picks)
+    assert seen[0] != seen[1] or seen[1] != seen[2]

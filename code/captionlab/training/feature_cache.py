@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..data.dataset import CaptionGroups, ImageItems, ImageRecord, collate_images, feature_row
 from ..errors import InputError
@@ -28,7 +28,9 @@ from ..progress import progress as progress_bar
 def cache_key(model: torch.nn.Module, model_cfg: Any, records: Sequence[ImageRecord], transform: Any) -> str:
     h = hashlib.sha256()
     enc = model_cfg.encoder
-    h.update(json.dumps([type(model).__name__, enc.name, model_cfg.grid_size, model_cfg.blind]).encode())
+    # What makes the features (not the model's name): models that read the same encoder output share a cache
+    made_by = [type(model).features.__qualname__, type(model.encoder).__name__]
+    h.update(json.dumps([*made_by, enc.name, model_cfg.grid_size, model_cfg.blind]).encode())
     for name, tensor in sorted(model.encoder.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -83,14 +85,19 @@ def build_or_open(
     return np.load(path, mmap_mode="r")
 
 
-class CachedGroups(CaptionGroups):
-    """``CaptionGroups`` whose items carry cached encoder features instead of decoded images."""
+class CachedGroups(Dataset):
+    """The training ``CaptionGroups`` with cached encoder features in place of decoded images. It wraps
+    the groups rather than copying them: which captions an item brings is theirs to draw, from the
+    epoch the trainer sets on them, so the cache trains on the same captions as the images would."""
 
     def __init__(self, groups: CaptionGroups, features: np.ndarray) -> None:
-        self.__dict__.update(groups.__dict__)
-        if len(features) != len(self.records):
-            raise InputError(f"feature cache holds {len(features)} images, the training split {len(self.records)}")
+        if len(features) != len(groups.records):
+            raise InputError(f"feature cache holds {len(features)} images, the training split {len(groups.records)}")
+        self.groups = groups
         self.features = features
 
+    def __len__(self) -> int:
+        return len(self.groups)
+
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, list[torch.Tensor], int]:
-        return feature_row(self.features, idx), [torch.tensor(c, dtype=torch.long) for c in self.pick(idx)], idx
+        return feature_row(self.features, idx), [torch.tensor(c, dtype=torch.long) for c in self.groups.pick(idx)], idx
