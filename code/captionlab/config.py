@@ -70,9 +70,12 @@ class DataConfig:
     image_size: int = opt(224, min=16, help="square side fed to the encoder")
     resize: int | None = opt(None, min=16, help="shorter side before the centre crop; None = image_size")
     on_bad_image: str = opt("error", choices=("error", "skip"))
-    split_seed: int = opt(0, min=0, help="deepfashion's seeded split")
+    split_seed: int = opt(0, min=0, help="the seeded splits: deepfashion's, tsv's and data.carve_test's")
     test_fraction: float = opt(0.2, min=0.0, below=1.0)
     val_fraction: float = opt(0.05, min=0.0, below=1.0, help="taken from train when the source has no val split")
+    carve_test: int = opt(
+        0, min=0, help="a source with no test split: this many training images become a seeded test split"
+    )
     num_workers: int = opt(0, min=0)
     synthetic_n: int = opt(5000, min=3, help="format synthetic: images generated into `path` when absent")
     synthetic_seed: int = opt(0, min=0)
@@ -135,6 +138,12 @@ class ModelConfig:
     pretrained_from: str | None = None  # clip_gpt: the `captionlab pretrain` checkpoint it starts from
     pretrained_towers: str = opt(
         "both", choices=("both", "image", "text"), help="clip_gpt: which pre-trained towers it starts from"
+    )
+    retrieval_k: int = opt(4, min=1, help="retrieval_transformer: training images whose captions each image is given")
+    retrieval: str = opt(
+        "nearest",
+        choices=("nearest", "random"),
+        help="retrieval_transformer: the nearest images' captions, or (a control) those of unrelated images",
     )
 
     def image_tower_pretrained(self) -> bool:

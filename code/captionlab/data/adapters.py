@@ -25,7 +25,21 @@ def load_dataset(cfg: DataConfig) -> CaptionDataset:
     ds.records = check_images(ds.records, cfg.on_bad_image, ds.source)
     if not ds.records:
         raise InputError(f"{ds.source}: no usable images")
+    if cfg.carve_test:
+        ds.records = carve_test(ds.records, cfg.carve_test, cfg.split_seed, ds.source)
     return ds
+
+
+def carve_test(records: list[ImageRecord], n: int, seed: int, source: Path) -> list[ImageRecord]:
+    """``n`` training images, drawn with ``seed``, become the test split (``data.carve_test``): a split
+    that never chooses a checkpoint, for data that ships only train and val (the Flickr8k subset)."""
+    if any(r.split == "test" for r in records):
+        raise InputError(f"{source} has a test split already: data.carve_test is for data without one")
+    train = [i for i, r in enumerate(records) if r.split == "train"]
+    if n >= len(train):
+        raise InputError(f"data.carve_test={n} but {source} has only {len(train)} training images")
+    chosen = set(random.Random(seed).sample(train, n))
+    return [dataclasses.replace(r, split="test") if i in chosen else r for i, r in enumerate(records)]
 
 
 def _caption(text: Any, where: str) -> str:
