@@ -36,10 +36,16 @@ def built(path, tiny_hf, *extra: str) -> tuple[CaptionModel, object]:
         own += ["train.fine_tune_from_epoch=null", "train.fine_tune_blocks=2"]
     if shipped.model.pretrained_from:
         own.append("model.pretrained_from=null")
+    if shipped.model.name == "retrieval_transformer":  # its encoder stays frozen, random weights too
+        own.append("model.encoder.frozen=true")
     cfg = load_config(path, ["model.encoder.pretrained=false", "data.min_freq=1", *own, *extra])
     vocab = build_vocab(cfg, Words())
     torch.manual_seed(0)
-    return build_model(cfg.model, len(vocab), vocab=vocab).eval(), cfg
+    model = build_model(cfg.model, len(vocab), vocab=vocab).eval()
+    if model.uses_datastore:  # what training fills from its training split: here random images' captions
+        words = torch.randint(4, len(vocab), (8, 5, cfg.data.max_caption_len + 1))
+        model.fill_datastore(torch.randn(8, model.image_encoder.out_dim), words)
+    return model, cfg
 
 
 def logprobs_for_two_images(model: CaptionModel, size: int) -> torch.Tensor:
@@ -63,7 +69,15 @@ def test_every_shipped_config_builds_a_model_whose_output_follows_the_image(path
 
 
 @pytest.mark.parametrize(
-    "name", ["cnn_gru.yaml", "attention.yaml", "adaptive.yaml", "vit_transformer.yaml", "clipcap_mlp.yaml"]
+    "name",
+    [
+        "cnn_gru.yaml",
+        "attention.yaml",
+        "adaptive.yaml",
+        "vit_transformer.yaml",
+        "retrieval_transformer.yaml",
+        "clipcap_mlp.yaml",
+    ],
 )
 def test_the_blind_ablation_fails_that_check(name, tiny_hf):
     model, _ = built(CONFIGS / "tiny" / name, tiny_hf, "model.blind=true")

@@ -116,8 +116,10 @@ def test_real_photos_notebook_executes_on_the_subset_or_a_stand_in(tmp_path, req
     nb = run_notebook("08_real_photos.ipynb", tmp_path, photos)
     text = outputs_text(nb)
     assert "show_attend_tell, efficientnet_lite0 ImageNet (frozen)" in text and "blind:" in text and "METEOR" in text
+    assert "retrieval_transformer, efficientnet_lite0" in text and "knn: consensus" in text
     assert "skimage.data.chelsea():" in text and "rocket.webp:" in text and "astronaut.tif:" in text
-    assert (tmp_path / "runs" / "nb08_show_attend_tell" / "eval_val_beam3" / "metrics.json").is_file()
+    for run in ("nb08_show_attend_tell", "nb08_retrieval"):  # scored on the test split, which chose nothing
+        assert (tmp_path / "runs" / run / "eval_test_beam3" / "metrics.json").is_file()
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) == 4  # training curves and three heat-map figures of scikit-image photos, nothing else
 

@@ -1,6 +1,7 @@
-"""Image-text retrieval with a pre-training checkpoint (``load_dual_encoder``): unit embeddings of
+"""Retrieval. Image-text retrieval with a pre-training checkpoint (``load_dual_encoder``): unit embeddings of
 images and captions, computed on the model's device, and what each caption finds. Pre-training's
-validation and notebook 07 use the same functions, so they cannot disagree on how a caption is embedded."""
+validation and notebook 07 use the same functions, so they cannot disagree on how a caption is embedded.
+And ``replace_datastore``: another captioned set for a retrieval_transformer to retrieve from."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from torch.utils.data import DataLoader
 from . import progress as P
 from .captioner import Captioner
 from .data.dataset import ImageItems, ImageRecord, collate_images
+from .data.datastore import pad_captions, pooled
+from .errors import InputError
 from .metrics.retrieval import recall_at_k
 
 
@@ -61,3 +64,25 @@ def retrieval_recall(
     captions = [c for r in records for c in r.captions]
     owner = torch.tensor([i for i, r in enumerate(records) for _ in r.captions])  # (M,): each caption's image
     return recall_at_k(images, embed_captions(dual, captions, max_len, batch_size), owner)
+
+
+@torch.no_grad()
+def replace_datastore(
+    captioner: Captioner, records: Sequence[ImageRecord], batch_size: int = 64, progress: bool = False
+) -> int:
+    """Give a ``retrieval_transformer`` another captioned set to retrieve from, without retraining (a
+    rebuilt dataset from ``rebuild-export``, a larger or more recent collection): its images are encoded
+    by the model's own frozen encoder and its captions tokenised with the model's vocabulary (words it
+    never learnt become ``<unk>``). Returns the number of images now in the datastore."""
+    model = captioner.model
+    if not model.uses_datastore:
+        raise InputError(f"model {captioner.config.model.name} retrieves nothing: only retrieval_transformer does")
+    records = [r for r in records if r.captions]
+    loader = DataLoader(ImageItems(records, captioner.transform), batch_size=batch_size, collate_fn=collate_images)
+    feats = [
+        pooled(model.encode(x.to(captioner.device))) for x, _ in P.progress(loader, desc="datastore", enabled=progress)
+    ]
+    max_len = captioner.config.data.max_caption_len
+    ids = [[captioner.vocab.encode(captioner.tokenizer.tokenize(c), max_len) for c in r.captions] for r in records]
+    model.fill_datastore(torch.cat(feats), pad_captions(ids, max_len + 1))
+    return len(records)

@@ -83,6 +83,9 @@ class TrainableModel(nn.Module):
     # Its vocabulary is a language model's tokenizer (``text_vocab``); build_model hands it ``vocab``
     # and ``assets`` (the architectures a checkpoint saved).
     uses_lm_vocab: ClassVar[bool] = False
+    # It reads a datastore of reference images and their captions (retrieval_transformer): the trainer
+    # fills it from the training split (``fill_datastore``) before the first step.
+    uses_datastore: ClassVar[bool] = False
     # The model.* keys only some families read (grid_size, num_heads, clip, ...) that this one does:
     # set on a family that does not list them, config_rules refuses them ("does not apply to").
     config_keys: ClassVar[frozenset[str]] = frozenset()
@@ -113,6 +116,11 @@ class TrainableModel(nn.Module):
         """Start from the towers of a ``captionlab pretrain`` checkpoint (``model.pretrained_from``: the
         config refuses the key for a family that does not list it in ``config_keys``)."""
         raise NotImplementedError(f"{type(self).__name__} starts from no pre-trained towers")
+
+    def fill_datastore(self, features: torch.Tensor, captions: torch.Tensor) -> None:
+        """Reference images' pooled features (N, D) and captions (N, per_image, L), for a model that
+        ``uses_datastore``; they are saved with its weights."""
+        raise NotImplementedError(f"{type(self).__name__} reads no datastore")
 
     def assets(self) -> dict[str, Any] | None:
         """What a checkpoint needs besides the weights to rebuild the model with no directory."""

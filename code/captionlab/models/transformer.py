@@ -94,16 +94,19 @@ def cross_attend(
     """Rows' queries x (rows, T, dim) against their image's keys (images, heads, N, head_dim).
     -> output (rows, T, dim) and, if asked, weights averaged over heads (rows, T, N)."""
     keys, values = state[f"image_k{i}"], state[f"image_v{i}"]
+    mask = state.get("image_mask")  # (images, N) True where the memory is real, or None: all of it
+    mask = mask[:, None, None] if mask is not None else None  # (images, 1, 1, N)
     rows, T = x.size(0), x.size(1)
     n_img, k = keys.size(0), rows // keys.size(0)
     q = att.split(att.q(x))  # (rows, heads, T, hd)
     q = q.view(n_img, k, att.heads, T, att.head_dim).transpose(1, 2).reshape(n_img, att.heads, k * T, att.head_dim)
     if need_weights:
-        w = (q @ keys.transpose(-1, -2) / math.sqrt(att.head_dim)).softmax(-1)  # (images, heads, k*T, N)
+        w = q @ keys.transpose(-1, -2) / math.sqrt(att.head_dim)  # (images, heads, k*T, N)
+        w = (w if mask is None else w.masked_fill(~mask, -math.inf)).softmax(-1)
         out = w @ values
         weights = w.mean(1).view(n_img, k, T, -1).flatten(0, 1)  # (rows, T, N)
     else:
-        out, weights = F.scaled_dot_product_attention(q, keys, values, dropout_p=p), None
+        out, weights = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p), None
     out = out.view(n_img, att.heads, k, T, att.head_dim).transpose(1, 2).reshape(rows, att.heads, T, att.head_dim)
     return att.merge(out), weights
 
@@ -188,9 +191,14 @@ class ViTTransformer(TokenPositions, CaptionModel):
             self.out.weight = self.embed.weight
         self.use_cache = True  # False recomputes the whole prefix at every step (benchmarks, tests)
 
+    def memory_of(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the decoder cross-attends to (B, N, d), and which positions of it are real (B, N), or
+        None where all are: the image's regions here; a model may add more (retrieved captions)."""
+        return self.memory(feats), None
+
     def init_state_from_features(self, feats: torch.Tensor) -> State:
-        memory = self.memory(feats)  # (B, N, d)
-        state = State()
+        memory, mask = self.memory_of(feats)  # (B, N, d), (B, N) or None
+        state = State() if mask is None else State(image_mask=mask)
         for i, layer in enumerate(self.layers):
             k, v = layer.cross_attn.keys_values(memory)  # (B, heads, N, hd), once per image
             state[f"image_k{i}"], state[f"image_v{i}"] = k, v
@@ -212,7 +220,11 @@ class ViTTransformer(TokenPositions, CaptionModel):
         for i, layer in enumerate(self.layers):
             x, weights = layer(x, state, new, i, cached, need_weights and i == len(self.layers) - 1)
         x = x[:, -1:] if last_only else x  # a step without the cache reads only the newest position
-        return self.out(self.norm(x)), new, weights
+        return self.head(self.norm(x), state), new, weights
+
+    def head(self, h: torch.Tensor, state: State) -> torch.Tensor:
+        """The last layer's normalised states (rows, T, d) -> next-token scores (rows, T, vocab)."""
+        return self.out(h)
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.use_cache:
@@ -221,8 +233,12 @@ class ViTTransformer(TokenPositions, CaptionModel):
             prefix = torch.cat([state["prefix"], tokens.unsqueeze(1)], 1)  # (rows, t+1): all of it again
             logits, new, weights = self._decode(prefix, state, cached=False, need_weights=True, last_only=True)
             new["prefix"] = prefix
-        new["attention"] = weights[:, -1]  # (rows, N)
+        new["attention"] = self.shown_attention(weights[:, -1])  # (rows, regions)
         return torch.log_softmax(logits[:, -1].float(), -1), new
+
+    def shown_attention(self, weights: torch.Tensor) -> torch.Tensor:
+        """The last layer's cross-attention (rows, N) as heat-maps and the grounding rate read it."""
+        return weights
 
     def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         state = self.expand_for(self.init_state_from_features(feats), captions)

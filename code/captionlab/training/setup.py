@@ -13,10 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 
+from .. import progress as P
 from ..captioner import Captioner, new_model, pretrain_start, read_model, start_vocab
 from ..config import RunConfig
-from ..data.dataset import CaptionDataset, CaptionGroups
+from ..data.dataset import CaptionDataset, CaptionGroups, ImageItems, collate_images
+from ..data.datastore import pad_captions, pooled
 from ..data.tokenizers import build_tokenizer
 from ..data.vocab import Vocabulary
 from ..errors import InputError
@@ -190,3 +193,29 @@ class FeatureSource:
                 else DDP(fed, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             )
         return self._model
+
+
+@torch.no_grad()
+def fill_datastore(
+    model: torch.nn.Module, train_set: CaptionGroups, cache: FeatureSource, max_len: int, progress: bool
+) -> None:
+    """The training split becomes the datastore of a model that ``uses_datastore``: each image's pooled
+    encoder feature (read from the feature cache when training uses it, else encoded once here) and
+    its captions as training tokenises them (``max_len`` words and ``<end>``)."""
+    if cache.usable(model.image_encoder):
+        feats = cache.dataset().features  # (N, regions, C) float16, memory-mapped
+        rows = [
+            pooled(torch.from_numpy(np.asarray(feats[i : i + 512], dtype=np.float32)))
+            for i in range(0, len(feats), 512)
+        ]
+    else:
+        was_training, device = model.training, next(model.parameters()).device
+        model.eval()
+        loader = DataLoader(
+            ImageItems(train_set.records, train_set.transform), batch_size=64, collate_fn=collate_images
+        )
+        rows = [
+            pooled(model.encode(x.to(device))).cpu() for x, _ in P.progress(loader, desc="datastore", enabled=progress)
+        ]
+        model.train(was_training)
+    model.fill_datastore(torch.cat(rows), pad_captions(train_set.captions, max_len + 1))  # (N, D), (N, 5, L)

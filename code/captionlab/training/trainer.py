@@ -36,7 +36,15 @@ from . import distributed as D
 from .objectives import build_loss
 from .resume import SkipSampler, StopSignals, TrainingStopped, capture_rng, restore_rng
 from .rundir import check_run_dir, create_run_dir, describe_run
-from .setup import FeatureSource, build_model_and_vocab, build_optimizer, lr_factor, seed_everything, validate
+from .setup import (
+    FeatureSource,
+    build_model_and_vocab,
+    build_optimizer,
+    fill_datastore,
+    lr_factor,
+    seed_everything,
+    validate,
+)
 
 
 class NonFiniteLossError(CaptionlabError, RuntimeError):
@@ -223,16 +231,18 @@ class Trainer:
         """DDP, AMP and the feature cache. A loss that decodes (SCST) calls init_state/step rather than
         forward, so DDP's hooks cannot sync: it drives the bare model and gradients are averaged by hand."""
         t, info = self.cfg.train, self.info
-        self.assets = self.model.assets()
         self.manual_sync = info.enabled and self.loss_fn.needs_raw_model
+        self.cache = FeatureSource(
+            self.cfg, self.model, self.train_set, self.run_dir, self.device, info, self.progress, self.manual_sync
+        )
+        if self.model.uses_datastore:  # before DDP is built: it registers the buffers as they are then
+            fill_datastore(self.model, self.train_set, self.cache, self.cfg.data.max_caption_len, self.progress)
+        self.assets = self.model.assets()
         self._wrap()
         self.use_amp = t.amp and self.device.type == "cuda"
         if t.amp and not self.use_amp and info.is_main:
             P.write("note     train.amp applies on CUDA only; training in float32 on the CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.cache = FeatureSource(
-            self.cfg, self.model, self.train_set, self.run_dir, self.device, info, self.progress, self.manual_sync
-        )
         if t.feature_cache and (self.encoder is None or self.encoder.trainable) and info.is_main:
             P.write(
                 "note     train.feature_cache applies while the encoder is frozen; this one trains, so images "
