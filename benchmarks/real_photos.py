@@ -47,6 +47,7 @@ ARMS = {  # name -> (config, label, overrides); knn and blind train nothing
     "knn": (RETRIEVAL, f"knn consensus (k={DEFAULT_K}), trains nothing", []),
     "retrieval_transformer": (RETRIEVAL, "retrieval_transformer", []),
     "retrieval_random": (RETRIEVAL, "retrieval_transformer given random neighbours", ["model.retrieval=random"]),
+    "retrieval_copy": (RETRIEVAL, "retrieval_transformer with the copy head", ["model.retrieval_copy=true"]),
     "sat": (SAT, "show_attend_tell", []),
     "sat_random": (SAT, "show_attend_tell, random frozen encoder", RANDOM),
     "cnn_gru": ("flickr8k_cnn_gru.yaml", "cnn_gru", []),

@@ -20,6 +20,7 @@ from captionlab.models import build_model
 from captionlab.models.base import FeatureInput
 from captionlab.paths import CONFIGS
 from captionlab.training.trainer import train
+from conftest import TINY_DECODER, stepped
 
 TINY = CONFIGS / "tiny" / "retrieval_transformer.yaml"
 
@@ -73,20 +74,16 @@ def test_captions_are_stored_without_start_cut_and_padded():
 # -- the model on its own -----------------------------------------------------------------------------
 
 
-def tiny_model(retrieval: str = "nearest") -> torch.nn.Module:
+def tiny_model(retrieval: str = "nearest", copy: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = ModelConfig(
         name="retrieval_transformer",
         encoder=EncoderConfig(name="small_cnn", pretrained=False, frozen=True),
         grid_size=2,
-        hidden_dim=32,
-        num_heads=4,
-        ff_dim=64,
-        num_layers=2,
-        dropout=0.0,
-        max_positions=24,
+        **TINY_DECODER,
         retrieval_k=3,
         retrieval=retrieval,
+        retrieval_copy=copy,
     )
     model = build_model(cfg, 25).eval()
     g = torch.Generator().manual_seed(2)
@@ -97,23 +94,20 @@ def tiny_model(retrieval: str = "nearest") -> torch.nn.Module:
     return FeatureInput(model)
 
 
-def test_teacher_forcing_equals_stepping_with_the_retrieved_captions():
-    model = tiny_model()
+@pytest.mark.parametrize("copy", [False, True])
+def test_teacher_forcing_equals_stepping_with_the_retrieved_captions(copy):
+    model = tiny_model(copy=copy)
     feats = torch.randn(3, 4, model.model.encoder.out_dim)
     caps = torch.randint(4, 25, (6, 9), generator=torch.Generator().manual_seed(1))
     caps[:, 0] = 1
     with torch.no_grad():
         full = torch.log_softmax(model(feats, caps).float(), -1)
-        state = model.expand_for(model.init_state(feats), caps)
-        steps = []
-        for t in range(caps.size(1) - 1):
-            lp, state = model.step(caps[:, t], state)
-            steps.append(lp)
-    assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+        assert torch.allclose(stepped(model, feats, caps), full, atol=1e-5, rtol=1e-5)
 
 
-def test_batched_beam_equals_one_image_at_a_time_and_attention_covers_the_regions():
-    model = tiny_model()
+@pytest.mark.parametrize("copy", [False, True])
+def test_batched_beam_equals_one_image_at_a_time_and_attention_covers_the_regions(copy):
+    model = tiny_model(copy=copy)
     feats = torch.randn(4, 4, model.model.encoder.out_dim)
     batched = decoding.beam_search(model, feats, beam_size=3, max_len=12)
     for i in range(4):

@@ -12,22 +12,13 @@ from captionlab.config import EncoderConfig, ModelConfig
 from captionlab.data.adapters import load_dataset
 from captionlab.evaluation import evaluate_split
 from captionlab.models import build_model
+from conftest import TINY_DECODER, stepped
 
 
 def tiny(**kw) -> torch.nn.Module:
     torch.manual_seed(0)
     enc = kw.pop("encoder", EncoderConfig(name="vit_tiny", pretrained=False, image_size=64))
-    cfg = ModelConfig(
-        name="vit_transformer",
-        encoder=enc,
-        hidden_dim=32,
-        num_heads=4,
-        ff_dim=64,
-        num_layers=2,
-        dropout=0.0,
-        max_positions=24,
-        **kw,
-    )
+    cfg = ModelConfig(name="vit_transformer", encoder=enc, **TINY_DECODER, **kw)
     return build_model(cfg, 25).eval()
 
 
@@ -36,15 +27,6 @@ def captions(n: int, T: int) -> torch.Tensor:
     c = torch.randint(4, 25, (n, T), generator=g)
     c[:, 0] = 1
     return c
-
-
-def stepped(model, images, caps) -> torch.Tensor:
-    state = model.expand_for(model.init_state(images), caps)
-    out = []
-    for t in range(caps.size(1) - 1):
-        lp, state = model.step(caps[:, t], state)
-        out.append(lp)
-    return torch.stack(out, 1)
 
 
 @pytest.mark.parametrize(

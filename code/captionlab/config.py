@@ -140,6 +140,7 @@ class ModelConfig:
         "both", choices=("both", "image", "text"), help="clip_gpt: which pre-trained towers it starts from"
     )
     retrieval_k: int = opt(4, min=1, help="retrieval_transformer: training images whose captions each image is given")
+    retrieval_copy: bool = False  # retrieval_transformer: a pointer-generator head that copies retrieved words
     retrieval: str = opt(
         "nearest",
         choices=("nearest", "random"),

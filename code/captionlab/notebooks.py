@@ -56,7 +56,7 @@ def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str
     env = {"CAPTIONLAB_CONFIG": str(TINY / "cnn_gru.yaml"), "CAPTIONLAB_CONFIG_DIR": str(TINY)}
     extra = {
         "04_transformer_and_clipcap.ipynb": f"model.clip={work / 'hf' / 'clip'} model.lm={work / 'hf' / 'gpt2'}",
-        "08_real_photos.ipynb": "model.hidden_dim=128 model.attention_dim=128",
+        "08_real_photos.ipynb": "model.hidden_dim=128",  # both of its models read it
     }.get(name, "")
     if name == "03_self_critical.ipynb":
         env["CAPTIONLAB_SCST_CONFIG"] = str(TINY / "scst.yaml")

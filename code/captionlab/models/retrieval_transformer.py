@@ -6,11 +6,12 @@ Here the decoder is ``vit_transformer``'s and the retrieved captions join the im
 cross-attends to: the image's regions (projected as vit_transformer projects them) followed by every
 token of the ``model.retrieval_k`` neighbours' captions, embedded with the decoder's own word
 embedding (so attending to a retrieved word is close to writing it), a position within its caption
-and the neighbour's rank (each word also carries the word before it, so that the decoder can find
-where it is in a retrieved caption). ``<pad>`` positions are masked out of the attention. The output is
-a pointer-generator head (See et al. 2017): a learnt gate mixes the vocabulary softmax with a copy
-distribution over the retrieved words, so a word a neighbour's caption holds can be written before the
-decoder has learnt to produce it, which matters most when training data is small.
+and the neighbour's rank. ``<pad>`` positions are masked out of the attention. With
+``model.retrieval_copy`` the output is a pointer-generator head (See et al. 2017): a learnt gate mixes
+the vocabulary softmax with a copy distribution over the retrieved words, so that a word a neighbour's
+caption holds can be written before the decoder has learnt to produce it. On the Flickr8k subset it
+made the model lean on its neighbours much more, and caption worse (docs/results.md), so it is off by
+default.
 
 Retrieval happens inside the model, once per image, in ``init_state_from_features``: the pooled
 encoder feature against the datastore (``data/datastore.py``, buffers of this module, saved with the
@@ -40,7 +41,7 @@ from .transformer import ViTTransformer
 class RetrievalTransformer(ViTTransformer):
     """``vit_transformer`` whose memory holds the retrieved captions after the image regions."""
 
-    config_keys = ViTTransformer.config_keys | {"retrieval_k", "retrieval"}
+    config_keys = ViTTransformer.config_keys | {"retrieval_k", "retrieval", "retrieval_copy"}
     uses_datastore = True
 
     @classmethod
@@ -62,10 +63,11 @@ class RetrievalTransformer(ViTTransformer):
         self.store = Datastore()
         self.rank = nn.Embedding(cfg.retrieval_k, d)  # which neighbour a retrieved word came from
         nn.init.normal_(self.rank.weight, std=d**-0.5)
-        self.before = nn.Linear(d, d, bias=False)  # the word before each retrieved word (see memory_of)
         self.text_norm = nn.LayerNorm(d)
-        self.copy_q, self.copy_k = nn.Linear(d, d), nn.Linear(d, d)  # the copy attention (see head)
-        self.gate = nn.Linear(d, 1)  # how much of each next word is written rather than copied
+        self.copies = cfg.retrieval_copy
+        if self.copies:
+            self.copy_q, self.copy_k = nn.Linear(d, d), nn.Linear(d, d)  # the copy attention (see head)
+            self.gate = nn.Linear(d, 1)  # how much of each next word is written rather than copied
         self.regions = 0  # image positions at the front of the memory (set per batch: heat-maps show those)
 
     def fill_datastore(self, features: torch.Tensor, captions: torch.Tensor) -> None:
@@ -80,6 +82,8 @@ class RetrievalTransformer(ViTTransformer):
 
     def init_state_from_features(self, feats: torch.Tensor) -> State:
         state = super().init_state_from_features(feats)
+        if not self.copies:
+            return state
         text, ids = self._text  # (B, M, d), (B, M): the retrieved words memory_of just embedded
         state["image_copy_k"], state["image_copy_ids"] = self.copy_k(text), ids
         return state
@@ -88,6 +92,8 @@ class RetrievalTransformer(ViTTransformer):
         """A pointer-generator head (See et al. 2017): each next word is drawn from the vocabulary or
         copied from a retrieved caption, mixed by a learnt gate, so a word that a neighbour's caption
         holds can be written without the decoder having learnt to produce it. -> log-probabilities."""
+        if not self.copies:
+            return self.out(h)
         keys, ids = state["image_copy_k"], state["image_copy_ids"]  # (images, M, d), (images, M)
         rows, T, d = h.shape
         n_img = keys.size(0)
@@ -105,13 +111,7 @@ class RetrievalTransformer(ViTTransformer):
         self.regions = image.size(1)
         caps = self.retrieved(feats)  # (B, k, c, L)
         B, k, c, L = caps.shape
-        embedded = self.embed(caps)  # (B, k, c, L, d)
-        # Each retrieved word also carries the one before it (<start> for the first): a decoder that has
-        # just written "dog" finds the retrieved "runs" that follows a "dog" and can copy it.
-        before = torch.cat(
-            [self.embed.weight[self.start_id].expand_as(embedded[..., :1, :]), embedded[..., :-1, :]], -2
-        )
-        words = embedded + self.before(before) + self._position(0, L, caps.device)
+        words = self.embed(caps) + self._position(0, L, caps.device)  # (B, k, c, L, d)
         words = words + self.rank.weight[:k, None, None]  # + (k, 1, 1, d)
         text = self.text_norm(words).view(B, k * c * L, -1)  # (B, M, d), M = k * c * L
         self._text = text, caps.view(B, -1)  # for the copy head's keys (init_state_from_features)
