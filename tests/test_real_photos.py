@@ -36,6 +36,7 @@ def sat(root, tmp, *extra: str):
             f"train.output_dir={tmp / 'runs'}",
             "train.tensorboard=false",
             *SMALL,
+            *extra,
         ],
     )
     return cfg, train(cfg, progress=False)
@@ -59,9 +60,8 @@ def test_pretrained_features_see_what_blind_and_random_features_cannot(flickr_sm
 def test_retrieval_transformer_reads_its_neighbours_captions(flickr_small, tmp_path):
     """With its copy head, trained a few epochs on 300 photos, the model captions val far better with its
     nearest neighbours' captions than when the same weights are handed unrelated images' captions: the
-    retrieval works end to end and the model uses what it retrieves. (Trained with model.retrieval=random
-    instead, it learns to ignore them and the gap closes; without the copy head it leans on them little:
-    docs/results.md.)"""
+    retrieval works end to end and the model uses what it retrieves (without the copy head it leans on
+    them little: docs/results.md)."""
     share_cache(flickr_small, tmp_path)  # the Lite0 features the test above caches (same encoder and grid)
     cfg = load_config(
         CONFIGS / "flickr8k_retrieval_transformer.yaml",
