@@ -20,7 +20,7 @@ import torch
 
 from .config import RunConfig
 from .data.dataset import CaptionDataset, ImageRecord
-from .data.datastore import Datastore, pooled
+from .data.datastore import Datastore, pooled_cache
 from .data.images import build_transform
 from .metrics.cider import DocumentFrequency, cider_d
 from .metrics.coco import simple_tokenize
@@ -83,9 +83,7 @@ def split_features(
     transform = build_transform(cfg.data.image_size, cfg.data.resize, *model.image_norm)
     path = Path(cache_dir) / f"{cache_key(model, cfg.model, records, transform)}.npy"
     feats = build_or_open(model, records, transform, path, torch.device("cpu"), progress=progress)
-    return torch.cat(
-        [pooled(torch.from_numpy(np.asarray(feats[i : i + 512], np.float32))) for i in range(0, len(feats), 512)]
-    )
+    return pooled_cache(feats)
 
 
 def knn_captions(

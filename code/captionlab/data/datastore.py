@@ -14,7 +14,9 @@ out too, for the same reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,17 @@ SAME = 0.999  # cosine at which two pooled features are one photograph (float16 
 def pooled(feats: torch.Tensor) -> torch.Tensor:
     """Encoder output (B, regions, C) or (B, C) -> (B, C): the mean over regions."""
     return feats.float().mean(1) if feats.dim() == 3 else feats.float()
+
+
+def pooled_cache(features: Any, chunk: int = 512) -> torch.Tensor:
+    """A feature cache's rows (N, regions, C), float16 and memory-mapped -> pooled (N, C) float32, read
+    ``chunk`` rows at a time so that a large cache never sits in memory whole."""
+    return torch.cat(
+        [
+            pooled(torch.from_numpy(np.asarray(features[i : i + chunk], np.float32)))
+            for i in range(0, len(features), chunk)
+        ]
+    )
 
 
 def pad_captions(captions: Sequence[Sequence[Sequence[int]]], length: int, per_image: int = PER_IMAGE) -> torch.Tensor:

@@ -19,7 +19,7 @@ from .. import progress as P
 from ..captioner import Captioner, new_model, pretrain_start, read_model, start_vocab
 from ..config import RunConfig
 from ..data.dataset import CaptionDataset, CaptionGroups, ImageItems, collate_images
-from ..data.datastore import pad_captions, pooled
+from ..data.datastore import pad_captions, pooled, pooled_cache
 from ..data.tokenizers import build_tokenizer
 from ..data.vocab import Vocabulary
 from ..errors import InputError
@@ -203,11 +203,7 @@ def fill_datastore(
     encoder feature (read from the feature cache when training uses it, else encoded once here) and
     its captions as training tokenises them (``max_len`` words and ``<end>``)."""
     if cache.usable(model.image_encoder):
-        feats = cache.dataset().features  # (N, regions, C) float16, memory-mapped
-        rows = [
-            pooled(torch.from_numpy(np.asarray(feats[i : i + 512], dtype=np.float32)))
-            for i in range(0, len(feats), 512)
-        ]
+        rows = [pooled_cache(cache.dataset().features)]  # (N, C) from (N, regions, C)
     else:
         was_training, device = model.training, next(model.parameters()).device
         model.eval()
