@@ -67,17 +67,6 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
 TINY_DECODER = {"hidden_dim": 32, "num_heads": 4, "ff_dim": 64, "num_layers": 2, "dropout": 0.0, "max_positions": 24}
 
 
-def stepped(model, inputs: torch.Tensor, caps: torch.Tensor) -> torch.Tensor:
-    """Teacher forcing by the decoding step, one token at a time -> log-probabilities (rows, T-1, vocab):
-    what a model's whole-sequence ``forward`` must equal."""
-    state = model.expand_for(model.init_state(inputs), caps)
-    out = []
-    for t in range(caps.size(1) - 1):
-        lp, state = model.step(caps[:, t], state)
-        out.append(lp)
-    return torch.stack(out, 1)
-
-
 def tiny_config(tmp: Path, *overrides: str) -> RunConfig:
     """The tiny config with its data and outputs moved under ``tmp``."""
     return load_config(TINY, [f"train.output_dir={tmp / 'runs'}", *overrides])

@@ -16,11 +16,11 @@ from captionlab.data.datastore import Datastore, pad_captions
 from captionlab.errors import InputError
 from captionlab.knn import NearestNeighbourCaptioner, consensus
 from captionlab.metrics.cider import DocumentFrequency
-from captionlab.models import build_model
+from captionlab.models import CaptionModel, build_model
 from captionlab.models.base import FeatureInput
 from captionlab.paths import CONFIGS
 from captionlab.training.trainer import train
-from conftest import TINY_DECODER, stepped
+from conftest import TINY_DECODER
 
 TINY = CONFIGS / "tiny" / "retrieval_transformer.yaml"
 
@@ -102,7 +102,7 @@ def test_teacher_forcing_equals_stepping_with_the_retrieved_captions(copy):
     caps[:, 0] = 1
     with torch.no_grad():
         full = torch.log_softmax(model(feats, caps).float(), -1)
-        assert torch.allclose(stepped(model, feats, caps), full, atol=1e-5, rtol=1e-5)
+        assert torch.allclose(CaptionModel.forward_features(model.model, feats, caps), full, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("copy", [False, True])
