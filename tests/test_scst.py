@@ -135,3 +135,37 @@ def test_self_critical_training_resumes_exactly(trained, tmp_path):
     assert a["epoch"] == b["epoch"] == 2
     assert all(torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6) for k in a["model"])
     assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def test_init_from_checks_the_merged_config_before_any_data(trained, tmp_path):
+    """The model section comes from the checkpoint: a data key the model depends on that differs, or a
+    model key set here (which would be dropped), is one line naming both values, before any data is
+    loaded (data.path does not exist here) or any run folder is made."""
+    from captionlab.config import ConfigError
+
+    _, result = trained
+    common = [f"train.output_dir={tmp_path}", f"data.path={tmp_path / 'nowhere'}", "train.run_name=scst"]
+    common.append(f"train.init_from={result.run_dir / 'best.pt'}")
+    for override, message in [
+        ("data.image_size=96", "data.image_size is 96 here but 64 in the train.init_from checkpoint"),
+        ("data.max_caption_len=9", "data.max_caption_len is 9 here but"),
+        ("model.hidden_dim=48", "model.*cannot be set here: model.hidden_dim=48 .the checkpoint's: "),
+    ]:
+        cfg = load_config(CONFIGS / "tiny" / "scst.yaml", [*common, override])
+        with pytest.raises(ConfigError, match=message):
+            train(cfg, progress=False)
+        assert not (tmp_path / "scst").exists() and not (tmp_path / "nowhere").exists()
+    cfg = load_config(CONFIGS / "tiny" / "scst.yaml", [*common, "train.fine_tune_from_epoch=1"])
+    with pytest.raises(ConfigError, match="fine_tune_from_epoch needs a frozen"):  # the merged config's rules
+        train(cfg, progress=False)
+
+
+def test_the_shipped_scst_config_matches_the_checkpoint_it_starts_from():
+    """code/configs/scst.yaml fine-tunes `make demo`'s CNN+GRU (demo/lite0_cnn_gru.yaml): it trained at
+    96 px, and scst.yaml said 64."""
+    from captionlab.config_rules import init_from_problems
+
+    scst = load_config(CONFIGS / "scst.yaml")
+    demo = load_config(CONFIGS / "demo" / "lite0_cnn_gru.yaml")
+    assert scst.train.init_from.endswith(f"{demo.train.run_name}/best.pt")
+    assert init_from_problems(scst, demo) == []

@@ -87,6 +87,42 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
 
 
+def test_the_weight_average_validates_is_saved_as_best_and_resumes(tmp_path, tiny_cfg_factory):
+    """train.ema_decay: best.pt holds the moving average (not the last step's weights), last.pt carries
+    the average, and a resumed run continues the same average as one that never stopped."""
+    common = ("data.synthetic_n=60", f"data.path={tmp_path / 'data'}", "train.batch_size=8", "train.ema_decay=0.9")
+    straight = train(tiny_cfg_factory(tmp_path / "a", *common, "train.epochs=2"), progress=False)
+    first = train(tiny_cfg_factory(tmp_path / "b", *common, "train.epochs=1"), progress=False)
+    best = torch.load(first.run_dir / "best.pt", weights_only=True)["model"]  # epoch 1 is best: the first
+    last = torch.load(first.run_dir / "last.pt", weights_only=True)
+    shadow = last["extra"]["ema"]["shadow"]
+    assert shadow and all(torch.equal(best[k], v) for k, v in shadow.items())
+    assert any(not torch.allclose(last["model"][k], v) for k, v in shadow.items())  # not the raw weights
+    resumed = train(tiny_cfg_factory(tmp_path / "b", *common, "train.epochs=2"), resume=True, progress=False)
+    a, b = (torch.load(r.run_dir / "last.pt", weights_only=True)["extra"]["ema"] for r in (straight, resumed))
+    assert a["updates"] == b["updates"] > 0
+    for k in a["shadow"]:
+        assert torch.allclose(a["shadow"][k], b["shadow"][k], atol=1e-6), k
+
+
+def test_label_smoothing_spreads_each_target_over_the_vocabulary():
+    from captionlab.training.losses import CrossEntropyLoss
+
+    class Fixed(torch.nn.Module):
+        attention_maps = None
+
+        def forward(self, images, captions):
+            return torch.linspace(-2, 2, 3 * 4 * 7).view(3, 4, 7).sin() * 3  # (B, T-1, vocab)
+
+    captions = torch.tensor([[1, 4, 5, 2, 0], [1, 6, 2, 0, 0], [1, 3, 3, 3, 2]])  # 0 is <pad>
+    logp = Fixed()(None, None).log_softmax(-1)
+    target, real = captions[:, 1:], captions[:, 1:] != 0
+    nll = -logp.gather(-1, target[..., None])[..., 0]
+    expected = (0.9 * nll - 0.1 * logp.mean(-1))[real].mean()
+    loss, _ = CrossEntropyLoss(label_smoothing=0.1)(Fixed(), None, captions)
+    assert torch.allclose(loss, expected, atol=1e-6) and not torch.allclose(loss, nll[real].mean())
+
+
 def test_amp_request_on_cpu_warns_and_trains_in_float32(tmp_path, tiny_cfg_factory, capsys):
     cfg = tiny_cfg_factory(
         tmp_path,

@@ -199,6 +199,10 @@ class TrainConfig:
     fine_tune_blocks: int = opt(2, min=1, max=4)
     feature_cache: bool = False  # while the encoder is frozen, train from cached features (output/cache/)
     attention_reg: float = opt(1.0, min=0.0, help="doubly stochastic attention term (Xu et al.): weight")
+    label_smoothing: float = opt(0.0, min=0.0, below=1.0, help="xe: share of each target spread over the vocabulary")
+    ema_decay: float = opt(
+        0.0, min=0.0, below=1.0, help="validate and save a moving average of the weights with this decay (0: off)"
+    )
     loss: str = opt(
         "xe",
         registry="loss",

@@ -21,14 +21,21 @@ TRAIN_KEYS = {  # key -> (what it needs, whether the config has it)
     **{k: ("train.loss=scst", lambda t: t.loss == "scst") for k in SCST_KEYS},
     "lm_weight": ("train.loss=contrastive", lambda t: t.loss == "contrastive"),
     "attention_reg": ("train.loss=xe", lambda t: t.loss == "xe"),
+    "label_smoothing": ("train.loss=xe", lambda t: t.loss == "xe"),
     "lr_gamma": ("train.lr_schedule=step", lambda t: t.lr_schedule == "step"),
     "lr_step_epochs": ("train.lr_schedule=step", lambda t: t.lr_schedule == "step"),
     "fine_tune_blocks": ("train.fine_tune_from_epoch", lambda t: t.fine_tune_from_epoch is not None),
 }
 
 
-def problems(cfg: Any) -> list[str]:
-    """Every cross-field problem of ``cfg`` (a RunConfig), each one line naming the keys."""
+# What a model depends on in the data section: a train.init_from run must keep its checkpoint's values.
+INIT_DATA_KEYS = ("image_size", "resize", "tokenizer", "max_caption_len", "synthetic_lang")
+
+
+def problems(cfg: Any, merged: bool = False) -> list[str]:
+    """Every cross-field problem of ``cfg`` (a RunConfig), each one line naming the keys. With
+    ``train.init_from`` the model section is the checkpoint's, so the model's rules wait for ``merged``
+    (``init_from_problems``, once the checkpoint's config is read)."""
     t, m = cfg.train, cfg.model
     out: list[str] = []
     contrastive = (t.loss == "contrastive", t.select_metric == "mean_recall", m.name == "dual_encoder")
@@ -38,8 +45,8 @@ def problems(cfg: Any) -> list[str]:
             "(captionlab pretrain sets both), and only with them: "
             f"here train.loss={t.loss}, train.select_metric={t.select_metric}, model.name={m.name}"
         )
-    if t.init_from:
-        return out  # the model section comes from that checkpoint; checked again once it is read
+    if t.init_from and not merged:
+        return out  # the model section comes from that checkpoint: init_from_problems checks the merge
     if t.fine_tune_from_epoch is not None and m.encoder_trainable():
         out.append(
             "train.fine_tune_from_epoch needs a frozen pretrained encoder (model.encoder.pretrained=true, "
@@ -109,3 +116,31 @@ def position_problems(cfg: Any, text_tower: bool = False) -> list[str]:
                 f"{key} ({value}) is longer than model.max_positions ({n}): the decoder has no positions past it"
             )
     return out
+
+
+def _flat(section: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (section if isinstance(section, dict) else dataclasses.asdict(section)).items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def init_from_problems(cfg: Any, start: Any) -> list[str]:
+    """``cfg`` starts from a checkpoint trained under ``start`` (its RunConfig): the run takes that
+    model section, so what the model depends on in the data section must be the same, a ``model.*``
+    set here would be dropped (refused instead), and the merged config must pass every rule."""
+    d, path = cfg.data, cfg.train.init_from
+    out = [
+        f"data.{k} is {getattr(d, k)!r} here but {getattr(start.data, k)!r} in the train.init_from checkpoint "
+        f"{path}, whose model was trained on that: set data.{k}={getattr(start.data, k)}"
+        for k in INIT_DATA_KEYS
+        if getattr(d, k) != getattr(start.data, k) and (k != "synthetic_lang" or d.format == "synthetic")
+    ]
+    mine, theirs, default = _flat(cfg.model), _flat(start.model), _flat(type(cfg.model)())
+    dropped = [k for k, v in mine.items() if v != default.get(k) and v != theirs.get(k)]
+    if dropped:
+        out.append(
+            f"train.init_from takes the model section from {path}, so model.* cannot be set here: "
+            + ", ".join(f"model.{k}={mine[k]} (the checkpoint's: {theirs.get(k)})" for k in dropped)
+        )
+    return out + problems(dataclasses.replace(cfg, model=start.model), merged=True)

@@ -49,8 +49,8 @@ class CrossEntropyLoss(Objective):
 
     name = "xe"
 
-    def __init__(self, attention_reg: float = 0.0) -> None:
-        self.attention_reg = attention_reg
+    def __init__(self, attention_reg: float = 0.0, label_smoothing: float = 0.0) -> None:
+        self.attention_reg, self.label_smoothing = attention_reg, label_smoothing
 
     def __call__(
         self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor, idx: torch.Tensor | None = None
@@ -58,7 +58,10 @@ class CrossEntropyLoss(Objective):
         logits = model(images, captions)  # (batch, T-1, vocab)
         target = captions[:, 1:]  # (batch, T-1)
         loss = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=Vocabulary.pad_id
+            logits.reshape(-1, logits.size(-1)).float(),
+            target.reshape(-1),
+            ignore_index=Vocabulary.pad_id,
+            label_smoothing=self.label_smoothing,
         )
         stats = {"loss": float(loss.detach())}
         alphas = getattr(model, "module", model).attention_maps  # DDP keeps the model in .module
@@ -73,4 +76,4 @@ class CrossEntropyLoss(Objective):
 
 @LOSSES.register("xe")
 def _cross_entropy(t: Any) -> CrossEntropyLoss:
-    return CrossEntropyLoss(t.attention_reg)
+    return CrossEntropyLoss(t.attention_reg, t.label_smoothing)

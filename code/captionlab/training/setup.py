@@ -17,12 +17,14 @@ from torch.utils.data import DataLoader
 
 from .. import progress as P
 from ..captioner import Captioner, new_model, pretrain_start, read_model, start_vocab
-from ..config import RunConfig
+from ..checkpoint import read_checkpoint
+from ..config import ConfigError, RunConfig
+from ..config_rules import init_from_problems
 from ..data.dataset import CaptionDataset, CaptionGroups, ImageItems, collate_images
 from ..data.datastore import pad_captions, pooled, pooled_cache
 from ..data.tokenizers import build_tokenizer
 from ..data.vocab import Vocabulary
-from ..errors import InputError
+from ..errors import InputError, MissingError
 from ..evaluation import caption_records, scoring_inputs
 from ..metrics import FAST_METRICS, score
 from ..models import model_class
@@ -83,6 +85,19 @@ def validate(
     )
     caps, refs, how = scoring_inputs(captioner.tokenizer, caps, dataset.references("val"), "ptb-python")
     return score(caps, refs, FAST_METRICS, tokenizer=how, fast_cider=True)
+
+
+def checked_init_config(cfg: RunConfig) -> RunConfig:
+    """A ``train.init_from`` run's config as it will train (the checkpoint's model section), checked
+    before any data is loaded: one line naming both values where the data or a model key disagrees."""
+    path = resolve(cfg.train.init_from)
+    if not path.is_file():
+        raise MissingError(f"train.init_from: no checkpoint at {path}")
+    start = RunConfig.from_dict(read_checkpoint(path)["config"])
+    found = init_from_problems(cfg, start)
+    if found:
+        raise ConfigError(found[0])
+    return dataclasses.replace(cfg, model=start.model)
 
 
 def init_from(cfg: RunConfig, path: Path) -> tuple[RunConfig, Vocabulary, torch.nn.Module]:

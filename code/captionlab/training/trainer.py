@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ..optim import optimizer_step
 from ..paths import resolve
 from ..runlog import RunLog, read_log
 from . import distributed as D
+from .ema import WeightAverage
 from .objectives import build_loss
 from .resume import SkipSampler, StopSignals, TrainingStopped, capture_rng, restore_rng
 from .rundir import check_run_dir, create_run_dir, describe_run
@@ -40,6 +42,7 @@ from .setup import (
     FeatureSource,
     build_model_and_vocab,
     build_optimizer,
+    checked_init_config,
     fill_datastore,
     lr_factor,
     seed_everything,
@@ -92,6 +95,7 @@ class Trainer:
         dataset: CaptionDataset | None,
     ) -> None:
         seed_everything(cfg.train.seed)
+        cfg = checked_init_config(cfg) if cfg.train.init_from else cfg  # before any data or folder
         self.info, self.device, self.loss_fn = info, device, loss_fn
         self.progress = progress and info.is_main
         self.run_dir = resolve(cfg.train.output_dir) / cfg.train.run_name
@@ -107,6 +111,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.cfg.train)
         self.done, self.global_step, self.extra = 0, 0, {}  # epochs complete, optimiser steps, resume state
         self.best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
+        self.ema = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         if resume:
             self._restore(self.run_dir / "last.pt" if resume is True else Path(resume))
         self.into_epoch = int(self.extra.get("step_in_epoch", 0))  # batches of epoch `done` already trained
@@ -196,6 +201,8 @@ class Trainer:
         self.extra = ckpt.get("extra", {})
         self.global_step = int(self.extra.get("global_step", 0))
         self.best = self.extra.get("best", self.best)
+        if self.ema is not None and "ema" in self.extra:  # else (ema_decay newly set) it starts from here
+            self.ema.load_state_dict(self.extra["ema"])
         self.resumed_from = path
 
     def _open_run(self, resume: bool | str | Path, overwrite: bool) -> None:
@@ -322,6 +329,8 @@ class Trainer:
             self.bad_in_a_row = 0
             sync = (lambda: D.average_gradients(self.model, self.info)) if self.manual_sync else None
             optimizer_step(loss, self.optimizer, self.model.parameters(), t.grad_clip, self.scaler, sync)
+            if self.ema is not None:
+                self.ema.update(self.model)
         self.global_step += 1
         return stats, skipped
 
@@ -355,16 +364,17 @@ class Trainer:
         }  # "seconds" adds validation
         if not info.is_main:
             return
-        metrics = self.loss_fn.validate(self.captioner, self.dataset, self.cfg, self.progress)
-        if metrics is None:  # the objective has no metrics of its own: caption val and score it
-            val = self.cache.val_features(self.dataset.split("val"), self.captioner.transform)
-            metrics = validate(self.captioner, self.dataset, self.cfg, self.progress, val)
+        with self.ema.applied(self.model) if self.ema is not None else nullcontext():  # best.pt: the average
+            metrics = self.loss_fn.validate(self.captioner, self.dataset, self.cfg, self.progress)
+            if metrics is None:  # the objective has no metrics of its own: caption val and score it
+                val = self.cache.val_features(self.dataset.split("val"), self.captioner.transform)
+                metrics = validate(self.captioner, self.dataset, self.cfg, self.progress, val)
+            improved = metrics[t.select_metric] > self.best["value"]
+            if improved:
+                self.best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
+                save_checkpoint(self.run_dir / "best.pt", **self._payload(epoch + 1, metrics))
         row.update(metrics)
         row["seconds"] = round(time.time() - t0, 2)
-        improved = metrics[t.select_metric] > self.best["value"]
-        if improved:
-            self.best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
-            save_checkpoint(self.run_dir / "best.pt", **self._payload(epoch + 1, metrics))
         save_checkpoint(
             self.run_dir / "last.pt",
             **self._payload(epoch + 1, metrics, optimizer=True, scaler=self.scaler.state_dict(), epoch_row=row),
@@ -390,6 +400,8 @@ class Trainer:
     def _payload(self, epoch: int, metrics: dict[str, float] | None, optimizer: bool = False, **extra: Any) -> dict:
         """The one checkpoint payload (best.pt, last.pt, mid-epoch last.pt): ``epoch`` epochs complete."""
         state = {"global_step": self.global_step, "best": self.best, "bad_in_a_row": self.bad_in_a_row}
+        if optimizer and self.ema is not None:  # last.pt: the average goes on with a resume
+            state["ema"] = self.ema.state_dict()
         return dict(
             model_state=self.model.state_dict(),
             config=self.cfg.to_dict(),
