@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from captionlab import decoding, load_checkpoint
+from captionlab.config import load_config
 from captionlab.data import load_dataset
 from captionlab.evaluation import caption_records
 from captionlab.metrics import score
@@ -85,6 +86,26 @@ def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(
     assert a["epoch"] == b["epoch"] == 2
     for k in a["model"]:
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6), k
+
+
+def test_resume_applies_new_learning_rates_and_refuses_another_model(tmp_path, tiny_cfg_factory):
+    """The optimiser's saved groups used to bring back the old rates while config.yaml said the new ones;
+    another architecture failed inside load_state_dict; `--resume train.epochs=20` took the override
+    for a checkpoint path."""
+    from captionlab.cli import parse_args
+    from captionlab.errors import InputError
+
+    common = ("data.synthetic_n=40", f"data.path={tmp_path / 'data'}", "train.batch_size=8")
+    train(tiny_cfg_factory(tmp_path, *common, "train.epochs=1"), progress=False)
+    new = ("train.epochs=2", "train.lr=1.0e-5", "train.weight_decay=0.01")
+    resumed = train(tiny_cfg_factory(tmp_path, *common, *new), resume=True, progress=False)
+    group = torch.load(resumed.run_dir / "last.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    assert (group["base_lr"], group["lr"], group["weight_decay"]) == (1.0e-5, 1.0e-5, 0.01)
+    assert load_config(resumed.run_dir / "config.yaml").train.lr == 1.0e-5  # what config.yaml says is true
+    with pytest.raises(InputError, match=r"another model: model.hidden_dim is 48 here, \d+ there"):
+        train(tiny_cfg_factory(tmp_path, *common, "train.epochs=3", "model.hidden_dim=48"), resume=True, progress=False)
+    args = parse_args(["train", "cfg.yaml", "--resume", "train.epochs=20"])
+    assert args.resume == "last" and args.overrides == ["train.epochs=20"]
 
 
 def test_the_weight_average_validates_is_saved_as_best_and_resumes(tmp_path, tiny_cfg_factory):

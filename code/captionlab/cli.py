@@ -10,6 +10,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from .commands import caption, evaluate, train
 from .commands.args import positive_int
@@ -66,6 +67,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    resume = getattr(args, "resume", None)
+    if resume and "=" in resume and not Path(resume).exists():  # `--resume train.epochs=20`: an override
+        args.resume, args.overrides = "last", [*args.overrides, resume]
     return args
 
 

@@ -118,10 +118,11 @@ def position_problems(cfg: Any, text_tower: bool = False) -> list[str]:
     return out
 
 
-def _flat(section: Any, prefix: str = "") -> dict[str, Any]:
+def flat_config(section: Any, prefix: str = "") -> dict[str, Any]:
+    """A config section (dataclass or dict) as ``{"encoder.name": ..., "hidden_dim": ...}``."""
     out: dict[str, Any] = {}
     for k, v in (section if isinstance(section, dict) else dataclasses.asdict(section)).items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        out.update(flat_config(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
@@ -136,7 +137,7 @@ def init_from_problems(cfg: Any, start: Any) -> list[str]:
         for k in INIT_DATA_KEYS
         if getattr(d, k) != getattr(start.data, k) and (k != "synthetic_lang" or d.format == "synthetic")
     ]
-    mine, theirs, default = _flat(cfg.model), _flat(start.model), _flat(type(cfg.model)())
+    mine, theirs, default = flat_config(cfg.model), flat_config(start.model), flat_config(type(cfg.model)())
     dropped = [k for k, v in mine.items() if v != default.get(k) and v != theirs.get(k)]
     if dropped:
         out.append(
