@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from captionlab.cli import main
+from captionlab.config import load_config
 from captionlab.data import load_dataset
 
 pytestmark = pytest.mark.slow
@@ -228,6 +229,21 @@ def test_demo_refuses_to_replace_a_run_it_does_not_own(tmp_path, capsys):
     assert (run / "last.pt").read_bytes() == b"a user's checkpoint" and not (tmp_path / "data").exists()
 
 
+def test_demo_leaves_a_demo_named_run_of_another_config(tmp_path, capsys):
+    """code/configs/demo/cnn_gru.yaml (ResNet-18, the notebooks' default) trained into demo_cnn_gru, and
+    make demo replaced it: a demo_* folder is the demo's only if the demo's config made it."""
+    from captionlab.config import save_config
+    from captionlab.paths import CONFIGS
+
+    assert not load_config(CONFIGS / "demo" / "cnn_gru.yaml").train.run_name.startswith("demo_")
+    run = tmp_path / "demo_cnn_gru"
+    run.mkdir()
+    save_config(load_config(CONFIGS / "demo" / "cnn_gru.yaml"), run / "config.yaml")  # not the demo's model
+    (run / "best.pt").write_bytes(b"17 minutes of ResNet-18 training")
+    assert main(["demo", f"train.output_dir={tmp_path}", f"data.path={tmp_path / 'data'}", "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err and (run / "best.pt").read_bytes().startswith(b"17")
+
+
 def test_demo_runs_end_to_end_compares_its_two_models_and_replaces_its_own_runs(tmp_path, capsys):
     """`captionlab demo` with its own two configs (60 images, 1 epoch): the four steps, both models'
     metric tables and sample captions, curves and sample grid, the comparison page of Show-Attend-Tell (B)
@@ -293,3 +309,17 @@ def test_expected_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, mo
     monkeypatch.setattr(captionlab.metrics, "score_files", lambda *a, **k: int("not a number"))
     with pytest.raises(ValueError, match="invalid literal"):
         main(score)
+
+
+def test_java_is_checked_before_the_work(tmp_path, capsys, monkeypatch, trained):
+    """make demo and evaluate used to find Java missing only when scoring, after training or captioning."""
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "java" else real(name, *a, **k))
+    assert main(["demo", f"train.output_dir={tmp_path}", f"data.path={tmp_path / 'data'}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'java' is not on PATH" in err and "default-jre-headless" in err and not (tmp_path / "data").exists()
+    best = trained[1].run_dir / "best.pt"
+    assert main(["evaluate", str(best), "--out", str(tmp_path / "eval"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "METEOR and the PTB tokenizer" in err and "--tokenizer ptb-python --metrics Bleu,ROUGE_L,CIDEr" in err
+    assert not (tmp_path / "eval").exists()  # nothing captioned

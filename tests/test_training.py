@@ -108,6 +108,41 @@ def test_resume_applies_new_learning_rates_and_refuses_another_model(tmp_path, t
     assert args.resume == "last" and args.overrides == ["train.epochs=20"]
 
 
+def test_a_missing_val_split_is_refused_before_training(tmp_path, tiny_cfg_factory):
+    """It used to surface after a whole epoch, from the first validation."""
+    import json
+
+    from PIL import Image
+
+    from captionlab.errors import InputError
+
+    (tmp_path / "imgs").mkdir()
+    sentences = [{"raw": "a red square", "tokens": ["a", "red", "square"]}]
+    for i in range(4):
+        Image.new("RGB", (32, 32), (60 * i, 0, 0)).save(tmp_path / "imgs" / f"{i}.png")
+    images = [{"filepath": "imgs", "filename": f"{i}.png", "split": "train", "sentences": sentences} for i in range(4)]
+    (tmp_path / "data.json").write_text(json.dumps({"images": images}))
+    cfg = tiny_cfg_factory(tmp_path, "data.format=karpathy", f"data.path={tmp_path / 'data.json'}")
+    with pytest.raises(InputError, match=r"no val split \(splits: \['train'\]\)"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_validation_keeps_the_epoch_it_follows(tmp_path, tiny_cfg_factory, monkeypatch):
+    import captionlab.training.trainer as trainer
+
+    common = ("data.synthetic_n=40", f"data.path={tmp_path / 'data'}", "train.batch_size=8")
+    real = trainer.validate
+    monkeypatch.setattr(trainer, "validate", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        train(tiny_cfg_factory(tmp_path, *common, "train.epochs=2"), progress=False)
+    run = tmp_path / "runs" / "tiny_cnn_gru"
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(trainer, "validate", real)
+    resumed = train(tiny_cfg_factory(tmp_path, *common, "train.epochs=2"), resume=True, progress=False)
+    assert [int(r["epoch"]) for r in resumed.history] == [1, 2] and resumed.best_epoch == 2
+
+
 def test_the_weight_average_validates_is_saved_as_best_and_resumes(tmp_path, tiny_cfg_factory):
     """train.ema_decay: best.pt holds the moving average (not the last step's weights), last.pt carries
     the average, and a resumed run continues the same average as one that never stopped."""

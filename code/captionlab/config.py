@@ -72,7 +72,9 @@ class DataConfig:
     on_bad_image: str = opt("error", choices=("error", "skip"))
     split_seed: int = opt(0, min=0, help="the seeded splits: deepfashion's, tsv's and data.carve_test's")
     test_fraction: float = opt(0.2, min=0.0, below=1.0)
-    val_fraction: float = opt(0.05, min=0.0, below=1.0, help="taken from train when the source has no val split")
+    val_fraction: float = opt(
+        0.05, min=0.0, below=1.0, help="deepfashion and tsv: the share of train (after the test split) held out as val"
+    )
     carve_test: int = opt(
         0, min=0, help="a source with no test split: this many training images become a seeded test split"
     )

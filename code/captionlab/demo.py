@@ -7,10 +7,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from .config import RunConfig, load_config
 from .data.adapters import load_dataset
 from .errors import InputError
 from .evaluation import evaluate_checkpoint
+from .metrics.coco import ALL_METRICS, check_java
 from .metrics.tables import format_report
 from .paths import CONFIGS, resolve
 from .report import write_report
@@ -29,15 +32,26 @@ SYNTHETIC_ONLY = (
 )
 
 
+def made_by_demo(run_dir: Path, cfg: RunConfig) -> bool:
+    """Whether ``run_dir`` holds a run of this very config (its data and model sections), which the demo
+    may replace: a ``demo_*`` folder that another config trained into is the user's."""
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    mine = cfg.to_dict()
+    return isinstance(saved, dict) and all(saved.get(k) == mine[k] for k in ("data", "model"))
+
+
 def demo_configs(configs: Sequence[str | Path], overrides: Sequence[str], overwrite: bool) -> list[RunConfig]:
-    """Every config read and its run folder checked before any data is made: the demo replaces its own
-    ``demo_*`` runs, any other is refused unless ``overwrite``, as ``train`` does."""
+    """Every config read and its run folder checked before any data is made: the demo replaces runs it
+    made (``made_by_demo``), any other is refused unless ``overwrite``, as ``train`` does."""
     cfgs = [load_config(c, overrides) for c in configs]
     dirs = [resolve(c.train.output_dir) / c.train.run_name for c in cfgs]
     if len(set(dirs)) < len(dirs):
         raise InputError(f"the demo's models must train into different run folders; {len(dirs)} configs name {dirs[0]}")
     for cfg, run_dir in zip(cfgs, dirs, strict=True):
-        check_run_dir(run_dir, False, overwrite or cfg.train.run_name.startswith("demo_"))
+        check_run_dir(run_dir, False, overwrite or made_by_demo(run_dir, cfg))
     return cfgs
 
 
@@ -52,6 +66,7 @@ def run_demo(
     """``make demo``: train, evaluate and show each config's model (default: CNN+GRU, then Show, Attend
     and Tell), then write the comparison page of the last against the first. Returns each run's metrics."""
     t0 = time.time()
+    check_java(ALL_METRICS, "ptb", "make demo's test evaluation (pycocoevalcap, as papers report)")
     cfgs = demo_configs(configs, overrides, overwrite)
     print(f"[1/4] data: {cfgs[0].data.format} dataset at {cfgs[0].data.path}")
     datasets = [load_dataset(c.data) for c in cfgs]  # generates the synthetic set on first use
@@ -60,8 +75,7 @@ def run_demo(
     for i, (cfg, dataset) in enumerate(zip(cfgs, datasets, strict=True), 1):
         what = f"{cfg.model.name} ({cfg.model.encoder.name}) for {cfg.train.epochs} epochs"
         print(f"[2/4] training {what} ({i}/{len(cfgs)})")
-        own = overwrite or cfg.train.run_name.startswith("demo_")
-        result = train(cfg, overwrite=own, progress=progress, dataset=dataset)
+        result = train(cfg, overwrite=True, progress=progress, dataset=dataset)  # demo_configs checked the folder
         plot_training_curves(result.run_dir / "log.csv", result.run_dir / "curves.png")
         print(f"      best epoch {result.best_epoch}; curves: {result.run_dir / 'curves.png'}")
         runs[cfg.train.run_name] = result.run_dir

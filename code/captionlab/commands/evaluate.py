@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..data.adapters import ADAPTERS
 from ..errors import InputError
-from ..metrics.coco import TOKENIZERS
+from ..metrics.coco import TOKENIZERS, check_java
 from ..paths import resolve
 from .args import (
     ALL_METRICS,
@@ -48,6 +48,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from ..metrics.tables import format_report
 
     metrics = metric_list(a.metrics)  # a misspelt name is refused before anything loads
+    fast = f" or score without it: --tokenizer ptb-python --metrics {','.join(m for m in metrics if m != 'METEOR')}"
+    check_java(metrics, a.tokenizer, "captionlab evaluate", fast)
     captioner = load_checkpoint(a.checkpoint, a.device)
     max_len = captioner.check_max_len(a.max_len or captioner.config.decode.max_len)  # before the data loads
     dataset = dataset_for(a, captioner.config)

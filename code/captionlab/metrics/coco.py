@@ -41,6 +41,17 @@ def _need_java(what: str) -> None:
         )
 
 
+def check_java(metrics: Sequence[str], tokenizer: str, what: str, instead: str = "") -> None:
+    """Before the work rather than after it: where ``what`` will score ``metrics`` with ``tokenizer``
+    and that needs Java, which is missing, one line naming the package and the Java-free way (``instead``)."""
+    needs = [m for m in metrics if m in ("METEOR", "SPICE")] + (["the PTB tokenizer"] if tokenizer == "ptb" else [])
+    if needs and shutil.which("java") is None:
+        raise JavaMissingError(
+            f"{what} scores with {' and '.join(needs)}, which run on Java 8+, and 'java' is not on PATH: install "
+            f"it (e.g. 'apt-get install default-jre-headless'){instead}"
+        )
+
+
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 
 

@@ -106,6 +106,11 @@ class Trainer:
             D.barrier(info)
             dataset = dataset or load_dataset(cfg.data)
         self.dataset = dataset
+        if not dataset.splits().get("val"):  # every epoch ends validating on it: say so now, not after one
+            raise InputError(
+                f"{dataset.source}: no val split (splits: {sorted(dataset.splits())}); training validates on it "
+                "after every epoch to choose best.pt: give the data a val split"
+            )
         self.cfg, self.vocab, model = build_model_and_vocab(cfg, dataset)
         self.model = model.to(device)
         self.encoder = self.model.image_encoder
@@ -380,11 +385,17 @@ class Trainer:
         }  # "seconds" adds validation
         if not info.is_main:
             return
-        with self.ema.applied(self.model) if self.ema is not None else nullcontext():  # best.pt: the average
-            metrics = self.loss_fn.validate(self.captioner, self.dataset, self.cfg, self.progress)
-            if metrics is None:  # the objective has no metrics of its own: caption val and score it
-                val = self.cache.val_features(self.dataset.split("val"), self.captioner.transform)
-                metrics = validate(self.captioner, self.dataset, self.cfg, self.progress, val)
+        try:
+            with self._averaged():  # the weight average (train.ema_decay) validates and is best.pt
+                metrics = self._validate()
+        except Exception:  # a validation error never costs the epoch it follows
+            scaler = self.scaler.state_dict()
+            save_checkpoint(
+                self.run_dir / "last.pt", **self._payload(epoch + 1, None, True, scaler=scaler, epoch_row=row)
+            )
+            P.write(f"epoch {epoch + 1} is trained and saved in {self.run_dir / 'last.pt'}; its validation failed:")
+            raise
+        with self._averaged():
             improved = metrics[t.select_metric] > self.best["value"]
             if improved:
                 self.best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
@@ -402,6 +413,16 @@ class Trainer:
             f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
             f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)"
         )
+
+    def _averaged(self) -> Any:
+        return self.ema.applied(self.model) if self.ema is not None else nullcontext()
+
+    def _validate(self) -> dict[str, float]:
+        metrics = self.loss_fn.validate(self.captioner, self.dataset, self.cfg, self.progress)
+        if metrics is None:  # the objective has no metrics of its own: caption val and score it
+            val = self.cache.val_features(self.dataset.split("val"), self.captioner.transform)
+            metrics = validate(self.captioner, self.dataset, self.cfg, self.progress, val)
+        return metrics
 
     def _save_last_mid_epoch(self, epoch: int, step_in_epoch: int, sums: dict[str, float], count: int) -> None:
         """last.pt inside an epoch: ``epoch`` epochs complete, ``step_in_epoch`` batches of the next done,
