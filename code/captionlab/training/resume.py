@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ..config_rules import flat_config
+from ..errors import InputError
+
 
 def capture_rng() -> dict[str, Any]:
     """Generator states as plain types and tensors (a checkpoint loads them with weights_only)."""
@@ -104,3 +107,31 @@ class StopSignals:
     @property
     def name(self) -> str:
         return signal.Signals(self.received).name if self.received else ""
+
+
+def check_resumable(path: Any, ckpt: dict, cfg: Any, vocab: list[str]) -> None:
+    """The run resumed must be the one saved: the same vocabulary and model (one line naming the keys
+    where not, rather than load_state_dict's traceback)."""
+    if ckpt["vocab"] != vocab:
+        raise InputError(
+            f"{path}: its vocabulary differs from the one built from {cfg.data.path}; "
+            "resume with the same data settings"
+        )
+    mine, theirs = flat_config(cfg.model), flat_config(ckpt["config"]["model"])
+    changed = [k for k in mine if k in theirs and mine[k] != theirs[k]]
+    if changed:
+        raise InputError(
+            f"--resume: {path} was trained with another model: "
+            + ", ".join(f"model.{k} is {mine[k]!r} here, {theirs[k]!r} there" for k in changed)
+            + "; resume with its config, or start a new run"
+        )
+
+
+def load_training_state(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, t: Any) -> None:
+    """Weights and optimiser state; the learning rates and weight decay are this config's (``train.lr=``
+    given with ``--resume`` applies, as config.yaml then says), not the saved groups'."""
+    model.load_state_dict(ckpt["model"])
+    if "optimizer" in ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        for group, lr in zip(optimizer.param_groups, (t.lr, t.encoder_lr)):
+            group.update(base_lr=lr, weight_decay=t.weight_decay)

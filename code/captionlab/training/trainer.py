@@ -24,7 +24,6 @@ from .. import progress as P
 from ..captioner import Captioner
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import RunConfig, save_config
-from ..config_rules import flat_config
 from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
 from ..data.tokenizers import metric_text
@@ -37,7 +36,15 @@ from ..runlog import RunLog, read_log
 from . import distributed as D
 from .ema import WeightAverage
 from .objectives import build_loss
-from .resume import SkipSampler, StopSignals, TrainingStopped, capture_rng, restore_rng
+from .resume import (
+    SkipSampler,
+    StopSignals,
+    TrainingStopped,
+    capture_rng,
+    check_resumable,
+    load_training_state,
+    restore_rng,
+)
 from .rundir import check_run_dir, create_run_dir, describe_run
 from .setup import (
     FeatureSource,
@@ -195,18 +202,8 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         """Weights, optimiser, epoch/step counters, best so far and the mid-epoch state of ``path``."""
         ckpt = read_checkpoint(path, map_location=self.device)
-        if ckpt["vocab"] != self.vocab.to_list():
-            raise InputError(
-                f"{path}: its vocabulary differs from the one built from {self.cfg.data.path}; "
-                "resume with the same data settings"
-            )
-        self._check_same_model(path, ckpt["config"]["model"])
-        self.model.load_state_dict(ckpt["model"])
-        if "optimizer" in ckpt:
-            self.optimizer.load_state_dict(ckpt["optimizer"])  # the saved groups: this config's rates again
-            t = self.cfg.train
-            for group, lr in zip(self.optimizer.param_groups, (t.lr, t.encoder_lr)):
-                group.update(base_lr=lr, weight_decay=t.weight_decay)
+        check_resumable(path, ckpt, self.cfg, self.vocab.to_list())
+        load_training_state(ckpt, self.model, self.optimizer, self.cfg.train)
         self.done = ckpt["epoch"]
         self.extra = ckpt.get("extra", {})
         self.global_step = int(self.extra.get("global_step", 0))
@@ -214,17 +211,6 @@ class Trainer:
         if self.ema is not None and "ema" in self.extra:  # else (ema_decay newly set) it starts from here
             self.ema.load_state_dict(self.extra["ema"])
         self.resumed_from = path
-
-    def _check_same_model(self, path: Path, saved: dict) -> None:
-        """A resume with another architecture: one line naming the keys, not load_state_dict's traceback."""
-        mine, theirs = flat_config(self.cfg.model), flat_config(saved)
-        changed = [k for k in mine if k in theirs and mine[k] != theirs[k]]
-        if changed:
-            raise InputError(
-                f"--resume: {path} was trained with another model: "
-                + ", ".join(f"model.{k} is {mine[k]!r} here, {theirs[k]!r} there" for k in changed)
-                + "; resume with its config, or start a new run"
-            )
 
     def _open_run(self, resume: bool | str | Path, overwrite: bool) -> None:
         """The run can start: only now does its folder appear, with config.yaml and the logs."""
