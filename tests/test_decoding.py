@@ -220,3 +220,22 @@ def test_sampling_draws_from_the_tempered_nucleus(temperature, top_p):
     assert (drawn - expected).abs().max() < 0.015, (drawn, expected)  # 20,000 draws: about 3.5 sigma
     plain = _first_word_distribution(model, 0)
     assert (expected - plain).abs().max() > 0.05  # the setting matters: ignoring it would fail the line above
+
+
+def test_sampled_logprobs_are_those_of_the_tempered_distribution_drawn_from():
+    """SCST's policy gradient needs log q of the distribution it samples from: at a temperature other
+    than 1 the model's own log-probabilities give a biased gradient (they used to be what it got)."""
+    model = MarkovCaptioner(seed=3)
+    images = torch.arange(4).float().view(4, 1)
+    for t in (0.5, 2.0):
+        g = torch.Generator().manual_seed(0)
+        out = decoding.sample(model, images, 5, temperature=t, generator=g, n=3, sampled_logprobs=True)
+        last = torch.cat([torch.full((12, 1), model.start_id), out.tokens[:, :-1]], 1)  # (12, T)
+        kinds = images.view(-1).long().repeat_interleave(3)[:, None].expand_as(last)
+        lp = torch.log_softmax(model.table[kinds, last], -1)  # the model's own, (12, T, vocab)
+        lp[..., model.unk_id] = float("-inf")
+        q = torch.log_softmax(lp / t, -1).gather(-1, out.tokens[..., None])[..., 0]
+        real = out.tokens != model.pad_id
+        assert torch.allclose(out.logprobs[real], q[real], atol=1e-5)
+        own = decoding.sample(model, images, 5, temperature=t, generator=torch.Generator().manual_seed(0), n=3)
+        assert torch.equal(own.tokens, out.tokens) and not torch.allclose(own.logprobs[real], q[real], atol=1e-3)

@@ -104,7 +104,7 @@ def test_a_few_scst_steps_raise_the_mean_sample_reward(trained, tmp_path, synth_
     after = _mean_sample_reward(out.run_dir / "last.pt", records[:64])
     assert after > before + 0.05, (before, after)
     rows = out.history
-    assert {"reward", "baseline", "advantage_std", "entropy"} <= set(rows[0])
+    assert {"reward", "baseline", "advantage_std", "sample_nll"} <= set(rows[0])
     ckpt = torch.load(out.run_dir / "last.pt", weights_only=True)
     assert ckpt["config"]["model"]["name"] == "cnn_gru" and ckpt["config"]["train"]["loss"] == "scst"
 
@@ -169,3 +169,23 @@ def test_the_shipped_scst_config_matches_the_checkpoint_it_starts_from():
     demo = load_config(CONFIGS / "demo" / "lite0_cnn_gru.yaml")
     assert scst.train.init_from.endswith(f"{demo.train.run_name}/best.pt")
     assert init_from_problems(scst, demo) == []
+
+
+def test_scst_takes_its_gradient_under_the_distribution_it_samples(monkeypatch):
+    from types import SimpleNamespace
+
+    from toy import MarkovCaptioner
+
+    seen = {}
+    real = decoding.sample
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "sample", spy)
+    loss = SelfCriticalLoss(samples=2, baseline="mean", temperature=2.0)
+    records = [SimpleNamespace(captions=["3 4 2", "4 4 2"]) for _ in range(4)]
+    loss.prepare(records, lambda tokens: [" ".join(map(str, row.tolist())) for row in tokens])
+    value, stats = loss(MarkovCaptioner(seed=1), torch.arange(4).float().view(4, 1), None, torch.arange(4))
+    assert seen["sampled_logprobs"] is True and "sample_nll" in stats and torch.isfinite(value)

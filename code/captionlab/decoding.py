@@ -49,8 +49,14 @@ def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int) 
 
 
 def _sequential(
-    model: CaptionModel, state: State, max_len: int, pick: Callable[[torch.Tensor], torch.Tensor]
+    model: CaptionModel,
+    state: State,
+    max_len: int,
+    pick: Callable[[torch.Tensor], torch.Tensor],
+    recorded: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> DecodeOutput:
+    """One token at a time; ``recorded`` turns the model's log-probabilities into those kept for the
+    chosen tokens (the model's own by default)."""
     batch = state.batch_size
     device = next(iter(state.values())).device
     tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
@@ -61,7 +67,8 @@ def _sequential(
         logprobs, state = model.step(tokens, state)  # (batch, vocab)
         tokens = pick(logprobs).masked_fill(finished, model.pad_id)  # (batch,)
         out_tokens.append(tokens)
-        out_lp.append(logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
+        kept = recorded(logprobs) if recorded is not None else logprobs  # (batch, vocab)
+        out_lp.append(kept.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
         for k in TRACED:
             if k in state:
                 trace[k].append(state[k])
@@ -99,10 +106,15 @@ def sample(
     generator: torch.Generator | None = None,
     n: int = 1,
     state: State | None = None,
+    sampled_logprobs: bool = False,
 ) -> DecodeOutput:
     """Draw ``n`` captions per image (rows image-major: (a, a, b, b) for n = 2), encoding each image once;
     ``state`` reuses an encoding already made. ``logprobs`` are the model's own (before temperature /
-    top-k / top-p), and gradients flow through them, as self-critical training needs."""
+    top-k / top-p), or with ``sampled_logprobs`` those of the distribution drawn from (temperature,
+    no <unk>; not with top-k / top-p), which a policy gradient needs to be unbiased; gradients flow
+    through either, as self-critical training needs."""
+    if sampled_logprobs and (top_k > 0 or top_p < 1.0):
+        raise ValueError("sampled_logprobs covers temperature only, not top_k / top_p")
 
     def pick(lp: torch.Tensor) -> torch.Tensor:
         logits = _no_unk(lp.detach()) / max(temperature, 1e-6)
@@ -116,7 +128,11 @@ def sample(
             logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
-    return _sequential(model, (state if state is not None else model.init_state(images)).expand(n), max_len, pick)
+    def tempered(lp: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(_no_unk(lp) / max(temperature, 1e-6), -1)  # (batch, vocab): what pick draws from
+
+    start = (state if state is not None else model.init_state(images)).expand(n)
+    return _sequential(model, start, max_len, pick, tempered if sampled_logprobs else None)
 
 
 @torch.no_grad()

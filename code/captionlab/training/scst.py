@@ -139,7 +139,8 @@ class SelfCriticalLoss(Objective):
         b, k = images.size(0), self.samples
         ids = idx.tolist()
         state = model.init_state(images)  # the images are encoded once for samples and baseline
-        out = decoding.sample(model, images, self.max_len, self.temperature, n=k, state=state)  # (B*K, T)
+        # log-probabilities under the distribution drawn from (train.scst_temperature), so the gradient is unbiased
+        out = decoding.sample(model, images, self.max_len, self.temperature, n=k, state=state, sampled_logprobs=True)
         rewards = torch.as_tensor(
             self.reward(self.words(out.tokens), [i for i in ids for _ in range(k)]),
             dtype=torch.float32,
@@ -163,13 +164,13 @@ class SelfCriticalLoss(Objective):
         mask = out.tokens != model.pad_id  # sampled tokens up to and including <end>
         loss = policy_gradient_loss(out.logprobs, mask, advantage)
         n_tok = float(mask.sum())
-        entropy = float(-(out.logprobs.detach() * mask).sum()) / max(n_tok, 1.0)  # Monte-Carlo estimate per token
+        nll = float(-(out.logprobs.detach() * mask).sum()) / max(n_tok, 1.0)  # per sampled token
         stats: dict[str, Any] = {
             "loss": float(loss.detach()),
             "reward": float(rewards.mean()),
             "baseline": float(base.mean()),
             "advantage_std": float(advantage.std()) if advantage.numel() > 1 else 0.0,
-            "entropy": entropy,
+            "sample_nll": nll,  # of the samples under the sampling distribution: an entropy estimate only at T=1
         }
         return loss, stats
 
