@@ -139,6 +139,12 @@ def test_evaluate_reads_another_dataset_given_by_data_format_and_image_root(trai
     expected = load_checkpoint(result.run_dir / "best.pt", "cpu").caption([r.path for r in test])
     assert [r["caption"] for r in sorted(results, key=lambda r: r["image_id"])] == expected
     assert json.loads((out / "metrics.json").read_text())["images"] == 5
+    args = args[: args.index("--out")] + ["--metrics", "Bleu", "--tokenizer", "simple", "--no-progress"]
+    assert main(args) == 0  # no --out: named after the data, beside (never over) the in-domain evaluation
+    assert (result.run_dir / "eval_other_test_beam3" / "results.json").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(result.run_dir / "best.pt"), "--image-root", str(tmp_path)]) == 2  # it was ignored
+    assert "--image-root describe --data, which is not given" in capsys.readouterr().err
 
 
 def test_caption_prints_path_tab_caption_and_matches_the_api(trained, tmp_path, capsys):

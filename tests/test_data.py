@@ -255,6 +255,24 @@ def test_deepfashion_given_train_and_test_files(tmp_path):
     assert ds.splits()["val"] == 1
 
 
+def test_deepfashion_keeps_the_views_of_one_outfit_in_one_split(tmp_path):
+    """It split by file, so a test outfit's front view could be trained on through its side view."""
+    (tmp_path / "images").mkdir()
+    caps = {}
+    for item in range(12):
+        for view in ("1_front", "2_side", "3_back", "7_additional"):
+            name = f"MEN-Denim-id_{item:08d}-01_{view}.jpg"
+            _rgb(tmp_path / "images" / name)
+            caps[name] = f"The man wears denim number {item}."
+    (tmp_path / "captions.json").write_text(json.dumps(caps))
+    ds = load_dataset(_cfg(tmp_path / "captions.json", format="deepfashion", val_fraction=0.25, test_fraction=0.25))
+    outfit = {}
+    for r in ds.records:
+        outfit.setdefault(r.path.name.split("_")[1], set()).add(r.split)
+    assert len(outfit) == 12 and all(len(splits) == 1 for splits in outfit.values())
+    assert ds.splits() == {"train": 28, "val": 8, "test": 12}  # 7 / 2 / 3 outfits of 4 views
+
+
 def test_deepfashion_empty_caption_names_the_entry(tmp_path):
     path = _fashion(tmp_path, 3)
     caps = json.loads(path.read_text())

@@ -320,3 +320,14 @@ def test_folder_source_bad_images_and_an_unfinished_export(tiny_vlms, vlm_data, 
     assert main(["rebuild-export", str(out), "--source", str(vlm_data), "--out", str(tmp_path / "d.json")]) == 2
     err = capsys.readouterr().err
     assert "40 of 40 images" in err and "have no record" in err and "rerun the same command" in err
+
+
+def test_finetune_refuses_an_out_folder_that_holds_a_run(tmp_path, capsys):
+    """Without --resume, the first save used to replace the adapter already there."""
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_bytes(b"a week of fine-tuning")
+    args = ["vlm-finetune", "--vlm", "llava", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d")]
+    assert main([*args, "--out", str(out)]) == 2
+    assert "already holds a fine-tuning run; pass --resume" in capsys.readouterr().err
+    assert (out / "adapter_model.safetensors").read_bytes() == b"a week of fine-tuning"

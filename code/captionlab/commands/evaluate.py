@@ -48,6 +48,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from ..metrics.tables import format_report
 
     metrics = metric_list(a.metrics)  # a misspelt name is refused before anything loads
+    if (a.format or a.image_root) and not a.data:
+        raise InputError("--format and --image-root describe --data, which is not given: add --data PATH or drop them")
     fast = f" or score without it: --tokenizer ptb-python --metrics {','.join(m for m in metrics if m != 'METEOR')}"
     check_java(metrics, a.tokenizer, "captionlab evaluate", fast)
     captioner = load_checkpoint(a.checkpoint, a.device)
@@ -55,7 +57,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     dataset = dataset_for(a, captioner.config)
     beam = a.beam_size or captioner.config.decode.beam_size
     tag = f"ensemble{len(a.checkpoint)}_" if len(a.checkpoint) > 1 else ""
-    out = Path(a.out) if a.out else Path(a.checkpoint[0]).parent / f"eval_{tag}{a.split}_beam{beam}"
+    other = f"{Path(a.data).stem}_" if a.data else ""  # another dataset's evaluation never replaces the in-domain one
+    out = Path(a.out) if a.out else Path(a.checkpoint[0]).parent / f"eval_{other}{tag}{a.split}_beam{beam}"
     _, scores = evaluate_split(
         captioner,
         dataset,

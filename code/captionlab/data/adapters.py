@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,33 +103,52 @@ def load_synthetic(cfg: DataConfig) -> CaptionDataset:
     return load_karpathy(dataclasses.replace(cfg, format="karpathy", path=str(ann), image_root=None))
 
 
+# A DeepFashion-MultiModal file name is an outfit and a view of it: MEN-Denim-id_00000080-01_7_additional.jpg
+FASHION_VIEW = re.compile(r"(.+)_\d+_[A-Za-z]+\.\w+$")
+
+
+def fashion_item(name: str) -> str:
+    """The outfit a DeepFashion image shows (its views share it), or the name where it does not parse."""
+    m = FASHION_VIEW.match(name)
+    return m.group(1) if m else name
+
+
+def seeded_split(
+    names: Sequence[str],
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    group: Callable[[str], str] = lambda n: n,
+    test: Collection[str] = (),
+) -> dict[str, str]:
+    """name -> train / val / test, the same for the same seed: ``test_fraction`` of the groups to test
+    (unless ``test`` names the test split), then ``val_fraction`` of the rest to val. Names that share a
+    group (views of one outfit) land in one split, so no photo of a test item is trained on."""
+    groups = sorted({group(n) for n in names if n not in test})
+    random.Random(seed).shuffle(groups)
+    n_test = 0 if test else round(len(groups) * test_fraction)
+    n_val = round((len(groups) - n_test) * val_fraction)
+    where = {g: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, g in enumerate(groups)}
+    return {n: "test" if n in test else where[group(n)] for n in names}
+
+
 @ADAPTERS.register("deepfashion")
 def load_deepfashion(cfg: DataConfig) -> CaptionDataset:
-    """DeepFashion-MultiModal: ``captions.json`` (image file -> caption), split by a seeded
-    ``1 - test_fraction`` / ``test_fraction`` cut; or the ``train_captions.json`` / ``test_captions.json``
-    pair used by the course projects. Val is ``val_fraction`` of train, seeded too."""
+    """DeepFashion-MultiModal: ``captions.json`` (image file -> caption), split by outfit (``fashion_item``)
+    with a seeded ``test_fraction`` then ``val_fraction`` (``seeded_split``); or the ``train_captions.json``
+    / ``test_captions.json`` pair used by the course projects, val then taken from train the same way."""
     path = resolve(cfg.path)
     folder = path if path.is_dir() else path.parent
     root = resolve(cfg.image_root) if cfg.image_root else folder / "images"
     given = [folder / "train_captions.json", folder / "test_captions.json"]
-    rng = random.Random(cfg.split_seed)
+    test: dict[str, str] = {}
     if path.is_dir() and all(p.is_file() for p in given):
-        train = _fashion_captions(given[0])
-        test = _fashion_captions(given[1])
+        captions, test = _fashion_captions(given[0]), _fashion_captions(given[1])
+        captions.update(test)
     else:
         captions = _fashion_captions(path / "captions.json" if path.is_dir() else path)
-        names = sorted(captions)
-        rng.shuffle(names)
-        n_test = round(len(names) * cfg.test_fraction)
-        test = {n: captions[n] for n in names[:n_test]}
-        train = {n: captions[n] for n in names[n_test:]}
-    train_names = sorted(train)
-    rng.shuffle(train_names)
-    val_names = set(train_names[: round(len(train_names) * cfg.val_fraction)])
-    records = []
-    for split_of, caps in ((lambda n: "val" if n in val_names else "train", train), (lambda n: "test", test)):
-        for name in sorted(caps):
-            records.append(ImageRecord(len(records), root / name, split_of(name), [caps[name]]))
+    split = seeded_split(list(captions), cfg.test_fraction, cfg.val_fraction, cfg.split_seed, fashion_item, test)
+    records = [ImageRecord(i, root / name, split[name], [captions[name]]) for i, name in enumerate(sorted(captions))]
     return CaptionDataset("deepfashion", records, path)
 
 
@@ -167,12 +187,7 @@ def load_tsv(cfg: DataConfig) -> CaptionDataset:
         captions.setdefault(image_id.strip(), []).append(_caption(text, f"{path}: line {n} ({image_id.strip()})"))
     if not captions:
         raise InputError(f"{path}: no image_id<TAB>caption lines")
-    names = sorted(captions)
-    rng = random.Random(cfg.split_seed)
-    rng.shuffle(names)
-    n_test = round(len(names) * cfg.test_fraction)
-    n_val = round((len(names) - n_test) * cfg.val_fraction)
-    split = {name: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, name in enumerate(names)}
+    split = seeded_split(list(captions), cfg.test_fraction, cfg.val_fraction, cfg.split_seed)
     records = [
         ImageRecord(i, _image_file(root, name), split[name], captions[name]) for i, name in enumerate(sorted(captions))
     ]

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..data.images import load_image
-from ..errors import InputError, MissingError
+from ..errors import ExistsError, InputError, MissingError
 from ..optim import optimizer_step
 from ..paths import resolve
 from ..progress import progress
@@ -135,6 +135,11 @@ def train_step(vlm: VLM, optimizer: torch.optim.Optimizer, params: list, batch: 
 
 def finetune(o: FinetuneOptions) -> FinetuneResult:
     start = time.perf_counter()
+    held = resolve(o.out)
+    if not o.resume and held.is_dir() and any(held.iterdir()):  # its first save would replace that adapter
+        raise ExistsError(
+            f"{held} already holds a fine-tuning run; pass --resume to continue it, or choose another --out"
+        )
     pairs = training_pairs(o)
     vlm, prompt_ids, extra = lora_model(o, pairs[0][0])
     params = [p for p in vlm.model.parameters() if p.requires_grad]
