@@ -156,6 +156,11 @@ def test_caption_prints_path_tab_caption_and_matches_the_api(trained, tmp_path, 
     lines = capsys.readouterr().out.strip().split("\n")
     expected = load_checkpoint(result.run_dir / "best.pt", "cpu").caption(paths, beam_size=3)
     assert [line.split("\t") for line in lines] == [[p, c] for p, c in zip(paths, expected)]
+    assert main(["caption", str(result.run_dir / "best.pt"), *paths, "--length-penalty", "3", "--device", "cpu"]) == 0
+    api = load_checkpoint(result.run_dir / "best.pt", "cpu")
+    api.config.decode.length_penalty = 3.0  # the Python API's setting of it
+    expected = api.caption(paths)
+    assert [line.split("\t")[1] for line in capsys.readouterr().out.strip().split("\n")] == expected
 
 
 def test_caption_reports_a_bad_image_or_skips_it(trained, tmp_path, capsys):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from ..errors import InputError
 from ..metrics import coco
 
 METRICS_HELP = f"comma-separated metrics: {', '.join(coco.SCORERS.names())} (SPICE where its jars are installed)"
@@ -74,4 +76,19 @@ def add_decoding(s: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="longest caption in words (default: decode.max_len of the checkpoint's config)",
     )
+    s.add_argument(
+        "--length-penalty",
+        type=float,
+        metavar="ALPHA",
+        help="beam search ranks finished captions by log-probability / length**ALPHA; 0 favours short ones "
+        "(default: decode.length_penalty of the checkpoint's config)",
+    )
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def apply_decoding(a: argparse.Namespace, captioner: Any) -> None:
+    """``--length-penalty`` into the checkpoint's decode settings, which every decode of it reads."""
+    if a.length_penalty is not None:
+        if a.length_penalty < 0:
+            raise InputError(f"--length-penalty must be 0 or more, got {a.length_penalty}")
+        captioner.config.decode.length_penalty = a.length_penalty

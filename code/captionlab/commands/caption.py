@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
-from .args import add_decoding
+from .args import add_decoding, apply_decoding
 
 
 def split_inputs(inputs: Sequence[str]) -> tuple[list[str], list[Path]]:
@@ -68,6 +68,7 @@ def cmd_caption(a: argparse.Namespace) -> None:
 
     checkpoints, given = split_inputs(a.inputs)
     captioner = load_checkpoint(checkpoints, a.device)
+    apply_decoding(a, captioner)
     if a.max_len:
         captioner.check_max_len(a.max_len)  # before any image is read
     images, kept, skipped = read_images(image_paths(given), a.on_bad_image)

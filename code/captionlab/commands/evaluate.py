@@ -21,6 +21,7 @@ from .args import (
     TOKENIZER_HELP,
     add_decoding,
     add_no_progress,
+    apply_decoding,
     metric_list,
 )
 
@@ -53,6 +54,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     fast = f" or score without it: --tokenizer ptb-python --metrics {','.join(m for m in metrics if m != 'METEOR')}"
     check_java(metrics, a.tokenizer, "captionlab evaluate", fast)
     captioner = load_checkpoint(a.checkpoint, a.device)
+    apply_decoding(a, captioner)
     max_len = captioner.check_max_len(a.max_len or captioner.config.decode.max_len)  # before the data loads
     dataset = dataset_for(a, captioner.config)
     beam = a.beam_size or captioner.config.decode.beam_size
