@@ -353,3 +353,18 @@ def test_the_feature_cache_draws_each_epochs_captions_as_training_from_images_do
         assert picks == [groups.pick(i) for i in range(3)]
         seen.append(picks)
     assert seen[0] != seen[1] or seen[1] != seen[2]
+
+
+def test_an_unreadable_upload_is_named_and_said_what_it_is(tmp_path):
+    """serve said "cannot identify image file <_io.BytesIO object at 0x7fcf...>" for a web page
+    uploaded as photo.jpg; a file on disk says the same as an upload."""
+    from captionlab.data.images import BadImageError, decode_image, load_image
+
+    page = b"<!DOCTYPE html>\n<html><body>Sign in to see this photo</body></html>"
+    for data, kind in ((page, "an HTML page"), (b"%PDF-1.7 ...", "a PDF document"), (b"hello there", "text")):
+        with pytest.raises(BadImageError) as e:
+            decode_image(data, "photo.jpg")
+        assert str(e.value) == f"cannot read image photo.jpg: it is {kind}, not an image"
+    (tmp_path / "photo.jpg").write_bytes(page)
+    with pytest.raises(BadImageError, match=r"photo.jpg: it is an HTML page, not an image$"):
+        load_image(tmp_path / "photo.jpg")

@@ -55,8 +55,23 @@ def _check_file(path: Path) -> None:
         raise BadImageError(f"image file is empty (0 bytes): {path}")
 
 
+def _what_it_is(head: bytes) -> str:
+    """What a file that PIL cannot identify holds, from its first bytes (an upload named photo.jpg that
+    is a saved web page is the usual case)."""
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page"
+    kinds = {b"%PDF": "a PDF document", b"PK\x03\x04": "a ZIP archive", b"\x1f\x8b": "a gzip archive"}
+    kind = next((v for k, v in kinds.items() if head.startswith(k)), None)
+    if kind:
+        return kind
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "text"
+    return "no image format PIL knows"
+
+
 @contextmanager
-def _decoding(path: Path) -> Iterator[None]:
+def _decoding(path: Path, head: bytes = b"") -> Iterator[None]:
     """Every way PIL fails on a file becomes one BadImageError naming it. An image over PIL's
     decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89 M pixels; raise it from Python for
     huge scans) is refused before it is decoded, not left to exhaust memory."""
@@ -68,7 +83,9 @@ def _decoding(path: Path) -> Iterator[None]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageTooLargeError(f"refusing image {path}: {e}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:  # PIL's message names a BytesIO object for an upload: say what it is
+        raise BadImageError(f"cannot read image {path}: it is {_what_it_is(head)}, not an image") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"cannot read image {path}: {e}") from None
 
 
@@ -77,7 +94,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     its EXIF orientation says (phones store photos sideways with a rotation tag), convert to RGB."""
     path = Path(path)
     _check_file(path)
-    return _decode(path, path)
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return _decode(path, path, head=head)
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
@@ -85,11 +104,11 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = Non
     before any decoding, so a small file that would unpack into gigabytes is refused cheaply."""
     if not data:
         raise BadImageError(f"image {name} is empty (0 bytes)")
-    return _decode(io.BytesIO(data), Path(name), max_pixels)
+    return _decode(io.BytesIO(data), Path(name), max_pixels, data[:64])
 
 
-def _decode(source: Path | io.BytesIO, name: Path, max_pixels: int | None = None) -> Image.Image:
-    with _decoding(name), Image.open(source) as img:
+def _decode(source: Path | io.BytesIO, name: Path, max_pixels: int | None = None, head: bytes = b"") -> Image.Image:
+    with _decoding(name, head), Image.open(source) as img:
         if max_pixels is not None and img.width * img.height > max_pixels:
             raise ImageTooLargeError(
                 f"refusing image {name}: {img.width}x{img.height} pixels is over the limit of "
