@@ -167,8 +167,9 @@ class AdaptiveAttention(GridAttentionCaptioner):
         self.att_score = nn.Linear(a, 1)
         # The sentinel starts out unattractive (score offset -6: weight ~0.03 % against 9 regions). A
         # sentinel that wins early is taken for every word, the regions then get no gradient and the
-        # model never learns to look (on the tiny config: offset 0 -> grounding 0.00, CIDEr 1.32;
-        # -3 -> 0.42, 1.60; -6 -> 0.80, 2.31). Learned: it grows where the language model serves better.
+        # model never learns to look (on the tiny config when it had a random ResNet-18, before the small
+        # CNN: offset 0 -> grounding 0.00, CIDEr 1.32; -3 -> 0.42, 1.60; -6 -> 0.80, 2.31). Learned: it
+        # grows where the language model serves better.
         self.sentinel_bias = nn.Parameter(torch.tensor(cfg.sentinel_bias))
         # The offset does not stop the sentinel's learned score from overtaking the regions later: on some
         # seeds (2 of 5 at demo scale) the model then relies on it for most words (mean weight 0.76 vs
