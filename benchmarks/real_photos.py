@@ -67,6 +67,7 @@ def data_overrides(a: argparse.Namespace, carve: int) -> list[str]:
 def config(name: str, a: argparse.Namespace, carve: int, seed: int, extra: list[str]):
     file, _, overrides = ARMS[name]
     over = [*data_overrides(a, carve), f"train.output_dir={Path(a.out) / 'runs'}", f"train.seed={seed}"]
+    over.append(f"train.cache_dir={Path(a.out) / 'cache'}")
     over += [f"train.run_name={name}_seed{seed}", "train.tensorboard=false", *overrides, *extra]
     return load_config(CONFIGS / file, over + ([f"train.epochs={a.epochs}"] if a.epochs else []))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from captionlab.config import RunConfig, load_config
 from captionlab.paths import CONFIGS
 
 TINY = CONFIGS / "tiny" / "cnn_gru.yaml"
+# Feature caches of runs that do not name train.cache_dir go here, not into the repository's output/cache
+os.environ.setdefault("CAPTIONLAB_CACHE_DIR", tempfile.mkdtemp(prefix="captionlab-test-cache-"))
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set under pytest-xdist (`pytest -n N`), which `make test` does not use
 torch.set_num_threads(1 if WORKER else min(2, os.cpu_count() or 1))  # one thread per worker: no oversubscription
 
@@ -69,7 +72,7 @@ TINY_DECODER = {"hidden_dim": 32, "num_heads": 4, "ff_dim": 64, "num_layers": 2,
 
 def tiny_config(tmp: Path, *overrides: str) -> RunConfig:
     """The tiny config with its data and outputs moved under ``tmp``."""
-    return load_config(TINY, [f"train.output_dir={tmp / 'runs'}", *overrides])
+    return load_config(TINY, [f"train.output_dir={tmp / 'runs'}", f"train.cache_dir={tmp / 'cache'}", *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ def two_ranks(config: Path, tmp_path: Path, overrides: list[str]) -> list[list[s
 def two_epochs(tmp_path: Path) -> list[str]:
     return [
         f"train.output_dir={tmp_path / 'runs'}",
+        f"train.cache_dir={tmp_path / 'cache'}",
         f"data.path={tmp_path / 'data'}",
         "data.synthetic_n=40",
         "train.epochs=2",

@@ -172,6 +172,7 @@ def test_clip_gpt_takes_one_tower_and_freezes_a_pretrained_image_tower(pretraine
             "train.feature_cache=true",
             "train.epochs=1",
             f"train.output_dir={tmp_path / 'runs'}",
+            f"train.cache_dir={tmp_path / 'cache'}",
             f"data.path={synth_root / 'tiny'}",
         ],
     )

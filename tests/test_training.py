@@ -224,3 +224,22 @@ def test_the_one_optimizer_step_syncs_after_backward_clips_then_steps():
     assert torch.allclose(w.detach(), torch.tensor([0.0, 0.0]), atol=1e-6)  # clipped to (3, 4), then stepped
     optimizer_step(w.sum(), opt, [w])  # no clipping; the last step's gradient is gone
     assert torch.allclose(w.detach(), torch.tensor([-1.0, -1.0]), atol=1e-6)
+
+
+def test_the_feature_cache_lives_in_train_cache_dir_and_captionlab_cache_lists_and_clears_it(tmp_path, capsys):
+    """It lived two levels above the run (train.output_dir=/runs wrote /cache)."""
+    from captionlab.cli import main
+    from conftest import TINY
+
+    over = [f"train.output_dir={tmp_path / 'out' / 'runs'}", f"train.cache_dir={tmp_path / 'features'}"]
+    over += ["data.synthetic_n=40", f"data.path={tmp_path / 'data'}", "train.epochs=1", "train.batch_size=8"]
+    over += ["train.feature_cache=true", "model.encoder.frozen=true"]
+    train(load_config(TINY, over), progress=False)
+    assert len(list((tmp_path / "features").glob("*.npy"))) == 2 and not (tmp_path / "out" / "cache").exists()
+    capsys.readouterr()
+    assert main(["cache", "--dir", str(tmp_path / "features")]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len(lines) == 3 and "SmallCNNEncoder" in lines[0] and "images from" in lines[0] and " MB " in lines[0]
+    assert "2 feature caches" in lines[-1]
+    assert main(["cache", "--dir", str(tmp_path / "features"), "--clear"]) == 0
+    assert "removed 2 feature caches" in capsys.readouterr().out and not list((tmp_path / "features").iterdir())

@@ -199,7 +199,10 @@ class TrainConfig:
         help="from this epoch on, train the encoder's last fine_tune_blocks stages at encoder_lr (frozen before)",
     )
     fine_tune_blocks: int = opt(2, min=1, max=4)
-    feature_cache: bool = False  # while the encoder is frozen, train from cached features (output/cache/)
+    feature_cache: bool = False  # while the encoder is frozen, train from cached features (train.cache_dir)
+    cache_dir: str | None = opt(
+        None, help="where feature caches live (unset: $CAPTIONLAB_CACHE_DIR, else output/cache; `captionlab cache`)"
+    )
     attention_reg: float = opt(1.0, min=0.0, help="doubly stochastic attention term (Xu et al.): weight")
     label_smoothing: float = opt(0.0, min=0.0, below=1.0, help="xe: share of each target spread over the vocabulary")
     ema_decay: float = opt(

@@ -66,7 +66,9 @@ def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str
         data = (
             "data.synthetic_n=60 data.carve_test=60" if photos else f"data.path={work / 'standin'} data.synthetic_n=60"
         )
-    env["CAPTIONLAB_OVERRIDES"] = f"train.output_dir={work / 'runs'} {data} train.epochs=1 {extra}".strip()
+    env["CAPTIONLAB_OVERRIDES"] = (
+        f"train.output_dir={work / 'runs'} train.cache_dir={work / 'cache'} {data} train.epochs=1 {extra}".strip()
+    )
     return env
 
 

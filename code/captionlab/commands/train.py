@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from ..config import PRETRAIN
 from ..paths import resolve
@@ -57,6 +58,32 @@ def cmd_demo(a: argparse.Namespace) -> None:
         progress=not a.no_progress,
         overwrite=a.overwrite,
     )
+
+
+def cmd_cache(a: argparse.Namespace) -> None:
+    from ..training.feature_cache import cache_folder, list_caches
+
+    folder = cache_folder(a.dir)
+    caches = list_caches(folder)
+    if not caches:
+        print(f"no feature caches in {folder}")
+        return
+    for npy, size, info in caches:
+        what = (
+            f"{info['encoder']} ({info['features']}), {info['images']} images from "
+            f"{Path(info['first_image'] or '.').parent}, made {info['made']}"
+            if info
+            else "made before caches recorded what made them"
+        )
+        print(f"{npy.name}  {size / 1e6:.1f} MB  {what}")
+    total = sum(size for _, size, _ in caches) / 1e6
+    if a.clear:
+        for npy, _, _ in caches:
+            npy.unlink()
+            npy.with_suffix(".json").unlink(missing_ok=True)
+        print(f"removed {len(caches)} feature caches ({total:.1f} MB) from {folder}")
+    else:
+        print(f"{len(caches)} feature caches, {total:.1f} MB, in {folder}; captionlab cache --clear removes them")
 
 
 def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positive_int: Callable) -> None:
@@ -113,6 +140,11 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
         s.add_argument("--overwrite", action="store_true", help="start the run again, deleting its checkpoints")
         add_no_progress(s)
         s.set_defaults(func=func)
+
+    s = command("cache", "list the frozen-encoder feature caches (size, what made them); --clear removes them")
+    s.add_argument("--dir", help="the cache folder (default: $CAPTIONLAB_CACHE_DIR, else output/cache)")
+    s.add_argument("--clear", action="store_true", help="remove every cache in it (each is rebuilt when next needed)")
+    s.set_defaults(func=cmd_cache)
 
     s = command(
         "demo",

@@ -1,7 +1,8 @@
 """Frozen-encoder feature cache: encode every training image once, train the decoder from the file.
 
 While the CNN is frozen its output for an image never changes, yet running it is most of a training
-step. The cache is a float16 ``.npy`` under ``output/cache/``, read memory-mapped. Its name is a hash
+step. The cache is a float16 ``.npy`` in ``train.cache_dir`` (``output/cache/``), read memory-mapped, with a
+``.json`` beside it saying what made it (``captionlab cache`` lists them). Its name is a hash
 of everything the features depend on — the model's encoding settings, every encoder weight, the
 image transform, and each image's path, size and modification time — so it can never be stale: a
 change in any of them names a different file, which is built (with a progress bar) on first use.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.dataset import CaptionGroups, ImageItems, ImageRecord, collate_images, feature_row
 from ..errors import InputError
+from ..paths import resolve
 from ..progress import progress as progress_bar
 
 
@@ -77,12 +80,41 @@ def build_or_open(
                 out[idx.numpy()] = feats.astype(np.float16)
             out.flush()
             del out
+            describe(path, model, records, transform)
             os.replace(tmp, path)
         finally:
             model.train(was_training)
             if tmp.exists():
                 tmp.unlink()
     return np.load(path, mmap_mode="r")
+
+
+def cache_folder(cache_dir: str | None = None) -> Path:
+    """``train.cache_dir``, else ``$CAPTIONLAB_CACHE_DIR``, else ``output/cache``."""
+    return resolve(cache_dir or os.environ.get("CAPTIONLAB_CACHE_DIR") or "output/cache")
+
+
+def describe(path: Path, model: torch.nn.Module, records: Sequence[ImageRecord], transform: Any) -> None:
+    """``<cache>.json`` beside a cache: what made it, for ``captionlab cache`` (the name is only a hash)."""
+    info = {
+        "encoder": type(model.encoder).__name__,
+        "features": type(model).features.__qualname__,
+        "images": len(records),
+        "first_image": str(records[0].path) if records else None,
+        "transform": " ".join(repr(transform).split()),
+        "made": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+
+def list_caches(folder: Path) -> list[tuple[Path, int, dict]]:
+    """Every feature cache in ``folder``: its file, size in bytes and what made it (empty where unknown)."""
+    out = []
+    for npy in sorted(folder.glob("*.npy")) if folder.is_dir() else []:
+        meta = npy.with_suffix(".json")
+        info = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+        out.append((npy, npy.stat().st_size, info))
+    return out
 
 
 class CachedGroups(Dataset):

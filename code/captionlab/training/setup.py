@@ -31,7 +31,7 @@ from ..models import model_class
 from ..models.base import FeatureInput
 from ..paths import resolve
 from . import distributed as D
-from .feature_cache import CachedGroups, build_or_open, cache_key
+from .feature_cache import CachedGroups, build_or_open, cache_folder, cache_key
 
 
 def seed_everything(seed: int) -> None:
@@ -151,7 +151,7 @@ class FeatureSource:
         manual_sync: bool,
     ) -> None:
         self.cfg, self.captioner, self.train_set, self.device, self.info = cfg, model, train_set, device, info
-        self.dir = run_dir.parent.parent / "cache"  # output/model_ckpt/<run> -> output/cache
+        self.dir = cache_folder(cfg.train.cache_dir)
         self.progress, self.manual_sync = progress, manual_sync
         self._set: CachedGroups | None = None
         self._val: Any = None
