@@ -239,3 +239,14 @@ def test_sampled_logprobs_are_those_of_the_tempered_distribution_drawn_from():
         assert torch.allclose(out.logprobs[real], q[real], atol=1e-5)
         own = decoding.sample(model, images, 5, temperature=t, generator=torch.Generator().manual_seed(0), n=3)
         assert torch.equal(own.tokens, out.tokens) and not torch.allclose(own.logprobs[real], q[real], atol=1e-3)
+
+
+def test_live_beams_never_choose_pad_or_start():
+    """A model that likes <pad> (or <start>) early used to end a beam there without <end>."""
+    for token in (MarkovCaptioner.pad_id, MarkovCaptioner.start_id):
+        model = MarkovCaptioner(seed=0)
+        model.table[:, :, token] = 8.0  # by far the likeliest next word everywhere
+        out = decoding.beam_search(model, torch.arange(4).float().view(4, 1), beam_size=3, max_len=6)
+        for row in out.tokens.tolist():
+            words = row[: row.index(model.end_id) + 1] if model.end_id in row else row
+            assert model.start_id not in words and model.pad_id not in words, (token, row)

@@ -40,8 +40,10 @@ def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
 TRACED = ("attention", "sentinel")  # per-step State entries the engine returns with each token
 
 
-def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """A finished sequence can only emit <pad>, at no cost, so its score stays as it was."""
+def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
+    """A live beam never emits <pad> or <start> (a <pad> would end it without <end>, scored as if it had);
+    a finished one can only emit <pad>, at no cost, so its score stays as it was."""
+    logprobs = logprobs.index_fill(1, torch.tensor([pad_id, start_id], device=logprobs.device), float("-inf"))
     if finished.any():
         logprobs = logprobs.masked_fill(finished.unsqueeze(1), float("-inf"))
         logprobs[finished, pad_id] = 0.0
@@ -173,7 +175,7 @@ def beam_search(
     for t in range(max_len):
         if t > 0:
             logprobs, state = model.step(tokens, state)  # (batch*width, vocab)
-        logprobs = _no_unk(_mask_finished(logprobs.float(), finished, model.pad_id))
+        logprobs = _no_unk(_mask_finished(logprobs.float(), finished, model.pad_id, model.start_id))
         vocab = logprobs.size(1)
         rows = logprobs.view(batch, width, vocab)
         cand = (scores.unsqueeze(2) + rows[:, :k]).view(batch, k * vocab)
