@@ -334,3 +334,29 @@ def test_java_is_checked_before_the_work(tmp_path, capsys, monkeypatch, trained)
     err = capsys.readouterr().err
     assert "METEOR and the PTB tokenizer" in err and "--tokenizer ptb-python --metrics Bleu,ROUGE_L,CIDEr" in err
     assert not (tmp_path / "eval").exists()  # nothing captioned
+
+
+def test_caption_streams_a_folder_in_batches_and_writes_coco_results(trained, tmp_path, capsys, monkeypatch):
+    """It read every image of a folder into memory before captioning any; --out FILE.json is new."""
+    import captionlab.commands.caption as caption_cmd
+    from captionlab import load_checkpoint
+
+    cfg, result = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for r in load_dataset(cfg.data).split("test")[:5]:
+        shutil.copy(r.path, folder / r.path.name)
+    read_sizes, real = [], caption_cmd.read_images
+    monkeypatch.setattr(
+        caption_cmd, "read_images", lambda paths, bad: read_sizes.append(len(paths)) or real(paths, bad)
+    )
+    out = tmp_path / "results.json"
+    args = ["caption", str(result.run_dir / "best.pt"), str(folder), "--batch-size", "2", "--out", str(out)]
+    assert main([*args, "--device", "cpu"]) == 0
+    assert read_sizes == [2, 2, 1]  # never more than a batch of images in memory
+    lines = capsys.readouterr().out.strip().split("\n")
+    paths = sorted(folder.iterdir())
+    expected = load_checkpoint(result.run_dir / "best.pt", "cpu").caption(paths)
+    assert [line.split("\t") for line in lines] == [[str(p), c] for p, c in zip(paths, expected)]
+    rows = json.loads(out.read_text())
+    assert rows == [{"image_id": i, "file_name": str(p), "caption": c} for i, (p, c) in enumerate(zip(paths, expected))]

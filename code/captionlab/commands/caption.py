@@ -63,31 +63,56 @@ def plot_attention(out: Path, images: list, kept: list[Path], results: list, ima
 
 
 def cmd_caption(a: argparse.Namespace) -> None:
+    """Streams: ``--batch-size`` images are read, captioned and printed at a time, so a folder of
+    thousands of phone photos needs the memory of one batch (all of them only for --attention-plot)."""
     from ..captioner import load_checkpoint
     from ..data.images import BadImageError
+    from ..progress import progress, write
 
     checkpoints, given = split_inputs(a.inputs)
     captioner = load_checkpoint(checkpoints, a.device)
     apply_decoding(a, captioner)
     if a.max_len:
         captioner.check_max_len(a.max_len)  # before any image is read
-    images, kept, skipped = read_images(image_paths(given), a.on_bad_image)
+    paths = image_paths(given)
+    want = True if a.attention_plot else None if a.report else False  # None: where the model attends
+    images, kept, results, skipped = [], [], [], 0
+    bar = progress(total=len(paths), desc="captioning", unit="img", enabled=len(paths) > a.batch_size)
+    for start in range(0, len(paths), a.batch_size):
+        chunk, chunk_kept, bad = read_images(paths[start : start + a.batch_size], a.on_bad_image)
+        out = captioner.caption(chunk, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size,
+                                with_attention=want) if chunk else []  # fmt: skip
+        for p, r in zip(chunk_kept, out):
+            write(f"{p}\t{r if isinstance(r, str) else r.caption}")  # as it goes, beside the bar (on stderr)
+        images += chunk if a.attention_plot else []
+        kept, results, skipped = kept + chunk_kept, results + out, skipped + bad
+        bar.update(len(chunk) + bad)
+    bar.close()
     if a.attention_plot and not kept:
         raise BadImageError("no readable image to caption")
-    want = True if a.attention_plot else None if a.report else False  # None: where the model attends
-    results = captioner.caption(
-        images, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size, with_attention=want
-    )
-    for p, r in zip(kept, results):
-        print(f"{p}\t{r if isinstance(r, str) else r.caption}")
     if a.attention_plot:
         plot_attention(Path(a.attention_plot), images, kept, results, captioner.config.data.image_size)
     if skipped:
         print(f"captioned {len(kept)} image(s), skipped {skipped} unreadable", file=sys.stderr)
+    if a.out:
+        write_results(Path(a.out), kept, results)
     if a.report:
         from ..report import write_caption_page
 
         print(f"report: {write_caption_page(kept, results, a.report)}", file=sys.stderr)
+
+
+def write_results(out: Path, kept: list[Path], results: list) -> None:
+    """COCO-format results (``image_id``, ``caption``) with each image's ``file_name``, so a folder
+    can be scored (``captionlab score``) or submitted later."""
+    from ..files import write_json
+
+    rows = [
+        {"image_id": i, "file_name": str(p), "caption": r if isinstance(r, str) else r.caption}
+        for i, (p, r) in enumerate(zip(kept, results))
+    ]
+    write_json(rows, out)
+    print(f"wrote {out} ({len(rows)} captions)", file=sys.stderr)
 
 
 def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positive_int: Callable) -> None:
@@ -116,5 +141,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     )
     s.add_argument(
         "--report", metavar="OUT.html", help="also write a page of the images with their captions (and heat-maps)"
+    )
+    s.add_argument(
+        "--out", metavar="FILE.json", help="also write the captions as COCO-format results (with file names)"
     )
     s.set_defaults(func=cmd_caption)
