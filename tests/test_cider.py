@@ -121,3 +121,23 @@ def test_score_fast_needs_no_java_and_matches_the_reference_scorer(tmp_path, cap
     capsys.readouterr()
     assert main(["score", str(tmp_path / "res.json"), str(tmp_path / "ann.json"), "--fast", "--metrics", "METEOR"]) == 2
     assert "METEOR needs" in capsys.readouterr().err
+
+
+def test_a_vocabulary_past_46341_words_is_scored_exactly():
+    """4-gram keys w1*b^3 + ... + w4 overflow 64 bits past 46,341 distinct words (a Conceptual
+    Captions-size corpus): cider_d refused such corpora, with and without precomputed frequencies."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(60_000)]
+    order = list(rng.permutation(len(words))) + list(rng.integers(0, len(words), 12_000))  # every word once
+    tokens = [words[i] for i in order]
+    refs = {i: [" ".join(tokens[(i * 5 + j) * 24 : (i * 5 + j + 1) * 24]) for j in range(5)] for i in range(600)}
+    cands = {}
+    for i, rs in refs.items():  # half a reference's words in order, so that n-grams of every length match
+        ref = rs[0].split()
+        cands[i] = [" ".join(ref[:12] + [words[int(rng.integers(0, len(words)))] for _ in range(6)])]
+    assert len({w for rs in refs.values() for r in rs for w in r.split()}) == 60_000
+    ours, each = cider_d(cands, refs)
+    theirs, their_each = Cider().compute_score(refs, cands)
+    assert ours == pytest.approx(theirs, abs=1e-6) and np.allclose(each, their_each, atol=1e-6)
+    with_df, _ = cider_d(cands, refs, DocumentFrequency.from_references(refs))
+    assert with_df == pytest.approx(theirs, abs=1e-6)

@@ -42,19 +42,34 @@ def _ids(sentences: Sequence[str], vocab: dict[str, int]) -> tuple[np.ndarray, n
     return flat, np.diff(bounds) - 1
 
 
-def _ngram_keys(flat: np.ndarray, n: int, base: int) -> tuple[np.ndarray, np.ndarray]:
-    """All n-grams of every sentence as integer keys: (sentence index, key) per occurrence, in
-    sentence order. A window that holds a separator (id 0) crosses sentences and is dropped."""
+def _fits(base: int, n: int) -> bool:
+    """Whether n-gram keys ``w1 * base**(n-1) + ... + wn`` fit in 64 bits (a vocabulary under 46,341
+    words for 4-grams); past that, keys are renumbered and hold only within one call (``_ngram_keys``)."""
+    return base**n < 2**62
+
+
+def _ngram_keys(flat: np.ndarray, n: int, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All n-grams of every sentence as integer keys: (sentence index, key, start position) per
+    occurrence, in sentence order. A window that holds a separator (id 0) crosses sentences and is
+    dropped. Where ``base ** n`` overflows 64 bits the (k)-gram keys are renumbered at each step
+    (dense, so ``key * base`` stays small): equal n-grams still get equal keys, within this call."""
     width = len(flat) - n + 1
     if width <= 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
     key = flat[:width].copy()
-    for k in range(1, n):  # base ** n stays below 2 ** 63 (checked by the caller)
+    for k in range(1, n):
         key = key * base + flat[k : k + width]
+        if not _fits(base, n):
+            key = _unique(key)[1]  # dense ids of the (k+1)-grams
     is_sep = flat == 0
     seps = np.concatenate([[0], np.cumsum(is_sep)])  # separators before each position
     valid = seps[n : n + width] == seps[:width]  # no separator inside the window
-    return seps[:width][valid], key[valid]
+    return seps[:width][valid], key[valid], np.flatnonzero(valid)
+
+
+def _rows(flat: np.ndarray, start: np.ndarray, n: int) -> np.ndarray:
+    """The word ids of the n-grams starting at ``start``: (len(start), n)."""
+    return flat[start[:, None] + np.arange(n)] if start.size else np.empty((0, n), np.int64)
 
 
 @dataclass
@@ -73,15 +88,27 @@ class DocumentFrequency:
         refs = [r for rs in references.values() for r in rs]
         image = np.repeat(np.arange(len(references)), [len(rs) for rs in references.values()])
         ids, _ = _ids(refs, vocab)
-        base = _base(vocab)
+        base = len(vocab) + 1
         ngrams, counts = [], []
         for n in range(1, N + 1):
-            sent, key = _ngram_keys(ids, n, base)
+            sent, key, start = _ngram_keys(ids, n, base)
             pairs = np.unique(np.stack([key, image[sent]], 1), axis=0) if key.size else np.empty((0, 2), np.int64)
-            uniq, df = np.unique(pairs[:, 0], return_counts=True)
-            ngrams.append(_unhash(uniq, n, base))
+            _, df = np.unique(pairs[:, 0], return_counts=True)
+            first = np.unique(key, return_index=True)[1]  # one occurrence of each n-gram, in key order
+            ngrams.append(_rows(ids, start[first], n))
             counts.append(df)
         return cls(vocab, ngrams, counts, len(references))
+
+    def lookup_rows(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """Document frequency of each n-gram given as word ids (k, n), by exact row match: for
+        vocabularies whose n-gram keys do not fit in 64 bits (``lookup`` is the fast path)."""
+        table = self.ngrams[n - 1]
+        if table.size == 0 or rows.size == 0:
+            return np.zeros(len(rows), np.float64)
+        inverse = np.unique(np.concatenate([table, rows]), axis=0, return_inverse=True)[1].reshape(-1)
+        df = np.zeros(int(inverse.max()) + 1, np.float64)
+        df[inverse[: len(table)]] = self.counts[n - 1]
+        return df[inverse[len(table) :]]
 
     def lookup(self, key: np.ndarray, n: int, base: int) -> np.ndarray:
         """Document frequency of each n-gram key (hashed with ``base``); 0 for unseen n-grams."""
@@ -98,21 +125,6 @@ class DocumentFrequency:
         hashed, df = self._hashed[n, base]
         pos = np.minimum(np.searchsorted(hashed, key), len(hashed) - 1)
         return np.where(hashed[pos] == key, df[pos], 0).astype(np.float64)
-
-
-def _base(vocab: dict[str, int]) -> int:
-    base = len(vocab) + 1
-    if base**N >= 2**62:
-        raise InputError(f"vocabulary of {len(vocab)} words is too large for 64-bit 4-gram keys")
-    return base
-
-
-def _unhash(key: np.ndarray, n: int, base: int) -> np.ndarray:
-    cols = []
-    for _ in range(n):
-        cols.append(key % base)
-        key = key // base
-    return np.stack(cols[::-1], 1) if cols else np.empty((0, n), np.int64)
 
 
 def cider_d(
@@ -134,7 +146,7 @@ def cider_d(
     vocab: dict[str, int] = dict(df.vocab) if df is not None else {}
     # one matrix: candidates are rows 0..n_img-1 (row = image), the references follow
     ids, lengths = _ids([candidates[k][0] for k in keys] + [r for k in keys for r in references[k]], vocab)
-    base = _base(vocab)
+    base = len(vocab) + 1
     log_n = np.log(float(df.n_images if df is not None else n_img))
     bigrams = np.maximum(lengths - 1, 0)
     bigrams_c, bigrams_r = bigrams[:n_img], bigrams[n_img:]
@@ -143,10 +155,10 @@ def cider_d(
     n_refs_total = len(ref_image)
     rows = n_img + n_refs_total
     for n in range(1, N + 1):
-        row, key = _ngram_keys(ids, n, base)
+        row, key, start = _ngram_keys(ids, n, base)
         if key.size == 0:
             continue
-        if base**n * rows < 2**62:  # the n-gram key itself can carry the row index
+        if _fits(base, n) and base**n * rows < 2**62:  # the n-gram key itself can carry the row index
             code, raw = key, None
         else:  # 4-grams of a large vocabulary: renumber the distinct n-grams first
             raw, code, _ = _unique(key)
@@ -160,7 +172,12 @@ def cider_d(
             doc_freq = np.bincount(gi, is_ref & ~same_doc, minlength=int(gi[-1]) + 1).astype(np.float64)
         else:
             grams = gram[new_gram]
-            doc_freq = df.lookup(grams if raw is None else raw[grams], n, base)
+            keys_of = grams if raw is None else raw[grams]  # each distinct n-gram's key
+            if _fits(base, n):
+                doc_freq = df.lookup(keys_of, n, base)
+            else:  # keys renumbered within this call: match the n-grams' words against the corpus'
+                uniq, first = np.unique(key, return_index=True)
+                doc_freq = df.lookup_rows(_rows(ids, start[first[np.searchsorted(uniq, keys_of)]], n), n)
         w = tf * (log_n - np.log(np.maximum(1.0, doc_freq)))[gi]  # tf-idf weight of each entry
         c_rows, r_rows = row[~is_ref], row[is_ref] - n_img
         c_w, r_w = w[~is_ref], w[is_ref]
