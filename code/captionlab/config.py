@@ -238,7 +238,9 @@ class TrainConfig:
 @dataclass
 class DecodeConfig:
     beam_size: int = opt(3, min=1)
-    max_len: int = opt(20, min=1)
+    max_len: int = opt(
+        20, min=1, help="decoding steps, <end> included: at most max_len - 1 words (BPE pieces for GPT-2)"
+    )
     length_penalty: float = opt(0.0, min=0.0)
 
 

@@ -74,7 +74,8 @@ def add_decoding(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--max-len",
         type=positive_int,
-        help="longest caption in words (default: decode.max_len of the checkpoint's config)",
+        help="decoding steps a caption may take, <end> included: at most MAX_LEN - 1 words (GPT-2 models: BPE "
+        "pieces) (default: decode.max_len of the checkpoint's config)",
     )
     s.add_argument(
         "--length-penalty",

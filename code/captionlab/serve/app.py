@@ -152,7 +152,10 @@ def create_app(
         beam_size: Annotated[
             int | None, Form(description="beam width; 1 is greedy (default: the checkpoint's)")
         ] = None,
-        max_len: Annotated[int | None, Form(description="longest caption in words (default: the checkpoint's)")] = None,
+        max_len: Annotated[
+            int | None,
+            Form(description="decoding steps, <end> included: at most max_len - 1 words (default: the checkpoint's)"),
+        ] = None,
         sample: Annotated[bool, Form(description="sample instead of beam search")] = False,
         temperature: Annotated[float, Form(description="sampling temperature, in (0, 10]")] = 1.0,
         top_p: Annotated[float, Form(description="nucleus sampling mass, in (0, 1]")] = 1.0,
