@@ -43,3 +43,16 @@ def test_seeing_model_beats_the_blind_floor_and_the_blind_model_does_not(trained
     )  # tiny models learn "how many" first
     assert abs(blind["accuracy"]["overall"] - blind["blind_floor"]["overall"]) < 0.08, blind
     assert seeing["accuracy"]["overall"] > blind["accuracy"]["overall"] + 0.15
+
+
+def test_recall_marks_down_a_caption_that_states_less():
+    """Accuracy is precision: "a circle" and "a small red circle at the top left" both score 1.0 on
+    what they state; recall says which one describes the scene."""
+    from captionlab.metrics.attributes import score_attributes
+
+    scene = [{"colour": "red", "shape": "circle", "size": "small", "position": (0, 0)}]
+    terse, full = (score_attributes([c], [scene]) for c in ("a circle", "a small red circle at the top left"))
+    assert terse[0]["shape"] == full[0]["shape"] == 1.0 and terse[0]["colour"] == 0.0  # states no colour
+    assert terse[1]["colour"] == terse[1]["size"] == terse[1]["position"] == 0.0
+    assert full[1]["colour"] == full[1]["size"] == full[1]["position"] == full[1]["shape"] == 1.0
+    assert full[1]["overall"] > terse[1]["overall"]

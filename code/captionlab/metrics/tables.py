@@ -32,6 +32,8 @@ def format_report(name: str, metrics: dict[str, Any]) -> str:
     attrs = metrics.get("attribute_accuracy")
     if attrs:
         rows = {name: attrs["accuracy"]}
+        if attrs.get("recall"):
+            rows[f"{name}: recall (the scene's attributes it states)"] = attrs["recall"]
         if attrs.get("blind_floor"):
             rows["blind floor (captions vs other images)"] = attrs["blind_floor"]
         text += "\n\n" + format_attribute_table(rows)
