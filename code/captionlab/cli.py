@@ -68,7 +68,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if extra:
         args.overrides = [*args.overrides, *extra]
     resume = getattr(args, "resume", None)
-    if resume and "=" in resume and not Path(resume).exists():  # `--resume train.epochs=20`: an override
+    if (
+        isinstance(resume, str) and "=" in resume and not Path(resume).exists()
+    ):  # train's --resume [CHECKPOINT]  # `--resume train.epochs=20`: an override
         args.resume, args.overrides = "last", [*args.overrides, resume]
     return args
 
