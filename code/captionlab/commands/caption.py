@@ -85,7 +85,9 @@ def cmd_caption(a: argparse.Namespace) -> None:
         for p, r in zip(chunk_kept, out):
             write(f"{p}\t{r if isinstance(r, str) else r.caption}")  # as it goes, beside the bar (on stderr)
         images += chunk if a.attention_plot else []
-        kept, results, skipped = kept + chunk_kept, results + out, skipped + bad
+        kept += chunk_kept
+        results += out
+        skipped += bad
         bar.update(len(chunk) + bad)
     bar.close()
     if a.attention_plot and not kept:
