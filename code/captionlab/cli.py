@@ -67,10 +67,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    resume = getattr(args, "resume", None)
-    if (
-        isinstance(resume, str) and "=" in resume and not Path(resume).exists()
-    ):  # train's --resume [CHECKPOINT]  # `--resume train.epochs=20`: an override
+    resume = getattr(args, "resume", None)  # train's --resume [CHECKPOINT]; vlm-finetune's is a flag
+    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():  # `--resume train.epochs=20`
         args.resume, args.overrides = "last", [*args.overrides, resume]
     return args
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from .args import add_decoding, apply_decoding
@@ -83,7 +84,7 @@ def cmd_caption(a: argparse.Namespace) -> None:
         out = captioner.caption(chunk, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size,
                                 with_attention=want) if chunk else []  # fmt: skip
         for p, r in zip(chunk_kept, out):
-            write(f"{p}\t{r if isinstance(r, str) else r.caption}")  # as it goes, beside the bar (on stderr)
+            write(f"{p}\t{caption_of(r)}")  # as it goes, beside the bar (on stderr)
         images += chunk if a.attention_plot else []
         kept += chunk_kept
         results += out
@@ -104,14 +105,18 @@ def cmd_caption(a: argparse.Namespace) -> None:
         print(f"report: {write_caption_page(kept, results, a.report)}", file=sys.stderr)
 
 
+def caption_of(result: Any) -> str:
+    """A caption, or a captioned result with attention (``with_attention``)."""
+    return result if isinstance(result, str) else result.caption
+
+
 def write_results(out: Path, kept: list[Path], results: list) -> None:
     """COCO-format results (``image_id``, ``caption``) with each image's ``file_name``, so a folder
     can be scored (``captionlab score``) or submitted later."""
     from ..files import write_json
 
     rows = [
-        {"image_id": i, "file_name": str(p), "caption": r if isinstance(r, str) else r.caption}
-        for i, (p, r) in enumerate(zip(kept, results))
+        {"image_id": i, "file_name": str(p), "caption": caption_of(r)} for i, (p, r) in enumerate(zip(kept, results))
     ]
     write_json(rows, out)
     print(f"wrote {out} ({len(rows)} captions)", file=sys.stderr)

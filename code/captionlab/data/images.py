@@ -94,9 +94,16 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     its EXIF orientation says (phones store photos sideways with a rotation tag), convert to RGB."""
     path = Path(path)
     _check_file(path)
-    with open(path, "rb") as f:
-        head = f.read(64)
-    return _decode(path, path, head=head)
+    return _decode(path, path, head=_head(path))
+
+
+def _head(path: Path) -> bytes:
+    """A file's first bytes, to say what it is when PIL cannot identify it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(64)
+    except OSError:  # unreadable: opening it for decoding says why, inside _decoding
+        return b""
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
@@ -122,7 +129,7 @@ def check_image(path: str | os.PathLike) -> None:
     """Cheaper than ``load_image`` for large JPEGs: decodes at reduced scale, still catches truncation."""
     path = Path(path)
     _check_file(path)
-    with _decoding(path), Image.open(path) as img:
+    with _decoding(path, _head(path)), Image.open(path) as img:
         img.draft("RGB", (64, 64))
         img.load()
 

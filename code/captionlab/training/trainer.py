@@ -374,18 +374,17 @@ class Trainer:
         try:
             with self._averaged():  # the weight average (train.ema_decay) validates and is best.pt
                 metrics = self._validate()
-        except Exception:  # a validation error never costs the epoch it follows
+                improved = metrics[t.select_metric] > self.best["value"]
+                if improved:
+                    self.best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
+                    save_checkpoint(self.run_dir / "best.pt", **self._payload(epoch + 1, metrics))
+        except Exception:  # a validation error never costs the epoch it follows (last.pt: the raw weights)
             scaler = self.scaler.state_dict()
             save_checkpoint(
                 self.run_dir / "last.pt", **self._payload(epoch + 1, None, True, scaler=scaler, epoch_row=row)
             )
             P.write(f"epoch {epoch + 1} is trained and saved in {self.run_dir / 'last.pt'}; its validation failed:")
             raise
-        with self._averaged():
-            improved = metrics[t.select_metric] > self.best["value"]
-            if improved:
-                self.best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
-                save_checkpoint(self.run_dir / "best.pt", **self._payload(epoch + 1, metrics))
         row.update(metrics)
         row["seconds"] = round(time.time() - t0, 2)
         save_checkpoint(
