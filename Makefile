@@ -7,7 +7,7 @@ demo: prepare
 	.venv/bin/captionlab demo
 
 test: prepare
-	.venv/bin/python -m pytest -q -rs --durations=15  # -rs: every skip says why (and how to run it)
+	.venv/bin/python -m pytest -q -rs --durations=15 -n 2  # -rs: every skip says why; -n 2: two workers (pytest-xdist)
 
 lint: prepare
 	.venv/bin/ruff check code tests benchmarks

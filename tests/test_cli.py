@@ -360,3 +360,29 @@ def test_caption_streams_a_folder_in_batches_and_writes_coco_results(trained, tm
     assert [line.split("\t") for line in lines] == [[str(p), c] for p, c in zip(paths, expected)]
     rows = json.loads(out.read_text())
     assert rows == [{"image_id": i, "file_name": str(p), "caption": c} for i, (p, c) in enumerate(zip(paths, expected))]
+
+
+def test_caption_n_best_prints_ranked_beams_and_writes_them(trained, tmp_path, capsys):
+    from captionlab import load_checkpoint
+    from captionlab.data.images import load_image
+
+    cfg, result = trained
+    image = load_dataset(cfg.data).split("test")[0].path
+    out = tmp_path / "results.json"
+    ckpt = str(result.run_dir / "best.pt")
+    assert (
+        main(["caption", ckpt, str(image), "--n-best", "3", "--beam-size", "3", "--out", str(out), "--device", "cpu"])
+        == 0
+    )
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().split("\n")]
+    assert [(p, rank) for p, rank, _, _ in lines] == [(str(image), "1"), (str(image), "2"), (str(image), "3")]
+    scores = [float(s) for *_, s in lines]
+    assert scores == sorted(scores, reverse=True) and len({c for _, _, c, _ in lines}) == 3
+    ranked = load_checkpoint(ckpt, "cpu").n_best([load_image(image)], 3, beam_size=3)[0]
+    assert [(c, f"{s:.3f}") for c, s in ranked] == [(c, s) for _, _, c, s in lines]
+    rows = json.loads(out.read_text())
+    assert [b["caption"] for b in rows[0]["n_best"]] == [c for _, _, c, _ in lines] and rows[0]["caption"] == lines[0][
+        2
+    ]
+    assert main(["caption", ckpt, str(image), "--n-best", "4", "--beam-size", "3"]) == 2
+    assert "--n-best 4 needs a beam at least as wide" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from captionlab.data.adapters import load_dataset
 from captionlab.data.lm_vocab import SHIFT, LMVocabulary, load_vocab
 from captionlab.data.tokenizers import build_tokenizer
 from captionlab.models import build_model
+from captionlab.models.clipcap import CLIP_MEAN, CLIP_STD
 from captionlab.models.encoders import MissingWeightsError
 from captionlab.models.hf import cache_to_state, state_to_cache
 from captionlab.models.tiny_hf import save_tiny_gpt2
@@ -159,3 +160,62 @@ def test_chinese_gpt2_with_a_bert_tokenizer(tmp_path, tiny_hf):
     out = decoding.greedy(model.eval(), torch.zeros(1, 3, 96, 96), max_len=20)
     assert float(loss.detach()) < loss0 / 4
     assert build_tokenizer("zh_char").detokenize(vocab.decode(out.tokens[0].tolist())) == texts[0]
+
+
+def tower_overrides(pretrained, tiny_hf, synth_root, *extra: str) -> list[str]:
+    """ClipCap reading images through the tiny pre-training's image tower (no CLIP: flickr8k_clipcap.yaml's way)."""
+    tower = pretrained[0].model
+    return [
+        "model.clip=null",
+        f"model.pretrained_from={pretrained[1].run_dir / 'best.pt'}",
+        f"model.encoder.name={tower.encoder.name}",
+        "model.encoder.pretrained=false",
+        f"model.grid_size={tower.grid_size}",
+        f"model.embed_dim={tower.embed_dim}",
+        f"model.lm={tiny_hf / 'gpt2'}",
+        f"data.path={synth_root / 'tiny'}",
+        *extra,
+    ]
+
+
+def test_clipcap_reads_images_through_a_pretrained_tower_kept_frozen(pretrained, tiny_hf, synth_root, tmp_path):
+    """model.pretrained_from in place of model.clip: the tower's encoder and projection are copied from the
+    pre-training checkpoint, stay as they were through training (frozen, as CLIP is), and the trained
+    checkpoint captions on its own (no CLIP directory, the tower's normalisation)."""
+    from captionlab.checkpoint import read_checkpoint
+    from captionlab.config import load_config
+    from captionlab.paths import CONFIGS
+    from captionlab.training.trainer import train
+
+    over = tower_overrides(pretrained, tiny_hf, synth_root, f"train.output_dir={tmp_path}", "train.epochs=2")
+    result = train(load_config(CONFIGS / "tiny" / "clipcap_mlp.yaml", over), progress=False)
+    tower = read_checkpoint(pretrained[1].run_dir / "best.pt")["model"]
+    ckpt = read_checkpoint(result.run_dir / "best.pt")
+    mine = ckpt["model"]
+    copied = [k for k in tower if k.startswith("encoder.")]
+    assert copied and all(torch.equal(mine[k], tower[k]) for k in copied)
+    assert torch.equal(mine["tower_proj.weight"], tower["image_proj.weight"])
+    assert "clip_config" not in ckpt["assets"]
+    captioner = load_checkpoint(result.run_dir / "best.pt", "cpu")
+    assert captioner.model.image_norm == captioner.model.encoder.norm != (CLIP_MEAN, CLIP_STD)
+    image = load_dataset(load_config(CONFIGS / "tiny" / "clipcap_mlp.yaml", over).data).split("val")[0].path
+    assert captioner.caption(str(image))[0].strip()
+
+
+def test_clipcap_needs_clip_or_a_tower_and_the_tower_shape_it_was_given(pretrained, tiny_hf, synth_root):
+    from captionlab.captioner import new_model, pretrain_start
+    from captionlab.config import load_config
+    from captionlab.errors import ConfigError, InputError
+    from captionlab.paths import CONFIGS
+    from captionlab.training.setup import build_vocab
+
+    path = CONFIGS / "tiny" / "clipcap_mlp.yaml"
+    with pytest.raises(ConfigError, match="model.clip .* or model.pretrained_from"):
+        load_config(path, ["model.clip=null", f"model.lm={tiny_hf / 'gpt2'}"])
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(path, tower_overrides(pretrained, tiny_hf, synth_root, f"model.clip={tiny_hf / 'clip'}"))
+    cfg = load_config(path, tower_overrides(pretrained, tiny_hf, synth_root))
+    cfg.model.grid_size += 1
+    vocab = build_vocab(cfg, load_dataset(cfg.data))
+    with pytest.raises(InputError, match="model.grid_size"):
+        new_model(cfg.model, vocab, pretrain_start(cfg.model))

@@ -7,6 +7,7 @@ import torch
 
 from captionlab import decoding
 from captionlab.config import EncoderConfig, ModelConfig
+from captionlab.errors import InputError
 from captionlab.models import CaptionModel, build_model
 from toy import MarkovCaptioner, best_by_enumeration
 
@@ -250,3 +251,20 @@ def test_live_beams_never_choose_pad_or_start():
         for row in out.tokens.tolist():
             words = row[: row.index(model.end_id) + 1] if model.end_id in row else row
             assert model.start_id not in words and model.pad_id not in words, (token, row)
+
+
+def test_n_best_lists_the_beams_ranked_the_first_being_the_beam_search_result():
+    model = MarkovCaptioner(seed=2)
+    one = decoding.beam_search(model, KINDS, beam_size=4, max_len=6, keep_greedy=False)
+    three = decoding.beam_search(model, KINDS, beam_size=4, max_len=6, n_best=3)
+    assert three.tokens.size(0) == 3 * KINDS.size(0)
+    ranked = three.scores.view(-1, 3)  # (images, 3)
+    assert (ranked[:, :-1] >= ranked[:, 1:]).all()
+    assert torch.equal(three.tokens[::3, : one.tokens.size(1)], one.tokens) and torch.allclose(ranked[:, 0], one.scores)
+    for kind in range(4):  # three different captions, each scored as the model scores it
+        rows = [_trim(three.tokens[3 * kind + j]) for j in range(3)]
+        assert len({tuple(r) for r in rows}) == 3
+        for j, row in enumerate(rows):
+            assert ranked[kind, j].item() == pytest.approx(model.sequence_logprob(kind, row), abs=1e-4)
+    with pytest.raises(InputError, match="n_best"):
+        decoding.beam_search(model, KINDS, beam_size=2, n_best=3)

@@ -42,17 +42,26 @@ def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path):
     assert len(nbformat.writes(nb)) < 300_000  # outputs stay small: no progress-bar spam
 
 
-def test_self_critical_notebook_executes(tmp_path):
-    nb = run_notebook("03_self_critical.ipynb", tmp_path)
+def test_self_critical_notebook_executes(tmp_path, request):
+    """The synthetic walk, then its real-photo section on a few hundred Flickr8k photos where
+    ../shared/flickr8k_subset is present (else its synthetic stand-in)."""
+    from conftest import SUBSET, share_cache
+
+    photos = request.getfixturevalue("flickr_small") if (SUBSET / "dataset_flickr8k.json").is_file() else None
+    if photos:
+        share_cache(photos, tmp_path)
+    nb = run_notebook("03_self_critical.ipynb", tmp_path, photos)
     text = outputs_text(nb)
     assert "SCST, greedy baseline beam 3" in text and "SCST, mean baseline beam 1" in text and "METEOR" in text
-    for run in ("nb03_xe", "nb03_scst_greedy", "nb03_scst_mean"):
+    for run in ("nb03_xe", "nb03_scst_greedy", "nb03_scst_mean", "nb03_real_xe", "nb03_real_scst"):
         assert (tmp_path / "runs" / run / "best.pt").is_file()
     assert (tmp_path / "runs" / "nb03_scst_mean" / "steps.csv").is_file()
     page = tmp_path / "runs" / "nb03_scst_greedy" / "eval_test_beam3" / "compare_eval_test_beam3.html"
     assert f"image by image: {page}" in text and "nb03_xe" in page.read_text()  # SCST against cross-entropy
+    assert "photos, SCST beam 3" in text and "distinct captions of" in text
+    assert ("real photographs from" in text) == bool(photos)
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
-    assert len(images) == 2  # reward curves, captions before/after
+    assert len(images) == 3  # reward curves, captions before/after, the real-photo run's reward curve
 
 
 def test_grid_attention_notebook_executes(tmp_path):

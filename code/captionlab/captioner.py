@@ -130,6 +130,19 @@ class Captioner:
             out.extend(self.traces(decoded) if traced else self.words(decoded.tokens))
         return out
 
+    @torch.no_grad()
+    def n_best(
+        self, images: Sequence[Image.Image], n: int, beam_size: int | None = None, max_len: int | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """The ``n`` best beams of every image, ranked: (caption, score) where the score is the summed
+        log-probability divided by the length penalty (``decode.length_penalty``)."""
+        k, steps, alpha = self._beam(beam_size, max_len)
+        if n > k:
+            raise InputError(f"--n-best {n} needs a beam at least as wide: the beam size is {k} (--beam-size)")
+        decoded = decoding.beam_search(self.model, self.batch(images), k, steps, alpha, n_best=n)
+        words, scores = self.words(decoded.tokens), decoded.scores.tolist()
+        return [list(zip(words[i : i + n], scores[i : i + n])) for i in range(0, len(words), n)]
+
     def traces(self, decoded: decoding.DecodeOutput) -> list[CaptionTrace]:
         if decoded.attention is None:
             raise InputError(

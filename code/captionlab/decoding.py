@@ -145,8 +145,10 @@ def beam_search(
     max_len: int = 20,
     alpha: float = 0.0,
     keep_greedy: bool = True,
+    n_best: int = 1,
 ) -> DecodeOutput:
-    """Batched beam search; returns the best of ``beam_size`` beams for every image.
+    """Batched beam search; returns the best of ``beam_size`` beams for every image (``n_best``: the
+    best n of them, ranked, rows image-major (batch*n, T); the greedy row is then not a candidate).
 
     Finished beams stay in the beam and extend with <pad> at no cost, so they compete with live
     beams on summed log-probability; the final choice divides by ``length_penalty(len, alpha)``.
@@ -155,9 +157,11 @@ def beam_search(
     ``keep_greedy`` every image also decodes its greedy caption, in one more row beside its beams
     (so each step is one model call), and keeps it as a candidate: the result never ranks below greedy.
     """
+    if not 1 <= n_best <= beam_size:
+        raise InputError(f"n_best must be between 1 and the beam size ({beam_size}), got {n_best}")
     state = model.init_state(images)
     batch, k = state.batch_size, beam_size
-    greedy_row = keep_greedy and beam_size > 1
+    greedy_row = keep_greedy and beam_size > 1 and n_best == 1
     width = k + greedy_row  # rows per image: its k beams, then its greedy caption
     device = images.device
     tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
@@ -199,8 +203,9 @@ def beam_search(
     beams = (offsets + torch.arange(k, device=device)).view(-1)  # (batch*k,) rows that are beams
     lengths = (seq[beams] != model.pad_id).sum(1).view(batch, k)
     ranked = scores / length_penalty(lengths, alpha)
-    best = offsets.squeeze(1) + ranked.argmax(1)  # (batch,)
-    out = DecodeOutput(seq[best], seq_lp[best], ranked.max(1).values, **{n: v[best] for n, v in trace.items()})
+    top, order = ranked.topk(n_best, dim=1)  # (batch, n)
+    best = (offsets + order).view(-1)  # (batch*n,) image-major
+    out = DecodeOutput(seq[best], seq_lp[best], top.reshape(-1), **{n: v[best] for n, v in trace.items()})
     if not greedy_row:
         return out
     g = offsets.squeeze(1) + k  # (batch,) the greedy rows

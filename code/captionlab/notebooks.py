@@ -29,9 +29,9 @@ TINY = CONFIGS / "tiny"
 
 
 # -- what a notebook's first cell reads --------------------------------------------------------------
-def overrides(*extra: str) -> list[str]:
-    """``CAPTIONLAB_OVERRIDES`` (key=value pairs, shell-quoted), then ``extra``."""
-    return shlex.split(os.environ.get("CAPTIONLAB_OVERRIDES", "")) + list(extra)
+def overrides(*extra: str, var: str = "CAPTIONLAB_OVERRIDES") -> list[str]:
+    """The environment variable ``var``'s key=value pairs (shell-quoted), then ``extra``."""
+    return shlex.split(os.environ.get(var, "")) + list(extra)
 
 
 def setting(var: str, default: str | os.PathLike) -> Path:
@@ -60,6 +60,11 @@ def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str
     }.get(name, "")
     if name == "03_self_critical.ipynb":
         env["CAPTIONLAB_SCST_CONFIG"] = str(TINY / "scst.yaml")
+        env["CAPTIONLAB_REAL_PHOTOS"] = str(photos or work / "no_photos")  # its real-photo section
+        env["CAPTIONLAB_REAL_OVERRIDES"] = (
+            f"train.output_dir={work / 'runs'} train.cache_dir={work / 'cache'} train.epochs=1 "
+            + ("data.carve_test=60" if photos else f"data.path={work / 'standin'}")
+        )
     if name == "08_real_photos.ipynb":
         env["CAPTIONLAB_REAL_PHOTOS"] = str(photos or work / "no_photos")
         # the test's 300 photos keep 240 to train on (the notebook carves 150 of the subset's 762)

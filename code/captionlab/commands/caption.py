@@ -75,16 +75,20 @@ def cmd_caption(a: argparse.Namespace) -> None:
     apply_decoding(a, captioner)
     if a.max_len:
         captioner.check_max_len(a.max_len)  # before any image is read
+    if a.n_best > 1 and (a.attention_plot or a.report):
+        raise InputError("--n-best lists several captions an image: not with --attention-plot or --report")
+    if a.n_best > (a.beam_size or captioner.config.decode.beam_size):
+        captioner.n_best([], a.n_best, a.beam_size)  # refuses in one line, before any image is read
     paths = image_paths(given)
     want = True if a.attention_plot else None if a.report else False  # None: where the model attends
     images, kept, results, skipped = [], [], [], 0
     bar = progress(total=len(paths), desc="captioning", unit="img", enabled=len(paths) > a.batch_size)
     for start in range(0, len(paths), a.batch_size):
         chunk, chunk_kept, bad = read_images(paths[start : start + a.batch_size], a.on_bad_image)
-        out = captioner.caption(chunk, beam_size=a.beam_size, max_len=a.max_len, batch_size=a.batch_size,
-                                with_attention=want) if chunk else []  # fmt: skip
+        out = captioned(captioner, chunk, a, want) if chunk else []
         for p, r in zip(chunk_kept, out):
-            write(f"{p}\t{caption_of(r)}")  # as it goes, beside the bar (on stderr)
+            for line in lines_of(r):
+                write(f"{p}\t{line}")  # as it goes, beside the bar (on stderr)
         images += chunk if a.attention_plot else []
         kept += chunk_kept
         results += out
@@ -105,9 +109,26 @@ def cmd_caption(a: argparse.Namespace) -> None:
         print(f"report: {write_caption_page(kept, results, a.report)}", file=sys.stderr)
 
 
+def captioned(captioner: Any, images: list, a: argparse.Namespace, want: bool | None) -> list:
+    """One batch: a caption (or trace) an image, or with ``--n-best`` a ranked list of (caption, score)."""
+    if a.n_best > 1:
+        return captioner.n_best(images, a.n_best, a.beam_size, a.max_len)
+    return captioner.caption(images, beam_size=a.beam_size, max_len=a.max_len, batch_size=len(images),
+                             with_attention=want)  # fmt: skip
+
+
 def caption_of(result: Any) -> str:
-    """A caption, or a captioned result with attention (``with_attention``)."""
+    """A caption, a captioned result with attention (``with_attention``), or the first of the n best."""
+    if isinstance(result, list):
+        return result[0][0]
     return result if isinstance(result, str) else result.caption
+
+
+def lines_of(result: Any) -> list[str]:
+    """What is printed after an image's path: its caption, or the n best as rank, caption, score."""
+    if isinstance(result, list):
+        return [f"{i}\t{c}\t{score:.3f}" for i, (c, score) in enumerate(result, 1)]
+    return [caption_of(result)]
 
 
 def write_results(out: Path, kept: list[Path], results: list) -> None:
@@ -118,6 +139,9 @@ def write_results(out: Path, kept: list[Path], results: list) -> None:
     rows = [
         {"image_id": i, "file_name": str(p), "caption": caption_of(r)} for i, (p, r) in enumerate(zip(kept, results))
     ]
+    for row, r in zip(rows, results):
+        if isinstance(r, list):  # --n-best: the ranked captions beside the best
+            row["n_best"] = [{"caption": c, "score": round(score, 4)} for c, score in r]
     write_json(rows, out)
     print(f"wrote {out} ({len(rows)} captions)", file=sys.stderr)
 
@@ -140,6 +164,14 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
         help="stop at the first unreadable image, or skip it and caption the rest",
     )
     s.add_argument("--batch-size", type=positive_int, default=32, help="images decoded together")
+    s.add_argument(
+        "--n-best",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="print the N best beams of each image (path, rank, caption, score: log-probability over the "
+        "length penalty); N is at most the beam size",
+    )
     s.add_argument(
         "--attention-plot",
         metavar="OUT.png",

@@ -22,11 +22,10 @@ def cmd_tiny_hf(a: argparse.Namespace) -> None:
     from ..config import load_config
     from ..models.tiny_hf import write_tiny_models
 
-    clip, lm = write_tiny_models(load_config(a.config, overrides(a)), a.overwrite)
-    print(
-        f"wrote a tiny random CLIPVisionModel to {clip} and a tiny GPT2LMHeadModel + tokenizer (a language model "
-        f"of the training captions) to {lm}"
-    )
+    cfg = load_config(a.config, overrides(a))
+    clip, lm = write_tiny_models(cfg, a.overwrite, a.lm_hidden, a.lm_layers, a.lm_steps, a.lm_vocab)
+    vision = f"a tiny random CLIPVisionModel to {clip} and " if clip else ""
+    print(f"wrote {vision}a GPT2LMHeadModel + tokenizer (a language model of the training captions) to {lm}")
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -113,6 +112,10 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
     )
     s.add_argument("config", help="a ClipCap config, e.g. code/configs/tiny/clipcap_mlp.yaml")
     s.add_argument("--overwrite", action="store_true", help="replace existing directories")
+    s.add_argument("--lm-hidden", type=positive_int, default=64, help="GPT-2's width (n_embd)")
+    s.add_argument("--lm-layers", type=positive_int, default=2, help="GPT-2's blocks")
+    s.add_argument("--lm-steps", type=int, default=200, help="steps of language-model training on the captions")
+    s.add_argument("--lm-vocab", type=positive_int, default=400, help="byte-level BPE pieces of GPT-2's tokenizer")
     add_overrides(s)
     s.set_defaults(func=cmd_tiny_hf)
 

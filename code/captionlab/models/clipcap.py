@@ -7,6 +7,10 @@ text (``LMVocabulary``: LM ids shifted past captionlab's four special ids), and 
 through the shared engine with the LM's key/value cache held in ``State`` as plain tensors
 (``hf.cache_to_state``). The first step feeds the LM's begin token after the prefix, in training
 and decoding alike.
+
+Where no CLIP weights can be had, ``model.pretrained_from`` (in place of ``model.clip``) names a
+``captionlab pretrain`` checkpoint: its image tower (``model.encoder`` and ``model.grid_size`` must be
+the tower's) and projection stand in for CLIP's image embedding, frozen as CLIP is.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from ..data.lm_vocab import LMVocabulary, from_lm_logits
 from ..errors import InputError
 from .base import CaptionModel, State
-from .encoders import StagedEncoder
+from .encoders import StagedEncoder, image_encoder
 from .hf import cache_to_state, load_pretrained, state_to_cache
 from .registry import MODELS
 
@@ -35,6 +40,7 @@ class CLIPEncoder(StagedEncoder):
     def __init__(self, clip: nn.Module) -> None:
         super().__init__()
         self.clip = clip
+        self.norm = (CLIP_MEAN, CLIP_STD)  # what CLIP's weights expect
         self.out_dim: int = clip.config.hidden_size
         self.set_trainable(False)
 
@@ -79,8 +85,29 @@ class TransformerMapper(nn.Module):
 @MODELS.register("clipcap")
 class ClipCap(CaptionModel):
     uses_lm_vocab = True  # its vocabulary is the language model's tokenizer (trainer.build_vocab)
-    image_norm = (CLIP_MEAN, CLIP_STD)
-    config_keys = frozenset({"clip", "lm", "prefix_len", "mapper", "mapper_layers", "lm_frozen", "num_heads"})
+    config_keys = frozenset(
+        {
+            "clip",
+            "lm",
+            "prefix_len",
+            "mapper",
+            "mapper_layers",
+            "lm_frozen",
+            "num_heads",
+            "pretrained_from",
+            "grid_size",
+        }
+    )
+
+    @classmethod
+    def config_problems(cls, cfg: Any) -> list[str]:
+        m = cfg.model
+        if bool(m.clip) == bool(m.pretrained_from):
+            return [
+                "clipcap reads images through model.clip (a CLIP directory) or model.pretrained_from (a "
+                f"captionlab pretrain checkpoint's image tower): set one, not {'both' if m.clip else 'neither'}"
+            ]
+        return []
 
     def __init__(
         self, cfg: ModelConfig, vocab_size: int, vocab: LMVocabulary | None = None, assets: dict[str, Any] | None = None
@@ -91,22 +118,32 @@ class ClipCap(CaptionModel):
         if not isinstance(vocab, LMVocabulary) or len(vocab) != vocab_size:
             raise InputError("clipcap needs the vocabulary of its language model's tokenizer (LMVocabulary)")
         if assets:  # from a checkpoint: the architectures it saved; its weights follow
-            clip = CLIPVisionModel(CLIPVisionConfig.from_dict(assets["clip_config"]))
+            clip = (
+                CLIPVisionModel(CLIPVisionConfig.from_dict(assets["clip_config"])) if "clip_config" in assets else None
+            )
             lm = GPT2LMHeadModel(GPT2Config.from_dict(assets["lm_config"]))
         else:
-            clip = load_pretrained(CLIPVisionModel, cfg.clip, "model.clip")
+            clip = load_pretrained(CLIPVisionModel, cfg.clip, "model.clip") if cfg.clip else None
             lm = load_pretrained(GPT2LMHeadModel, cfg.lm, "model.lm")
         if lm.get_input_embeddings().num_embeddings < vocab.lm_size:
             raise InputError(
                 f"model.lm: its tokenizer has {vocab.lm_size} tokens but the model embeds only "
                 f"{lm.get_input_embeddings().num_embeddings}"
             )
-        self.encoder = CLIPEncoder(clip)
+        self.tower_proj: nn.Linear | None = None
+        if clip is not None:
+            self.encoder: nn.Module = CLIPEncoder(clip)
+            c = self.encoder.out_dim
+        else:  # a captionlab pretrain image tower (load_pretrained fills it): grid, mean-pooled, projected
+            self.encoder = image_encoder(cfg)
+            self.encoder.set_trainable(False)
+            self.tower_proj = nn.Linear(self.encoder.out_dim, cfg.embed_dim).requires_grad_(False)
+            c = cfg.embed_dim
         self.lm = lm
         self.lm_layers: int = lm.config.n_layer
         self.lm_eos, self.lm_bos, self.banned = vocab.lm_eos, vocab.lm_bos, vocab.banned
         self.text = vocab
-        d, c = lm.config.n_embd, self.encoder.out_dim
+        d = lm.config.n_embd
         self.mapper = (
             MLPMapper(c, d, cfg.prefix_len)
             if cfg.mapper == "mlp"
@@ -127,13 +164,41 @@ class ClipCap(CaptionModel):
 
     def assets(self) -> dict[str, Any]:
         """What a checkpoint needs besides the weights to rebuild this model with no directory."""
-        return {"clip_config": self.encoder.clip.config.to_dict(), "lm_config": self.lm.config.to_dict()}
+        clip = {"clip_config": self.encoder.clip.config.to_dict()} if self.tower_proj is None else {}
+        return {**clip, "lm_config": self.lm.config.to_dict()}
+
+    def load_pretrained(self, ckpt: dict, cfg: ModelConfig) -> None:
+        """The image tower and projection of a ``captionlab pretrain`` checkpoint (``model.pretrained_from``)."""
+        theirs = ckpt["config"]["model"]
+        for key, ours in (("encoder", cfg.encoder.name), ("grid_size", cfg.grid_size), ("embed_dim", cfg.embed_dim)):
+            value = theirs[key]["name"] if key == "encoder" else theirs[key]
+            if value != ours:
+                raise InputError(f"model.{key}{'.name' * (key == 'encoder')} = {ours!r} but the pre-trained "
+                                 f"image tower has {value!r}")  # fmt: skip
+        state = {k: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+        state |= {
+            "tower_proj." + k[len("image_proj.") :]: v for k, v in ckpt["model"].items() if k.startswith("image_proj.")
+        }
+        missing = [
+            k
+            for k in self.load_state_dict(state, strict=False).missing_keys
+            if k.startswith(("encoder.", "tower_proj."))
+        ]
+        if missing:
+            raise InputError(f"model.pretrained_from: the image tower lacks {missing[:5]}")
+
+    def clip_embedding(self, feats: torch.Tensor) -> torch.Tensor:
+        """The encoder's output -> the image embedding the mapper reads (B, C): CLIP's pooled output as
+        is; a pre-trained tower's grid (B, N, C') mean-pooled, projected and unit-length, as it pre-trained."""
+        if self.tower_proj is None:
+            return feats
+        return F.normalize(self.tower_proj(feats.mean(1)), dim=-1)  # (B, embed_dim)
 
     def _vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return from_lm_logits(logits[..., : self.text.lm_size], self.lm_eos, self.banned)
 
     def init_state_from_features(self, feats: torch.Tensor) -> State:
-        prefix = self.mapper(feats)  # (B, P, D)
+        prefix = self.mapper(self.clip_embedding(feats))  # (B, P, D)
         out = self.lm(inputs_embeds=prefix, use_cache=True)
         return State(cache_to_state(out.cache))  # lm_k{i}, lm_v{i}: (B, heads, P, head_dim)
 
@@ -144,7 +209,7 @@ class ClipCap(CaptionModel):
         return torch.log_softmax(logits.float(), -1), State(state, **cache_to_state(out.cache))
 
     def forward_features(self, feats: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-        prefix = self.mapper(feats)  # (B, P, D)
+        prefix = self.mapper(self.clip_embedding(feats))  # (B, P, D)
         prefix = prefix.repeat_interleave(captions.size(0) // feats.size(0), 0)  # (B*n, P, D)
         words = self.lm.get_input_embeddings()(self.text.lm_ids(captions[:, :-1]))  # (B*n, T-1, D)
         logits = self.lm(inputs_embeds=torch.cat([prefix, words], 1)).logits  # (B*n, P+T-1, V_lm)

@@ -51,6 +51,7 @@ def save_tiny_gpt2(
     layers: int = 2,
     seed: int = 0,
     lm_steps: int = 200,
+    vocab_size: int = 400,
 ) -> Path:
     """A tiny GPT2LMHeadModel with a tokenizer trained on ``texts``: byte-level BPE (GPT-2's kind), or
     for ``chinese`` a character vocabulary with a BERT-style tokenizer, as common Chinese GPT-2
@@ -61,7 +62,7 @@ def save_tiny_gpt2(
 
     quiet()
     texts = list(texts)
-    tok = _bert_char_tokenizer(texts, Path(out)) if chinese else byte_bpe_tokenizer(texts)
+    tok = _bert_char_tokenizer(texts, Path(out)) if chinese else byte_bpe_tokenizer(texts, vocab_size)
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     torch.manual_seed(seed)
@@ -146,13 +147,15 @@ def save_tiny_clip_model(out: str | Path, texts: Iterable[str], image_size: int 
     return Path(out)
 
 
-def byte_bpe_tokenizer(texts: list[str]) -> Any:
+def byte_bpe_tokenizer(texts: list[str], vocab_size: int = 400) -> Any:
+    """GPT-2's kind of tokenizer trained on ``texts``: 400 pieces suit the tests' tiny captions; a real
+    caption set wants a few thousand, so that most words are one token."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2TokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        texts, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"], show_progress=False
+        texts, vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>"], show_progress=False
     )
     return GPT2TokenizerFast(
         tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
@@ -169,22 +172,27 @@ def _bert_char_tokenizer(texts: list[str], out: Path) -> Any:
     return BertTokenizerFast(vocab=str(vocab), do_lower_case=True, tokenize_chinese_chars=True)
 
 
-def write_tiny_models(cfg: Any, overwrite: bool = False) -> tuple[Path, Path]:
+def write_tiny_models(
+    cfg: Any, overwrite: bool = False, hidden: int = 64, layers: int = 2, lm_steps: int = 200, vocab_size: int = 400
+) -> tuple[Path | None, Path]:
     """Random stand-ins at a config's ``model.clip`` and ``model.lm``, the GPT-2 tokenizer trained on
     its training captions (``captionlab tiny-hf``): ClipCap runs offline end to end, with the very
-    classes and loading path real checkpoints use. Chinese data gets a BERT-style character tokenizer."""
+    classes and loading path real checkpoints use. Chinese data gets a BERT-style character tokenizer.
+    A config whose image tower is a ``captionlab pretrain`` checkpoint (``model.pretrained_from``) gets
+    the language model alone; ``hidden``, ``layers``, ``lm_steps`` and ``vocab_size`` (BPE pieces) size it."""
     from ..data.adapters import load_dataset
     from ..data.tokenizers import build_tokenizer
 
     m = cfg.model
-    if not m.clip or not m.lm:
+    if not m.lm or not (m.clip or m.pretrained_from):
         raise InputError("the config sets no model.clip / model.lm directories to write the tiny models to")
-    clip, lm = resolve(m.clip), resolve(m.lm)
+    clip, lm = (resolve(m.clip) if m.clip else None), resolve(m.lm)
     for p in (clip, lm):
-        if p.exists() and not overwrite:
+        if p is not None and p.exists() and not overwrite:
             raise ExistsError(f"{p} already exists; pass --overwrite to replace it with a tiny stand-in")
     words = build_tokenizer(cfg.data.tokenizer)
     texts = [words.detokenize(words.tokenize(c)) for r in load_dataset(cfg.data).split("train") for c in r.captions]
-    save_tiny_clip(clip, image_size=cfg.data.image_size)
-    save_tiny_gpt2(lm, texts, chinese=not words.ptb_scoring)
+    if clip is not None:
+        save_tiny_clip(clip, image_size=cfg.data.image_size)
+    save_tiny_gpt2(lm, texts, not words.ptb_scoring, hidden, layers, lm_steps=lm_steps, vocab_size=vocab_size)
     return clip, lm

@@ -51,7 +51,10 @@ def create_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def encoder_name(cfg: RunConfig) -> str:
     m = cfg.model
-    return f"CLIP {m.clip} + LM {m.lm}" if model_class(m.name).uses_lm_vocab else m.encoder.name
+    if not model_class(m.name).uses_lm_vocab:
+        return m.encoder.name
+    images = f"CLIP {m.clip}" if m.clip else f"the {m.encoder.name} image tower of {m.pretrained_from}"
+    return f"{images} + LM {m.lm}"
 
 
 def describe_run(
