@@ -74,9 +74,19 @@ def test_grid_attention_notebook_executes(tmp_path):
     assert len(images) == 4  # two examples x two attention models
 
 
-def test_transformer_notebook_executes(tmp_path):
-    nb = run_notebook("04_transformer_and_clipcap.ipynb", tmp_path)
+def test_transformer_notebook_executes(tmp_path, request):
+    """The synthetic walk, then its real-photo section (vit_transformer and ClipCap through a pre-trained
+    image tower) on a few hundred Flickr8k photos where ../shared/flickr8k_subset is present."""
+    from conftest import SUBSET, share_cache
+
+    photos = request.getfixturevalue("flickr_small") if (SUBSET / "dataset_flickr8k.json").is_file() else None
+    if photos:
+        share_cache(photos, tmp_path)
+    nb = run_notebook("04_transformer_and_clipcap.ipynb", tmp_path, photos)
     text = outputs_text(nb)
+    assert "| photos, vit_transformer beam 3 |" in text and "| photos, clipcap beam 3 |" in text
+    assert "distinct captions of" in text and ("real photographs from" in text) == bool(photos)
+    assert (tmp_path / "runs" / "nb04_real_clipcap" / "best.pt").is_file()
     for name in ("vit_transformer", "clipcap_mlp", "clipcap_transformer"):
         assert f"| {name} beam 3 |" in text
     assert "cache on " in text and "cache off" in text and "grounding rate" in text

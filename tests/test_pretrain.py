@@ -119,7 +119,9 @@ def test_pretraining_retrieves_well_above_chance(pretrained):
     m = result.best_metrics
     n_val = len(load_dataset(cfg.data).split("val"))  # chance R@1 = 1 / n_val
     assert n_val >= 20  # else R@1 would be easy by chance
-    assert m["t2i_R@1"] > 4 / n_val and m["i2t_R@5"] > 0.3 and "CIDEr" not in m
+    # tiny/pretrain.yaml reaches R@1 0.79 (image to text) and 0.66 (text to image) of 80 (chance 0.0125):
+    # a tower that learnt little (a broken loss, a text tower read at the wrong token) stays far below these
+    assert m["i2t_R@1"] > 0.5 and m["t2i_R@1"] > 0.4 and m["i2t_R@5"] > 0.8 and "CIDEr" not in m, m
     ckpt = read_checkpoint(result.run_dir / "best.pt")
     assert ckpt["config"]["train"]["loss"] == "contrastive" and "temperature" in result.history[-1]
 

@@ -138,3 +138,20 @@ def test_caption_report_shows_a_folder_of_images_with_captions_and_heat_maps(tra
     assert [r["caption"] for r in data["rows"]] == list(captions.values()) and len(data["rows"]) == 3
     for row in data["rows"]:
         assert row["thumb"].startswith("data:image/jpeg;base64,") and row["attention"] and not row["refs"]
+
+
+def test_markup_in_captions_names_and_words_never_reaches_the_page_unescaped(tmp_path):
+    """A VLM's caption, an original caption, a file name and a frequent word that hold markup: the page
+    shows them as text (the autoescaped template), and the rows' JSON cannot close its <script>."""
+    from captionlab.report import write_rebuild_page
+
+    bad = "<img src=x onerror=alert(1)>"
+    stats = {f"rebuilt {bad}": {"captions": 1, "mean_length": 3.0, "max_length": 3, "vocabulary": 3,
+                                "top_words": [(bad, 1)]}}  # fmt: skip
+    page = write_rebuild_page([(7, tmp_path / f"{bad}.jpg", bad, [f"</script>{bad}"])], stats, tmp_path / "p.html")
+    text = page.read_text()
+    outside = text.split('id="data">')[0] + text.split("</script>", 1)[1]
+    assert "<img" not in outside and "&lt;img src=x onerror=alert(1)&gt;" in outside
+    assert text.count("</script>") == 2  # the data's and the code's: the caption's "</script>" stayed inside
+    row = page_data(page)["rows"][0]
+    assert row["caption"] == bad and row["refs"] == [f"</script>{bad}"]

@@ -51,7 +51,7 @@ def config_files(defaults: Mapping[str, str | os.PathLike], tiny: Mapping[str, s
 def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str]:
     """The environment that runs notebook ``name`` on the tiny configs, one epoch, everything under
     ``work``. 05 and 06 share ``work/data`` (06 retrains on what 05 rebuilt); ``photos``: a Karpathy
-    folder of real photographs for 08 (else its synthetic stand-in)."""
+    folder of real photographs for 08 and the real-photo sections of 03 and 04 (else a synthetic stand-in)."""
     data = f"data.path={work / 'data'} data.synthetic_n=60"
     env = {"CAPTIONLAB_CONFIG": str(TINY / "cnn_gru.yaml"), "CAPTIONLAB_CONFIG_DIR": str(TINY)}
     extra = {
@@ -60,10 +60,13 @@ def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str
     }.get(name, "")
     if name == "03_self_critical.ipynb":
         env["CAPTIONLAB_SCST_CONFIG"] = str(TINY / "scst.yaml")
-        env["CAPTIONLAB_REAL_PHOTOS"] = str(photos or work / "no_photos")  # its real-photo section
+    if name in ("03_self_critical.ipynb", "04_transformer_and_clipcap.ipynb"):  # their real-photo sections
+        env["CAPTIONLAB_REAL_PHOTOS"] = str(photos or work / "no_photos")
+        lm = f" model.lm={work / 'hf' / 'gpt2'}" if name.startswith("04") else ""  # the tiny GPT-2 section 0 wrote
         env["CAPTIONLAB_REAL_OVERRIDES"] = (
             f"train.output_dir={work / 'runs'} train.cache_dir={work / 'cache'} train.epochs=1 "
             + ("data.carve_test=60" if photos else f"data.path={work / 'standin'}")
+            + lm
         )
     if name == "08_real_photos.ipynb":
         env["CAPTIONLAB_REAL_PHOTOS"] = str(photos or work / "no_photos")

@@ -11,7 +11,6 @@ training curves, the run's log.csv, so ``captionlab report`` can rebuild it at a
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from collections.abc import Sequence
@@ -78,18 +77,23 @@ def write_report(folder: str | Path, other: str | Path | None = None, out: str |
     return _write_page(data, runs, title, target)
 
 
-def _write_page(data: dict[str, Any], runs: list[dict[str, Any]], title: str, target: Path, tables: str = "") -> Path:
-    page = (_ASSETS / "report.html").read_text(encoding="utf-8")
-    fill = {
-        "{{TITLE}}": html.escape(title),
-        "{{STYLE}}": (_ASSETS / "report.css").read_text(encoding="utf-8"),
-        "{{SCRIPT}}": (_ASSETS / "report.js").read_text(encoding="utf-8"),
-        "{{RUNS}}": "".join(_run_html(r) for r in runs),
-        "{{METRICS}}": tables or (_metric_table(runs) if runs else ""),
-        "{{DATA}}": json.dumps(data, ensure_ascii=False).replace("</", "<\\/"),
-    }
-    for key, value in fill.items():
-        page = page.replace(key, value)
+def _write_page(
+    data: dict[str, Any], runs: list[dict[str, Any]], title: str, target: Path, stats: dict | None = None
+) -> Path:
+    """The page from its Jinja2 template, autoescaped: captions (a VLM's among them), file names and run
+    names may hold markup, and none of it reaches the page unescaped."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(_ASSETS), autoescape=True, undefined=StrictUndefined)
+    page = env.get_template("report.html.j2").render(
+        title=title,
+        style=(_ASSETS / "report.css").read_text(encoding="utf-8"),
+        script=(_ASSETS / "report.js").read_text(encoding="utf-8"),
+        runs=[_run_view(r) for r in runs],
+        metric_keys=[k for k in KEY_ORDER if any(k in r["metrics"] for r in runs)],
+        stats=stats,
+        data=json.dumps(data, ensure_ascii=False).replace("</", "<\\/"),  # JSON inside <script>: no "</"
+    )
     atomic_write_text(target, page, "report")
     return target
 
@@ -150,19 +154,7 @@ def write_rebuild_page(
     beside the old ones, under the statistics table it prints; searchable, with no scores."""
     rows = [_row({"image_id": i, "file": f, "caption": c, "references": old, "scores": {}}) for i, f, c, old in images]
     data = {"compare": False, "rows": rows, "labels": {"caption": "rebuilt caption", "refs": "original captions"}}
-    return _write_page(data, [], f"rebuilt captions of {len(rows)} images", Path(out), _stats_html(stats))
-
-
-def _stats_html(stats: dict[str, dict[str, Any]]) -> str:
-    names = ("captions", "count", "mean words", "longest", "vocabulary", "most frequent")
-    head = "<tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
-    body = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{s['captions']}</td><td>{s['mean_length']:.1f}</td>"
-        f"<td>{s['max_length']}</td><td>{s['vocabulary']}</td>"
-        f"<td>{html.escape(', '.join(w for w, _ in s['top_words'][:8]))}</td></tr>"
-        for name, s in stats.items()
-    )
-    return f"<table class='metrics'>{head}{body}</table>"
+    return _write_page(data, [], f"rebuilt captions of {len(rows)} images", Path(out), stats)
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -213,54 +205,27 @@ def _run_summary(folder: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "run": run,
         "settings": {k: metrics.get(k) for k in ("split", "images", "beam_size", "max_len", "tokenizer")},
         "metrics": metrics.get("metrics", {}),
-        "curves": _curves(log) if log and log.is_file() else "",
+        "curves": _curves(log) if log and log.is_file() else [],
     }
 
 
-def _run_html(r: dict[str, Any]) -> str:
-    run = r["run"]
+def _run_view(r: dict[str, Any]) -> dict[str, Any]:
+    """What the template shows of a run: its facts, attribute and grounding figures, training curves."""
+    run, metrics = r["run"], r["metrics"]
     facts = {**{k: run.get(k) for k in ("checkpoint", "model", "config", "date")}, **r["settings"]}
-    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items() if v)
-    extra = _attribute_html(r["metrics"])
-    return f"<section class='run'><h2>{html.escape(r['name'])}</h2><dl>{items}</dl>{extra}{r['curves']}</section>"
-
-
-def _metric_table(runs: list[dict[str, Any]]) -> str:
-    keys = [k for k in KEY_ORDER if any(k in r["metrics"] for r in runs)]
-    head = "".join(f"<th>{k}</th>" for k in keys)
-    body = "".join(
-        f"<tr><td>{'AB'[i] + ': ' if len(runs) > 1 else ''}{html.escape(r['name'])}</td>"
-        + "".join(f"<td>{_num(r['metrics'].get(k))}</td>" for k in keys)
-        + "</tr>"
-        for i, r in enumerate(runs)
-    )
-    if len(runs) == 2:
-        a, b = runs[0]["metrics"], runs[1]["metrics"]
-        diff = [b[k] - a[k] if k in a and k in b else None for k in keys]
-        body += "<tr class='diff'><td>B - A</td>" + "".join(f"<td>{_num(d, sign=True)}</td>" for d in diff) + "</tr>"
-    return f"<table class='metrics'><tr><th>run</th>{head}</tr>{body}</table>"
-
-
-def _attribute_html(metrics: dict[str, Any]) -> str:
-    out = ""
-    attrs = metrics.get("attribute_accuracy")
-    if attrs:
-        acc = attrs["accuracy"]
-        floor = attrs.get("blind_floor") or {}
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in acc)
-        row = "".join(f"<td>{_num(v)}</td>" for v in acc.values())
-        low = "".join(f"<td>{_num(floor.get(k))}</td>" for k in acc) if floor else ""
-        out += f"<table class='attrs'><tr><th>attribute accuracy</th>{head}</tr><tr><td>model</td>{row}</tr>"
-        out += f"<tr><td>blind floor</td>{low}</tr></table>" if floor else "</table>"
     grounding = metrics.get("grounding")
-    if isinstance(grounding, dict):
-        cells = "".join(f"<dt>{html.escape(k)}</dt><dd>{_num(v)}</dd>" for k, v in grounding.items())
-        out += f"<dl class='grounding'><dt>grounding</dt><dd></dd>{cells}</dl>"
-    return out
+    return {
+        "name": r["name"],
+        "metrics": metrics,
+        "facts": facts,
+        "attrs": metrics.get("attribute_accuracy"),
+        "grounding": grounding if isinstance(grounding, dict) else None,
+        "curves": r["curves"],
+    }
 
 
-def _curves(log: Path) -> str:
-    """The run's per-epoch curves (log.csv) as small inline SVG charts, one per logged quantity."""
+def _curves(log: Path) -> list[dict[str, Any]]:
+    """The run's per-epoch curves (log.csv), one small inline SVG polyline per logged quantity."""
     from .runlog import read_log
 
     rows = read_log(log)
@@ -274,15 +239,5 @@ def _curves(log: Path) -> str:
         pts = " ".join(
             f"{10 + 180 * i / max(1, len(ys) - 1):.1f},{70 - 55 * (y - lo) / span:.1f}" for i, y in enumerate(ys)
         )
-        charts.append(
-            f"<figure><svg viewBox='0 0 200 80' width='200' height='80'><polyline points='{pts}'/></svg>"
-            f"<figcaption>{html.escape(key)}: {_num(ys[0])} &rarr; {_num(ys[-1])} ({len(ys)} epochs)"
-            "</figcaption></figure>"
-        )
-    return f"<div class='curves'>{''.join(charts)}</div>" if charts else ""
-
-
-def _num(v: Any, sign: bool = False) -> str:
-    if not isinstance(v, (int, float)):
-        return "" if v is None else html.escape(str(v))
-    return f"{v:+.4f}" if sign else f"{v:.4f}"
+        charts.append({"key": key, "points": pts, "first": ys[0], "last": ys[-1], "epochs": len(ys)})
+    return charts
