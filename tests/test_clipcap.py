@@ -203,10 +203,10 @@ def test_clipcap_reads_images_through_a_pretrained_tower_kept_frozen(pretrained,
 
 
 def test_clipcap_needs_clip_or_a_tower_and_the_tower_shape_it_was_given(pretrained, tiny_hf, synth_root):
-    from captionlab.captioner import new_model, pretrain_start
     from captionlab.config import load_config
     from captionlab.errors import ConfigError, InputError
     from captionlab.paths import CONFIGS
+    from captionlab.training.factory import new_model, pretrain_start
     from captionlab.training.setup import build_vocab
 
     path = CONFIGS / "tiny" / "clipcap_mlp.yaml"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from captionlab.captioner import load_checkpoint, new_model, start_vocab
+from captionlab.captioner import load_checkpoint
 from captionlab.checkpoint import read_checkpoint
 from captionlab.cli import main
 from captionlab.config import load_config
@@ -21,6 +21,7 @@ from captionlab.models import build_model
 from captionlab.models.tiny_hf import save_tiny_clip_model
 from captionlab.paths import CONFIGS
 from captionlab.training.contrastive import ContrastiveLoss
+from captionlab.training.factory import new_model, start_vocab
 
 
 def test_recall_at_k_by_hand():

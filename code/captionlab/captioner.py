@@ -14,15 +14,14 @@ from PIL import Image
 
 from . import decoding
 from .checkpoint import CheckpointError, read_checkpoint
-from .config import ModelConfig, RunConfig
+from .config import RunConfig
 from .data.images import build_transform, load_image, to_rgb
 from .data.lm_vocab import load_vocab
 from .data.tokenizers import build_tokenizer
 from .data.vocab import Vocabulary
 from .errors import InputError
-from .models import TOWERS, CaptionModel, build_model, model_class
+from .models import TOWERS, CaptionModel, build_model
 from .models.base import FeatureInput
-from .paths import resolve
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -158,40 +157,6 @@ class Captioner:
             square = att.view(-1, grid, grid) if grid * grid == att.size(1) else None  # a grid of regions, or not
             out.append(CaptionTrace(self.tokenizer.detokenize(words), words, square, sentinel))
         return out
-
-
-def read_pretrain(path: str | Path) -> dict:
-    """The ``captionlab pretrain`` checkpoint that ``model.pretrained_from`` names."""
-    ckpt = read_checkpoint(resolve(path))
-    if ckpt["config"]["model"]["name"] != "dual_encoder":
-        raise InputError(
-            f"model.pretrained_from: {path} is not a 'captionlab pretrain' checkpoint "
-            f"(its model is {ckpt['config']['model']['name']})"
-        )
-    return ckpt
-
-
-def pretrain_start(cfg: ModelConfig) -> dict | None:
-    """The ``model.pretrained_from`` checkpoint, read once at set-up, or None (the config has refused
-    the key for a model that cannot start from pre-trained towers)."""
-    return read_pretrain(cfg.pretrained_from) if cfg.pretrained_from else None
-
-
-def start_vocab(cfg: ModelConfig, start: dict | None = None) -> Vocabulary | None:
-    """The vocabulary of the pre-trained text tower a new model starts from, or None: its own."""
-    start = start or pretrain_start(cfg)
-    return None if start is None else model_class(cfg.name).start_vocab(start, cfg)
-
-
-def new_model(cfg: ModelConfig, vocab, start: dict | None = None) -> torch.nn.Module:
-    """A model to train: built from its config, then (``model.pretrained_from``) started from the
-    pre-trained towers (``start``: that checkpoint, if the caller read it already); the model itself
-    never reads a file while it is built."""
-    model = build_model(cfg, len(vocab), vocab=vocab)
-    start = start or pretrain_start(cfg)
-    if start is not None:
-        model.load_pretrained(start, cfg)
-    return model
 
 
 def read_model(path: str | Path) -> tuple[CaptionModel, Vocabulary, RunConfig]:

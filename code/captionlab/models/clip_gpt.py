@@ -24,7 +24,7 @@ MUST_MATCH = ("hidden_dim", "num_heads", "ff_dim", "num_layers", "max_positions"
 
 @MODELS.register("clip_gpt")
 class ClipGPT(ViTTransformer):
-    """Built like any model from its config; ``captioner.new_model`` then hands it the pre-training
+    """Built like any model from its config; ``training.factory.new_model`` then hands it the pre-training
     checkpoint (``load_pretrained``): a model never reads files while it is being constructed."""
 
     config_keys = ViTTransformer.config_keys | {"pretrained_from", "pretrained_towers"}

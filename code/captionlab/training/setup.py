@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from .. import progress as P
-from ..captioner import Captioner, new_model, pretrain_start, read_model, start_vocab
+from ..captioner import Captioner, read_model
 from ..checkpoint import read_checkpoint
 from ..config import ConfigError, RunConfig
 from ..config_rules import init_from_problems
@@ -31,6 +31,7 @@ from ..models import model_class
 from ..models.base import FeatureInput
 from ..paths import resolve
 from . import distributed as D
+from .factory import new_model, pretrain_start, start_vocab
 from .feature_cache import CachedGroups, build_or_open, cache_folder, cache_key
 
 
