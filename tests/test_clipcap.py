@@ -203,8 +203,8 @@ def test_clipcap_reads_images_through_a_pretrained_tower_kept_frozen(pretrained,
 
 
 def test_clipcap_needs_clip_or_a_tower_and_the_tower_shape_it_was_given(pretrained, tiny_hf, synth_root):
-    from captionlab.config import load_config
-    from captionlab.errors import ConfigError, InputError
+    from captionlab.config import ConfigError, load_config
+    from captionlab.errors import InputError
     from captionlab.paths import CONFIGS
     from captionlab.training.factory import new_model, pretrain_start
     from captionlab.training.setup import build_vocab

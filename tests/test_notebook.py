@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -14,7 +15,10 @@ pytestmark = pytest.mark.slow
 
 
 def run_notebook(name: str, tmp_path, photos=None) -> nbformat.NotebookNode:
-    return execute(name, tiny_env(name, tmp_path, photos))
+    env = tiny_env(name, tmp_path, photos)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread a kernel, as each worker has (conftest.py)
+        env["OMP_NUM_THREADS"] = "1"
+    return execute(name, env)
 
 
 def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path):
@@ -42,15 +46,10 @@ def test_cnn_gru_notebook_executes_and_leaves_other_runs_alone(tmp_path):
     assert len(nbformat.writes(nb)) < 300_000  # outputs stay small: no progress-bar spam
 
 
-def test_self_critical_notebook_executes(tmp_path, request):
-    """The synthetic walk, then its real-photo section on a few hundred Flickr8k photos where
-    ../shared/flickr8k_subset is present (else its synthetic stand-in)."""
-    from conftest import SUBSET, share_cache
-
-    photos = request.getfixturevalue("flickr_small") if (SUBSET / "dataset_flickr8k.json").is_file() else None
-    if photos:
-        share_cache(photos, tmp_path)
-    nb = run_notebook("03_self_critical.ipynb", tmp_path, photos)
+def test_self_critical_notebook_executes(tmp_path):
+    """The synthetic walk, then its real-photo section on the synthetic stand-in (the suite's time; on the
+    photographs, the same configs are benchmarks/real_photos.py's sat and sat_scst arms)."""
+    nb = run_notebook("03_self_critical.ipynb", tmp_path)
     text = outputs_text(nb)
     assert "SCST, greedy baseline beam 3" in text and "SCST, mean baseline beam 1" in text and "METEOR" in text
     for run in ("nb03_xe", "nb03_scst_greedy", "nb03_scst_mean", "nb03_real_xe", "nb03_real_scst"):
@@ -58,8 +57,7 @@ def test_self_critical_notebook_executes(tmp_path, request):
     assert (tmp_path / "runs" / "nb03_scst_mean" / "steps.csv").is_file()
     page = tmp_path / "runs" / "nb03_scst_greedy" / "eval_test_beam3" / "compare_eval_test_beam3.html"
     assert f"image by image: {page}" in text and "nb03_xe" in page.read_text()  # SCST against cross-entropy
-    assert "photos, SCST beam 3" in text and "distinct captions of" in text
-    assert ("real photographs from" in text) == bool(photos)
+    assert "photos, SCST beam 3" in text and "distinct captions of" in text and "not found: a tiny synthetic" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
     assert len(images) == 3  # reward curves, captions before/after, the real-photo run's reward curve
 
@@ -74,18 +72,13 @@ def test_grid_attention_notebook_executes(tmp_path):
     assert len(images) == 4  # two examples x two attention models
 
 
-def test_transformer_notebook_executes(tmp_path, request):
-    """The synthetic walk, then its real-photo section (vit_transformer and ClipCap through a pre-trained
-    image tower) on a few hundred Flickr8k photos where ../shared/flickr8k_subset is present."""
-    from conftest import SUBSET, share_cache
-
-    photos = request.getfixturevalue("flickr_small") if (SUBSET / "dataset_flickr8k.json").is_file() else None
-    if photos:
-        share_cache(photos, tmp_path)
-    nb = run_notebook("04_transformer_and_clipcap.ipynb", tmp_path, photos)
+def test_transformer_notebook_executes(tmp_path):
+    """The synthetic walk, then its real-photo section (vit_transformer, and ClipCap through a pre-trained
+    image tower) on the synthetic stand-in, within the suite's time."""
+    nb = run_notebook("04_transformer_and_clipcap.ipynb", tmp_path)
     text = outputs_text(nb)
     assert "| photos, vit_transformer beam 3 |" in text and "| photos, clipcap beam 3 |" in text
-    assert "distinct captions of" in text and ("real photographs from" in text) == bool(photos)
+    assert "distinct captions of" in text and "not found: a tiny synthetic" in text
     assert (tmp_path / "runs" / "nb04_real_clipcap" / "best.pt").is_file()
     for name in ("vit_transformer", "clipcap_mlp", "clipcap_transformer"):
         assert f"| {name} beam 3 |" in text

@@ -1,0 +1,37 @@
+"""benchmarks/real_photos.py: an arm's finished run is read back, not trained again, while the same config
+would train it; --finished trains nothing. Needs ../shared/flickr8k_subset
+(skips, saying so, where it is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from captionlab.paths import ROOT
+from conftest import share_cache
+
+pytestmark = pytest.mark.slow
+
+
+def bench(flickr, out, *args: str) -> str:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "real_photos.py"), "--data", str(flickr), "--out", str(out)]
+    cmd += ["--carve", "60", "--seeds", "0", "--samples", "2", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if os.environ.get("PYTEST_XDIST_WORKER") else None
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_a_finished_arm_is_read_back_and_an_unfinished_one_is_left_out(flickr_small, tmp_path):
+    share_cache(flickr_small, tmp_path)
+    first = bench(flickr_small, tmp_path, "--arms", "cnn_gru", "--epochs", "1")
+    record = json.loads((tmp_path / "eval_cnn_gru_seed0" / "bench.json").read_text())
+    assert "cnn_gru seed 0: val CIDEr-D by epoch" in first and record["config"]["train"]["epochs"] == 1
+    row = next(line for line in first.splitlines() if line.startswith("| cnn_gru |"))
+    again = bench(flickr_small, tmp_path, "--arms", "cnn_gru,show_tell", "--epochs", "1", "--finished")
+    assert "cnn_gru_seed0: reusing" in again and "val CIDEr-D by epoch" not in again
+    assert row in again and "| show_tell |" not in again  # the same row read back; nothing trained
