@@ -145,7 +145,10 @@ def main() -> None:
     head = (f"{data.name}: train {split['train']}, val {split.get('val', 0)} (chooses best.pt), test {split['test']} "
             f"({how}); beam {a.beam_size}, pycocoevalcap (PTB); mean ± sample std over seeds {a.seeds}")  # fmt: skip
     text = table(rows, n_seeds)
-    towers = [r for n in ("clipcap", "clip_gpt") for r in runs_of.get(n, []) if "recall" in r][: len(seeds)]
+    by_seed = {
+        r["config"]["train"]["seed"]: r for n in ("clipcap", "clip_gpt") for r in runs_of.get(n, []) if "recall" in r
+    }
+    towers = list(by_seed.values())
     if towers:  # one pre-training run a seed, shared by both arms
         text += "\n\n" + recall_line(towers)
     print(f"\n{head}\n\n{text}")
