@@ -146,9 +146,9 @@ def main() -> None:
             f"({how}); beam {a.beam_size}, pycocoevalcap (PTB); mean ± sample std over seeds {a.seeds}")  # fmt: skip
     text = table(rows, n_seeds)
     by_seed = {
-        r["config"]["train"]["seed"]: r for n in ("clipcap", "clip_gpt") for r in runs_of.get(n, []) if "recall" in r
+        r["config"]["train"]["seed"]: r for n in ("clip_gpt", "clipcap") for r in runs_of.get(n, []) if "recall" in r
     }
-    towers = list(by_seed.values())
+    towers = list(by_seed.values())  # one pre-training run a seed (clipcap's record also has the GPT-2 time)
     if towers:  # one pre-training run a seed, shared by both arms
         text += "\n\n" + recall_line(towers)
     print(f"\n{head}\n\n{text}")
