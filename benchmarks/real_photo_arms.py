@@ -11,7 +11,6 @@ interrupted table resumes where it stopped and one arm can be added without re-r
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import time
@@ -26,6 +25,7 @@ from captionlab.knn import DEFAULT_K, knn_captions
 from captionlab.metrics import ALL_METRICS, score
 from captionlab.models.tiny_hf import write_tiny_models
 from captionlab.retrieval import retrieval_recall
+from captionlab.runlog import read_log
 from captionlab.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +103,7 @@ def finished_run(cfg: RunConfig) -> dict | None:
         d["train"].pop("cache_dir")
     if theirs != ours:
         return None
-    with open(run / "log.csv") as f:
-        history = [{k: float(v) for k, v in r.items() if _number(v)} for r in csv.DictReader(f)]
+    history = read_log(run / "log.csv")
     if len(history) != cfg.train.epochs:
         return None
     return {

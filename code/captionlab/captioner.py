@@ -76,6 +76,12 @@ class Captioner:
             )
         return max_len
 
+    def check_n_best(self, n: int, beam_size: int | None = None) -> None:
+        """Refuse, in one line, more best captions than the beam keeps (before any image is read)."""
+        k = beam_size or self.config.decode.beam_size
+        if n > k:
+            raise InputError(f"--n-best {n} needs a beam at least as wide: the beam size is {k} (--beam-size)")
+
     def _beam(self, beam_size: int | None, max_len: int | None) -> tuple[int, int, float]:
         d = self.config.decode
         return (beam_size or d.beam_size, self.check_max_len(max_len or d.max_len), d.length_penalty)
@@ -136,8 +142,7 @@ class Captioner:
         """The ``n`` best beams of every image, ranked: (caption, score) where the score is the summed
         log-probability divided by the length penalty (``decode.length_penalty``)."""
         k, steps, alpha = self._beam(beam_size, max_len)
-        if n > k:
-            raise InputError(f"--n-best {n} needs a beam at least as wide: the beam size is {k} (--beam-size)")
+        self.check_n_best(n, k)
         decoded = decoding.beam_search(self.model, self.batch(images), k, steps, alpha, n_best=n)
         words, scores = self.words(decoded.tokens), decoded.scores.tolist()
         return [list(zip(words[i : i + n], scores[i : i + n])) for i in range(0, len(words), n)]

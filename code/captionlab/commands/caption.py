@@ -77,8 +77,7 @@ def cmd_caption(a: argparse.Namespace) -> None:
         captioner.check_max_len(a.max_len)  # before any image is read
     if a.n_best > 1 and (a.attention_plot or a.report):
         raise InputError("--n-best lists several captions an image: not with --attention-plot or --report")
-    if a.n_best > (a.beam_size or captioner.config.decode.beam_size):
-        captioner.n_best([], a.n_best, a.beam_size)  # refuses in one line, before any image is read
+    captioner.check_n_best(a.n_best, a.beam_size)
     paths = image_paths(given)
     want = True if a.attention_plot else None if a.report else False  # None: where the model attends
     images, kept, results, skipped = [], [], [], 0
