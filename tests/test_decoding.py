@@ -266,5 +266,49 @@ def test_n_best_lists_the_beams_ranked_the_first_being_the_beam_search_result():
         assert len({tuple(r) for r in rows}) == 3
         for j, row in enumerate(rows):
             assert ranked[kind, j].item() == pytest.approx(model.sequence_logprob(kind, row), abs=1e-4)
-    with pytest.raises(InputError, match="n_best"):
+    with pytest.raises(InputError, match="n-best 3 needs a beam"):
         decoding.beam_search(model, KINDS, beam_size=2, n_best=3)
+
+
+def _ends_after(rows: torch.Tensor, word: int) -> int:
+    """How many captions end (<end>) right after ``word``."""
+    n = 0
+    for row in rows.tolist():
+        if MarkovCaptioner.end_id in row:
+            at = row.index(MarkovCaptioner.end_id)
+            n += at > 0 and row[at - 1] == word
+    return n
+
+
+def test_bad_endings_bar_end_after_those_words_in_every_decoder():
+    """After word 4 <end> is by far the likeliest token: without bad_endings most captions end "... 4",
+    with it none does, in greedy, beam search, n-best and sampling, and the sampled log-probabilities are
+    those of the distribution drawn from (the barred <end> renormalised away)."""
+    model = MarkovCaptioner(seed=0)
+    model.table[:, 4, :] = -2.0
+    model.table[:, 4, model.end_id] = 6.0
+    model.table[:, model.start_id, 4] = 6.0  # every caption opens with word 4
+    bad = torch.tensor([4])
+    images = torch.arange(4).float().repeat(50).view(-1, 1)  # (200, 1)
+
+    def runs(b):
+        g = torch.Generator().manual_seed(0)
+        return {
+            "greedy": decoding.greedy(model, images, 6, bad_endings=b),
+            "beam": decoding.beam_search(model, images, 3, 6, bad_endings=b),
+            "n_best": decoding.beam_search(model, images, 3, 6, n_best=3, bad_endings=b),
+            "sample": decoding.sample(model, images, 6, generator=g, sampled_logprobs=True, bad_endings=b),
+        }
+
+    free, barred = runs(None), runs(bad)
+    for name in free:
+        assert _ends_after(free[name].tokens, 4) > 0.5 * images.size(0), name  # the setting matters
+        assert _ends_after(barred[name].tokens, 4) == 0, name
+    out = barred["sample"]
+    step = out.tokens[:, 1]  # the word after the opening 4: drawn with <end> barred
+    lp = torch.log_softmax(model.table[0, 4], -1)
+    lp[[model.unk_id, model.end_id]] = float("-inf")
+    q = torch.log_softmax(lp, -1)
+    rows = (images.view(-1) == 0) & (out.tokens[:, 0] == 4)
+    assert rows.sum() > 10
+    assert torch.allclose(out.logprobs[rows, 1], q[step[rows]], atol=1e-5)

@@ -51,6 +51,18 @@ class Captioner:
         self.tokenizer = build_tokenizer(config.data.tokenizer)
         mean, std = model.image_norm  # what the encoder's weights expect
         self.transform = build_transform(config.data.image_size, config.data.resize, mean, std)
+        self.bad_endings = self._bad_end_ids(config.decode.bad_endings)
+
+    def _bad_end_ids(self, words: Sequence[str]) -> torch.Tensor | None:
+        """decode.bad_endings as vocabulary ids (words the vocabulary lacks are never emitted anyway)."""
+        if not words:
+            return None
+        if not isinstance(self.vocab, Vocabulary):
+            raise InputError(
+                f"decode.bad_endings lists words, and this {self.config.model.name} model writes GPT-2 pieces: "
+                "leave it empty"
+            )
+        return torch.tensor([self.vocab.stoi[w] for w in words if w in self.vocab.stoi], dtype=torch.long)
 
     def batch(self, images: Sequence[Image.Image | str | os.PathLike]) -> torch.Tensor:
         """PIL images and/or paths -> the model's input (N, 3, H, W), already on its device: the one way
@@ -78,9 +90,7 @@ class Captioner:
 
     def check_n_best(self, n: int, beam_size: int | None = None) -> None:
         """Refuse, in one line, more best captions than the beam keeps (before any image is read)."""
-        k = beam_size or self.config.decode.beam_size
-        if n > k:
-            raise InputError(f"--n-best {n} needs a beam at least as wide: the beam size is {k} (--beam-size)")
+        decoding.check_n_best(n, beam_size or self.config.decode.beam_size)
 
     def _beam(self, beam_size: int | None, max_len: int | None) -> tuple[int, int, float]:
         d = self.config.decode
@@ -93,7 +103,7 @@ class Captioner:
         """Decode a batch of transformed images, or (``features``) of what the model's ``encode`` returns."""
         k, n, alpha = self._beam(beam_size, max_len)
         model = FeatureInput(self.model) if features else self.model
-        return decoding.decode(model, images.to(self.device), k, n, alpha)
+        return decoding.decode(model, images.to(self.device), k, n, alpha, self.bad_endings)
 
     @torch.no_grad()
     def decode(
@@ -110,7 +120,9 @@ class Captioner:
         batch = images if isinstance(images, torch.Tensor) else self.batch(images)  # (batch, 3, H, W)
         if sample:
             _, n, _ = self._beam(1, max_len)
-            return decoding.sample(self.model, batch.to(self.device), n, temperature=temperature, top_p=top_p)
+            return decoding.sample(
+                self.model, batch.to(self.device), n, temperature=temperature, top_p=top_p, bad_endings=self.bad_endings
+            )
         return self.caption_tensor(batch, beam_size, max_len)
 
     def caption(
@@ -143,7 +155,9 @@ class Captioner:
         log-probability divided by the length penalty (``decode.length_penalty``)."""
         k, steps, alpha = self._beam(beam_size, max_len)
         self.check_n_best(n, k)
-        decoded = decoding.beam_search(self.model, self.batch(images), k, steps, alpha, n_best=n)
+        decoded = decoding.beam_search(
+            self.model, self.batch(images), k, steps, alpha, n_best=n, bad_endings=self.bad_endings
+        )
         words, scores = self.words(decoded.tokens), decoded.scores.tolist()
         return [list(zip(words[i : i + n], scores[i : i + n])) for i in range(0, len(words), n)]
 

@@ -242,6 +242,10 @@ class DecodeConfig:
         20, min=1, help="decoding steps, <end> included: at most max_len - 1 words (BPE pieces for GPT-2)"
     )
     length_penalty: float = opt(0.0, min=0.0)
+    bad_endings: list[str] = field(
+        default_factory=list,
+        metadata={"help": "words a caption may not end on, e.g. [a, the, of, on, with]: <end> is barred after them"},
+    )
 
 
 @dataclass

@@ -50,15 +50,30 @@ def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int, 
     return logprobs
 
 
+def _no_bad_end(logprobs: torch.Tensor, last: torch.Tensor, bad: torch.Tensor | None) -> torch.Tensor:
+    """<end> is not allowed right after a word in ``bad`` (ruotianluo's ``remove_bad_endings``):
+    self-critical training otherwise learns to stop mid-phrase ("a man sitting on a"), which CIDEr-D
+    barely charges for. ``last``: (rows,) the token each row emitted last; ``bad``: ids, or None."""
+    if bad is None or bad.numel() == 0:
+        return logprobs
+    hit = torch.isin(last, bad.to(last.device))  # (rows,)
+    if not hit.any():
+        return logprobs
+    end = torch.zeros_like(logprobs, dtype=torch.bool)
+    end[:, CaptionModel.end_id] = True
+    return logprobs.masked_fill(end & hit.unsqueeze(1), float("-inf"))
+
+
 def _sequential(
     model: CaptionModel,
     state: State,
     max_len: int,
     pick: Callable[[torch.Tensor], torch.Tensor],
     recorded: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    bad_endings: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """One token at a time; ``recorded`` turns the model's log-probabilities into those kept for the
-    chosen tokens (the model's own by default)."""
+    chosen tokens (the model's own by default); ``bad_endings``: see ``_no_bad_end``."""
     batch = state.batch_size
     device = next(iter(state.values())).device
     tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
@@ -67,6 +82,7 @@ def _sequential(
     trace: dict[str, list[torch.Tensor]] = {k: [] for k in TRACED}
     for _ in range(max_len):
         logprobs, state = model.step(tokens, state)  # (batch, vocab)
+        logprobs = _no_bad_end(logprobs, tokens, bad_endings)
         tokens = pick(logprobs).masked_fill(finished, model.pad_id)  # (batch,)
         out_tokens.append(tokens)
         kept = recorded(logprobs) if recorded is not None else logprobs  # (batch, vocab)
@@ -94,8 +110,15 @@ def _argmax(logprobs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy(model: CaptionModel, images: torch.Tensor, max_len: int = 20, state: State | None = None) -> DecodeOutput:
-    return _sequential(model, state if state is not None else model.init_state(images), max_len, _argmax)
+def greedy(
+    model: CaptionModel,
+    images: torch.Tensor,
+    max_len: int = 20,
+    state: State | None = None,
+    bad_endings: torch.Tensor | None = None,
+) -> DecodeOutput:
+    start = state if state is not None else model.init_state(images)
+    return _sequential(model, start, max_len, _argmax, bad_endings=bad_endings)
 
 
 def sample(
@@ -109,12 +132,14 @@ def sample(
     n: int = 1,
     state: State | None = None,
     sampled_logprobs: bool = False,
+    bad_endings: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Draw ``n`` captions per image (rows image-major: (a, a, b, b) for n = 2), encoding each image once;
     ``state`` reuses an encoding already made. ``logprobs`` are the model's own (before temperature /
     top-k / top-p), or with ``sampled_logprobs`` those of the distribution drawn from (temperature,
     no <unk>; not with top-k / top-p), which a policy gradient needs to be unbiased; gradients flow
-    through either, as self-critical training needs."""
+    through either, as self-critical training needs. ``bad_endings`` (see ``_no_bad_end``) is part of the
+    distribution drawn from."""
     if sampled_logprobs and (top_k > 0 or top_p < 1.0):
         raise ValueError("sampled_logprobs covers temperature only, not top_k / top_p")
 
@@ -134,7 +159,13 @@ def sample(
         return torch.log_softmax(_no_unk(lp) / max(temperature, 1e-6), -1)  # (batch, vocab): what pick draws from
 
     start = (state if state is not None else model.init_state(images)).expand(n)
-    return _sequential(model, start, max_len, pick, tempered if sampled_logprobs else None)
+    return _sequential(model, start, max_len, pick, tempered if sampled_logprobs else None, bad_endings)
+
+
+def check_n_best(n_best: int, beam_size: int) -> None:
+    """Refuse, in one line, more best captions than the beam keeps (before any image is read)."""
+    if not 1 <= n_best <= beam_size:
+        raise InputError(f"--n-best {n_best} needs a beam at least as wide: the beam size is {beam_size} (--beam-size)")
 
 
 @torch.no_grad()
@@ -146,6 +177,7 @@ def beam_search(
     alpha: float = 0.0,
     keep_greedy: bool = True,
     n_best: int = 1,
+    bad_endings: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Batched beam search; returns the best of ``beam_size`` beams for every image (``n_best``: the
     best n of them, ranked, rows image-major (batch*n, T); the greedy row is then not a candidate).
@@ -156,9 +188,9 @@ def beam_search(
     "a" + its best next word) and then return a less probable caption than greedy. With
     ``keep_greedy`` every image also decodes its greedy caption, in one more row beside its beams
     (so each step is one model call), and keeps it as a candidate: the result never ranks below greedy.
+    ``bad_endings``: see ``_no_bad_end``.
     """
-    if not 1 <= n_best <= beam_size:
-        raise InputError(f"n_best must be between 1 and the beam size ({beam_size}), got {n_best}")
+    check_n_best(n_best, beam_size)
     state = model.init_state(images)
     batch, k = state.batch_size, beam_size
     greedy_row = keep_greedy and beam_size > 1 and n_best == 1
@@ -179,7 +211,8 @@ def beam_search(
     for t in range(max_len):
         if t > 0:
             logprobs, state = model.step(tokens, state)  # (batch*width, vocab)
-        logprobs = _no_unk(_mask_finished(logprobs.float(), finished, model.pad_id, model.start_id))
+        allowed = _mask_finished(logprobs.float(), finished, model.pad_id, model.start_id)
+        logprobs = _no_bad_end(_no_unk(allowed), tokens, bad_endings)  # tokens: (batch*width,) each row's last
         vocab = logprobs.size(1)
         rows = logprobs.view(batch, width, vocab)
         cand = (scores.unsqueeze(2) + rows[:, :k]).view(batch, k * vocab)
@@ -239,11 +272,16 @@ def _better(a: DecodeOutput, b: DecodeOutput, alpha: float, pad_id: int) -> Deco
 
 
 def decode(
-    model: CaptionModel, images: torch.Tensor, beam_size: int = 1, max_len: int = 20, alpha: float = 0.0
+    model: CaptionModel,
+    images: torch.Tensor,
+    beam_size: int = 1,
+    max_len: int = 20,
+    alpha: float = 0.0,
+    bad_endings: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Greedy for ``beam_size == 1``, beam search otherwise."""
     if beam_size < 1:
         raise InputError(f"beam_size must be >= 1, got {beam_size}")
     if beam_size == 1:
-        return greedy(model, images, max_len)
-    return beam_search(model, images, beam_size, max_len, alpha)
+        return greedy(model, images, max_len, bad_endings=bad_endings)
+    return beam_search(model, images, beam_size, max_len, alpha, bad_endings=bad_endings)

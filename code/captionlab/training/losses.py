@@ -28,8 +28,11 @@ class Objective:
     # It decodes through init_state/step, which DDP's hooks never see: the trainer averages gradients by hand.
     needs_raw_model: ClassVar[bool] = False
 
-    def prepare(self, records: Sequence[Any], words: Callable, text: Callable[[str], str]) -> None:
-        """Called once with the training records before the first step (SCST builds its reward here)."""
+    def prepare(
+        self, records: Sequence[Any], words: Callable, text: Callable[[str], str], bad_endings: Any = None
+    ) -> None:
+        """Called once with the training records before the first step (SCST builds its reward here);
+        ``bad_endings``: the ids decode.bad_endings bars <end> after, for losses that decode."""
 
     def validate(self, captioner: Any, dataset: Any, cfg: Any, progress: bool) -> dict[str, float] | None:
         """The val metrics that pick best.pt, or None: the trainer's captioning metrics."""

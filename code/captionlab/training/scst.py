@@ -119,16 +119,19 @@ class SelfCriticalLoss(Objective):
         self.reward_spec, self.max_len = reward, max_len
         self.reward: Reward | None = None
         self.words: Callable[[torch.Tensor], list[str]] | None = None
+        self.bad_endings: torch.Tensor | None = None
 
     def prepare(
         self,
         records: Sequence[ImageRecord],
         words: Callable[[torch.Tensor], list[str]],
         text: Callable[[str], str] = simple_tokenize,
+        bad_endings: torch.Tensor | None = None,
     ) -> None:
         """``words``: token ids (N, T) -> caption strings, e.g. ``Captioner.words``; ``text``: what the
-        reward counts in a caption (see ``metric_text``)."""
-        self.words = words
+        reward counts in a caption (see ``metric_text``); ``bad_endings``: ids <end> may not follow while
+        sampling and in the greedy baseline (``decode.bad_endings``: the captions decoded later obey it too)."""
+        self.words, self.bad_endings = words, bad_endings
         self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)}, text)
 
     def __call__(
@@ -140,7 +143,16 @@ class SelfCriticalLoss(Objective):
         ids = idx.tolist()
         state = model.init_state(images)  # the images are encoded once for samples and baseline
         # log-probabilities under the distribution drawn from (train.scst_temperature), so the gradient is unbiased
-        out = decoding.sample(model, images, self.max_len, self.temperature, n=k, state=state, sampled_logprobs=True)
+        out = decoding.sample(
+            model,
+            images,
+            self.max_len,
+            self.temperature,
+            n=k,
+            state=state,
+            sampled_logprobs=True,
+            bad_endings=self.bad_endings,
+        )
         rewards = torch.as_tensor(
             self.reward(self.words(out.tokens), [i for i in ids for _ in range(k)]),
             dtype=torch.float32,
@@ -151,7 +163,7 @@ class SelfCriticalLoss(Objective):
             model.eval()
             with torch.no_grad():
                 greedy_state = state if not was_training else model.init_state(images)  # eval-mode encoding
-                g = decoding.greedy(model, images, self.max_len, state=greedy_state)
+                g = decoding.greedy(model, images, self.max_len, state=greedy_state, bad_endings=self.bad_endings)
             model.train(was_training)
             base = (
                 torch.as_tensor(self.reward(self.words(g.tokens), ids), dtype=torch.float32, device=images.device)

@@ -140,7 +140,7 @@ class Trainer:
             self.cfg.train.seed,
         )
         words = metric_text(self.captioner.tokenizer) or simple_tokenize  # SCST: rewards need every reference
-        loss_fn.prepare(self.train_set.records, self.captioner.words, words)
+        loss_fn.prepare(self.train_set.records, self.captioner.words, words, self.captioner.bad_endings)
         self._open_run(resume, overwrite)
         self._set_up_devices()
 
