@@ -16,6 +16,7 @@ from captionlab.config import ModelConfig
 from captionlab.data.adapters import load_dataset
 from captionlab.data.lm_vocab import SHIFT, LMVocabulary, load_vocab
 from captionlab.data.tokenizers import build_tokenizer
+from captionlab.errors import InputError
 from captionlab.models import build_model
 from captionlab.models.clipcap import CLIP_MEAN, CLIP_STD
 from captionlab.models.encoders import MissingWeightsError
@@ -114,6 +115,9 @@ def test_trained_clipcap_captions_from_the_checkpoint_alone(trained_clipcap, tmp
     assert captioner.caption(images) == before  # the moved file alone gives the same captions
     words = {w for r in dataset.split("train") for c in r.captions for w in c.lower().rstrip(".").split()}
     assert all(c and set(c.split()) <= words for c in before), before  # GPT-2 tokens decode to the data's words
+    captioner.config.decode.bad_endings = ["a"]  # words, and GPT-2 writes pieces: refused in one line
+    with pytest.raises(InputError, match="decode.bad_endings lists words"):
+        type(captioner)(captioner.model, captioner.vocab, captioner.config)
 
 
 def test_transformer_recipe_trains_from_the_cli(tiny_hf, synth_root, tmp_path, capsys):

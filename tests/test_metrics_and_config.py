@@ -95,6 +95,14 @@ def test_config_overrides_and_round_trip():
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_a_list_of_words_and_yaml_s_on_read_as_true():
+    cfg = load_config(CONFIGS / "tiny" / "cnn_gru.yaml", ['decode.bad_endings=[a, the, "on"]'])
+    assert cfg.decode.bad_endings == ["a", "the", "on"]
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=r"decode.bad_endings\[2\] = True: .*YAML reads on, off, yes and no"):
+        load_config(CONFIGS / "tiny" / "cnn_gru.yaml", ["decode.bad_endings=[a, the, on]"])
+
+
 def test_unknown_config_key_is_named():
     with pytest.raises(ValueError, match="unknown config key 'train.epoch'"):
         load_config(CONFIGS / "tiny" / "cnn_gru.yaml", ["train.epoch=2"])

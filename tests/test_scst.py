@@ -189,3 +189,32 @@ def test_scst_takes_its_gradient_under_the_distribution_it_samples(monkeypatch):
     loss.prepare(records, lambda tokens: [" ".join(map(str, row.tolist())) for row in tokens])
     value, stats = loss(MarkovCaptioner(seed=1), torch.arange(4).float().view(4, 1), None, torch.arange(4))
     assert seen["sampled_logprobs"] is True and "sample_nll" in stats and torch.isfinite(value)
+
+
+def test_bad_endings_reach_the_captioner_and_the_scst_samples(trained, monkeypatch):
+    """decode.bad_endings: a checkpoint's captions never end on a listed word (its greedy captions did),
+    words outside the vocabulary are ignored, and SCST samples under the same ban."""
+    cfg, result = trained
+    records = load_dataset(cfg.data).split("train")[:24]
+    images = [load_image(r.path) for r in records]
+    plain = load_checkpoint(result.run_dir, "cpu")
+    last = [c.split()[-1] for c in plain.caption(images, beam_size=1)]
+    word = max(set(last), key=last.count)  # the word its captions end on most
+    plain.config.decode.bad_endings = [word, "zebra-not-a-word"]
+    barred = type(plain)(plain.model, plain.vocab, plain.config)
+    assert barred.bad_endings.tolist() == [barred.vocab.stoi[word]]
+    for k in (1, 3):
+        assert all(c.split()[-1] != word for c in barred.caption(images, beam_size=k)), k
+    seen = {}
+    real = decoding.sample
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "sample", spy)
+    loss = SelfCriticalLoss(samples=2, baseline="greedy")
+    loss.prepare(records[:4], barred.words, bad_endings=barred.bad_endings)
+    batch = torch.stack([barred.transform(im) for im in images[:4]])
+    loss(barred.model, batch, torch.zeros(4, 3, dtype=torch.long), torch.arange(4))
+    assert torch.equal(seen["bad_endings"], barred.bad_endings)

@@ -368,7 +368,7 @@ def _check(key: str, value: Any, ftype: Any, meta: typing.Mapping[str, Any]) -> 
     return value
 
 
-def _coerce(value: Any, base: Any, bad: Callable[[], ConfigError]) -> Any:
+def _coerce(value: Any, base: Any, bad: Callable[..., ConfigError]) -> Any:
     """Strict: no bool for a number, no number-looking string for an int. Two conveniences only:
     ``1e-4`` (a string to YAML 1.1) is a float, and a number is accepted where free text is."""
     if base is bool:
@@ -389,12 +389,18 @@ def _coerce(value: Any, base: Any, bad: Callable[[], ConfigError]) -> Any:
             return float(value)
         raise bad()
     if base is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad()
+        return _text(value, bad)
     return value
+
+
+def _text(value: Any, bad: Callable[..., ConfigError]) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no unquoted as true/false
+        raise bad("; YAML reads on, off, yes and no as true/false: quote the word")
+    if isinstance(value, (int, float)):
+        return str(value)
+    raise bad()
 
 
 # ---------------------------------------------------------------- files and overrides
