@@ -84,11 +84,13 @@ def config(file: str, run: str, a: argparse.Namespace, carve: int, seed: int, ex
 
 
 def reused(path: Path, cfg: RunConfig, fresh: bool) -> dict | None:
-    """A finished run's record where it trained this very config and its best.pt is still there, else None."""
+    """A finished run's record where it trained this very config (keys added since at their defaults) and
+    its best.pt is still there, else None."""
     if fresh or not path.is_file():
         return None
     record = json.loads(path.read_text())
-    same = record.get("config") == json.loads(json.dumps(cfg.to_dict()))
+    # read with today's defaults, as finished_run reads config.yaml: a key added since changes nothing it ran
+    same = "config" in record and RunConfig.from_dict(record["config"]).to_dict() == cfg.to_dict()
     return record if same and Path(record["best"]).is_file() else None
 
 
