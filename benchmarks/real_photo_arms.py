@@ -117,12 +117,18 @@ def finished_run(cfg: RunConfig) -> dict | None:
     }
 
 
+class NotFinished(Exception):
+    """--finished trains nothing: a run it needs has not finished under today's config."""
+
+
 def trained(cfg: RunConfig, a: argparse.Namespace, record: Path) -> tuple[dict, Path]:
     """Train ``cfg`` (or read its record) -> (record, best.pt); the record holds the times."""
     old = reused(record, cfg, a.fresh) or (None if a.fresh else finished_run(cfg))
     if old is not None:
         print(f"{cfg.train.run_name}: reusing {old['best']} (the same config trained it)", flush=True)
         return old, Path(old["best"])
+    if a.finished:
+        raise NotFinished(cfg.train.run_name)
     t0 = time.time()
     result = train(cfg, overwrite=True, progress=a.progress)
     out = {
@@ -162,6 +168,8 @@ def language_model(a: argparse.Namespace, carve: int) -> tuple[Path, float]:
     stamp = lm / "made_in_seconds.txt"
     if stamp.is_file() and not a.fresh:
         return lm, float(stamp.read_text())
+    if a.finished:
+        raise NotFinished("gpt2")
     t0 = time.time()
     cfg = config("flickr8k_clipcap.yaml", "gpt2", a, carve, 0, [f"model.lm={lm}"])
     write_tiny_models(cfg, overwrite=True, **LM)
@@ -194,8 +202,16 @@ def run_arm(name: str, seed: int, a: argparse.Namespace, carve: int, extra: list
         return run_arm(arm.same_as, seed, a, carve, extra)
     if a.finished and not finished(name, seed, a):
         return None
-    before, info = prerequisites(name, seed, a, carve, extra)
-    cfg = config(arm.config, f"{name}_seed{seed}", a, carve, seed, [*before, *arm.overrides, *extra])
+    try:
+        before, info = prerequisites(name, seed, a, carve, extra)
+        return _scored(name, seed, a, carve, [*before, *ARMS[name].overrides, *extra], info)
+    except NotFinished:
+        return None
+
+
+def _scored(name: str, seed: int, a: argparse.Namespace, carve: int, over: list[str], info: dict) -> tuple[dict, Path]:
+    """Train (or read back) one run of an arm and score its best.pt on the test split, once."""
+    cfg = config(ARMS[name].config, f"{name}_seed{seed}", a, carve, seed, over)
     out_dir = Path(a.out) / f"eval_{name}_seed{seed}"
     record, best = trained(cfg, a, out_dir / "bench.json")
     if "CIDEr" not in record:

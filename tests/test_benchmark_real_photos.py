@@ -35,3 +35,9 @@ def test_a_finished_arm_is_read_back_and_an_unfinished_one_is_left_out(flickr_sm
     again = bench(flickr_small, tmp_path, "--arms", "cnn_gru,show_tell", "--epochs", "1", "--finished")
     assert "cnn_gru_seed0: reusing" in again and "val CIDEr-D by epoch" not in again
     assert row in again and "| show_tell |" not in again  # the same row read back; nothing trained
+    log = tmp_path / "runs" / "cnn_gru_seed0" / "log.csv"
+    stamp = log.stat().st_mtime_ns
+    changed = bench(flickr_small, tmp_path, "--arms", "cnn_gru", "--epochs", "2", "--finished")
+    assert "| cnn_gru |" not in changed and "val CIDEr-D by epoch" not in changed  # its config changed: left out
+    assert log.stat().st_mtime_ns == stamp  # and not trained again
+    assert json.loads((tmp_path / "eval_cnn_gru_seed0" / "bench.json").read_text()) == record

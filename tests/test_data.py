@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -186,17 +187,51 @@ def test_empty_caption_names_the_file_and_entry(tmp_path):
         load_dataset(_cfg(path))
 
 
-def test_corrupt_jpeg_is_an_error_or_skipped(tmp_path):
-    good = _rgb(tmp_path / "imgs_good.jpg")
-    data = good.read_bytes()
+def _good_and_truncated(tmp_path: Path) -> Path:
+    noise = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     (tmp_path / "imgs").mkdir()
-    (tmp_path / "imgs" / "good.jpg").write_bytes(data)
-    (tmp_path / "imgs" / "bad.jpg").write_bytes(data[: len(data) // 3])  # truncated
-    path = _karpathy(tmp_path, [_entry("good.jpg", "train", ["a"], 0), _entry("bad.jpg", "train", ["b"], 1)])
-    with pytest.raises(BadImageError, match="bad.jpg"):
+    Image.fromarray(noise).save(tmp_path / "imgs" / "good.jpg", quality=95)
+    data = (tmp_path / "imgs" / "good.jpg").read_bytes()
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(data[: len(data) // 2])  # truncated: its header is whole
+    (tmp_path / "imgs" / "page.jpg").write_text("<!DOCTYPE html><html>saved web page</html>")
+    entries = [_entry("good.jpg", "train", ["a"], 0), _entry("bad.jpg", "train", ["b"], 1)]
+    return _karpathy(tmp_path, [*entries, _entry("page.jpg", "test", ["c"], 2)])
+
+
+def test_loading_checks_headers_of_the_splits_in_use_only(tmp_path):
+    """A web page named .jpg fails at load from its first bytes, but only where its split is in use; a
+    truncated JPEG (whole header) is not decoded at load: reading it later follows data.on_bad_image."""
+    path = _good_and_truncated(tmp_path)
+    with pytest.raises(BadImageError, match=r"page.jpg: it is an HTML page, not an image"):
         load_dataset(_cfg(path))
-    with pytest.warns(UserWarning, match="bad.jpg"):
-        assert len(load_dataset(_cfg(path, on_bad_image="skip")).records) == 1
+    ds = load_dataset(_cfg(path), ("train", "val"))  # training never reads the test split: nothing to stop for
+    assert [r.path.name for r in ds.split("train")] == ["good.jpg", "bad.jpg"]
+    with pytest.warns(UserWarning, match="page.jpg"):
+        assert len(load_dataset(_cfg(path, on_bad_image="skip")).records) == 2
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_that_fails_when_read_is_skipped_or_stops_with_one_line(tmp_path, workers):
+    from torch.utils.data import DataLoader
+
+    from captionlab.data.dataset import ImageItems, collate_images
+    from captionlab.data.images import build_transform
+
+    path = _good_and_truncated(tmp_path)
+    records = load_dataset(_cfg(path), ("train",)).split("train")
+
+    def batches(policy):
+        items = ImageItems(records, build_transform(32), policy)
+        return list(DataLoader(items, batch_size=2, num_workers=workers, collate_fn=collate_images))
+
+    with pytest.raises(BadImageError) as e:
+        batches("error")
+    line = str(e.value)
+    assert "\n" not in line and "Traceback" not in line and "bad.jpg" in line and "on_bad_image=skip" in line
+    with warnings.catch_warnings(record=True):  # the warning is the worker's where workers > 0
+        warnings.simplefilter("always")
+        ((images, idx),) = batches("skip")
+    assert images.shape == (1, 3, 32, 32) and idx.tolist() == [0]  # bad.jpg left out of its batch
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "L", "P", "RGBA", "LA", "I;16"])

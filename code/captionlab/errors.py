@@ -12,7 +12,13 @@ class CaptionlabError(Exception):
     """Base of every expected error; ``str(e)`` is its one-line message (a KeyError's too)."""
 
     def __str__(self) -> str:
-        return str(self.args[0]) if len(self.args) == 1 else super().__str__()  # OSError(errno, text) as OSError
+        text = str(self.args[0]) if len(self.args) == 1 else super().__str__()  # OSError(errno, text) as OSError
+        # A DataLoader worker's error comes back as type(e)("Caught ... Original Traceback ...: <message>"):
+        # the user's line is the original message, the last line of that text.
+        name = f"{type(self).__name__}: "
+        if text.startswith("Caught ") and "Original Traceback" in text and name in text:
+            return text.rsplit(name, 1)[1].strip()
+        return text
 
 
 class InputError(CaptionlabError, ValueError):

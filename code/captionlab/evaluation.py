@@ -31,12 +31,14 @@ def caption_records(
     desc: str = "captioning",
     with_attention: bool | None = False,
     features: Any = None,
+    on_bad_image: str | None = None,
 ) -> dict[int, Any]:
     """image_id -> caption for every record, decoded in batches (a ``CaptionTrace`` with attention
     for attention models, when ``with_attention``; ``None``: traces where the model attends); from
-    ``features``, the records' cached encoder features in order, where given."""
+    ``features``, the records' cached encoder features in order, where given. ``on_bad_image``: skip
+    leaves out an image that cannot be read (with a warning naming it), error stops with one line."""
     loader = DataLoader(
-        ImageItems(records, captioner.transform) if features is None else FeatureItems(features),
+        ImageItems(records, captioner.transform, on_bad_image) if features is None else FeatureItems(features),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers if features is None else 0,
@@ -110,12 +112,14 @@ def evaluate_split(
         progress,
         desc=f"captioning {split}",
         with_attention=True if grounding else None if out_dir is not None and report else False,
+        on_bad_image=dataset.on_bad_image,
     )
     traces = {k: t for k, t in captions.items() if not isinstance(t, str)} or None
     if traces is not None:
         captions = {k: t.caption for k, t in traces.items()}
     results = [{"image_id": k, "caption": v} for k, v in captions.items()]
-    caps, refs, tokenizer = scoring_inputs(captioner.tokenizer, captions, dataset.references(split), tokenizer)
+    references = {k: v for k, v in dataset.references(split).items() if k in captions}  # less any skipped
+    caps, refs, tokenizer = scoring_inputs(captioner.tokenizer, captions, references, tokenizer)
     scores: dict[str, Any] = score(caps, refs, metrics, tokenizer, per_image=True)
     per_image = scores.pop("per_image")
     english = captioner.tokenizer.ptb_scoring  # the attribute parser and grounding read English words

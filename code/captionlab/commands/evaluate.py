@@ -40,7 +40,7 @@ def dataset_for(a: argparse.Namespace, cfg):
             data = dataclasses.replace(data, **{k: v for k, v in have.items() if v is not None})
     if a.on_bad_image:
         data = dataclasses.replace(data, on_bad_image=a.on_bad_image)
-    return load_dataset(data)
+    return load_dataset(data, (a.split,))  # only the split it scores has its images checked
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:

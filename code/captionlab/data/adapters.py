@@ -21,13 +21,16 @@ ADAPTERS: Registry[Callable[[DataConfig], CaptionDataset]] = Registry("dataset f
 KARPATHY_SPLITS = ("train", "restval", "val", "test", "all")
 
 
-def load_dataset(cfg: DataConfig) -> CaptionDataset:
+def load_dataset(cfg: DataConfig, splits: Sequence[str] | None = None) -> CaptionDataset:
+    """The data ``cfg`` names, its images checked from their headers: those of ``splits`` only where
+    given (training: train and val; ``evaluate --split test``: test), so a start never pays for the rest."""
     ds = ADAPTERS.get(cfg.format)(cfg)
-    ds.records = check_images(ds.records, cfg.on_bad_image, ds.source)
+    if cfg.carve_test:  # before the check: which photos are carved never depends on which could be read
+        ds.records = carve_test(ds.records, cfg.carve_test, cfg.split_seed, ds.source)
+    ds.records = check_images(ds.records, cfg.on_bad_image, ds.source, splits)
+    ds.on_bad_image = cfg.on_bad_image
     if not ds.records:
         raise InputError(f"{ds.source}: no usable images")
-    if cfg.carve_test:
-        ds.records = carve_test(ds.records, cfg.carve_test, cfg.split_seed, ds.source)
     return ds
 
 

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import InputError
 from ..progress import progress
-from .images import BadImageError, check_image, load_image
+from .images import BadImageError, check_header, load_image
 from .tokenizers import Tokenizer
 from .vocab import Vocabulary
 
@@ -34,6 +35,7 @@ class CaptionDataset:
     name: str
     records: list[ImageRecord]
     source: Path
+    on_bad_image: str = "error"  # data.on_bad_image: what an image that fails when read does (skip | error)
 
     def split(self, name: str) -> list[ImageRecord]:
         recs = [r for r in self.records if r.split == name]
@@ -62,26 +64,43 @@ class CaptionDataset:
         return {"images": images, "annotations": anns}
 
 
-def check_images(records: list[ImageRecord], policy: str, source: Path) -> list[ImageRecord]:
-    """Decode every image once up front so that a bad file fails (or is skipped) before training starts."""
+def check_images(
+    records: list[ImageRecord], policy: str, source: Path, splits: Sequence[str] | None = None
+) -> list[ImageRecord]:
+    """Check the images of ``splits`` (all where None) from their headers, so a missing or non-image file
+    fails (or is skipped) before any work starts; the other splits' records are kept unchecked."""
     if policy not in ("error", "skip"):
         raise InputError(f"on_bad_image must be 'error' or 'skip', got {policy!r}")
-    good, bad = [], []
-    for r in progress(records, desc="checking images", unit="img", enabled=len(records) >= 2000):
+    todo = [r for r in records if splits is None or r.split in splits]
+    bad: set[int] = set()
+    for r in progress(todo, desc="checking images", unit="img", enabled=len(todo) >= 20000):
         try:
-            check_image(r.path)
-            good.append(r)
+            check_header(r.path)
         except BadImageError as e:
             if policy == "error":
-                raise BadImageError(
-                    f"{source}: image {r.image_id}: {e} "
-                    "(use data.on_bad_image=skip / --on-bad-image skip to skip such images)"
-                ) from None
-            bad.append(r.path)
+                raise BadImageError(f"{source}: image {r.image_id}: {e} ({SKIP_HINT})") from None
+            bad.add(id(r))
     if bad:
-        shown = ", ".join(str(p) for p in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        warnings.warn(f"{source}: skipped {len(bad)} unreadable image(s): {shown}", stacklevel=2)
-    return good
+        paths = [str(r.path) for r in todo if id(r) in bad]
+        shown = ", ".join(paths[:5]) + (" ..." if len(paths) > 5 else "")
+        warnings.warn(f"{source}: skipped {len(paths)} unreadable image(s): {shown}", stacklevel=2)
+    return [r for r in records if id(r) not in bad]
+
+
+SKIP_HINT = "use data.on_bad_image=skip / --on-bad-image skip to skip such images"
+
+
+def read_or_skip(path: Path, policy: str | None) -> Image.Image | None:
+    """An image read while training or captioning: one that fails now (a truncated file passes the header
+    check at load) is skipped with a warning naming it where ``policy`` is skip, else stops with one line
+    (``None``: where nothing can be skipped, as in a feature cache that must hold every image)."""
+    try:
+        return load_image(path)
+    except BadImageError as e:
+        if policy != "skip":
+            raise BadImageError(f"{e} ({SKIP_HINT})" if policy == "error" else str(e)) from None
+        warnings.warn(f"skipped an unreadable image: {e}", stacklevel=2)
+        return None
 
 
 class CaptionGroups(Dataset):
@@ -98,8 +117,10 @@ class CaptionGroups(Dataset):
         max_len: int,
         seq_per_img: int = 5,
         seed: int = 0,
+        on_bad_image: str = "error",
     ) -> None:
         self.records = [r for r in records if r.captions]
+        self.on_bad_image = on_bad_image
         if not self.records:
             raise InputError("no training captions")
         self.transform = transform
@@ -123,23 +144,28 @@ class CaptionGroups(Dataset):
             return rng.sample(caps, self.seq_per_img)
         return caps + rng.choices(caps, k=self.seq_per_img - len(caps))
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, list[torch.Tensor], int]:
-        image = self.transform(load_image(self.records[idx].path))  # (3, H, W)
-        return image, [torch.tensor(c, dtype=torch.long) for c in self.pick(idx)], idx
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, list[torch.Tensor], int] | None:
+        """None: an image that could not be read, skipped (``on_bad_image``); the collate drops it."""
+        image = read_or_skip(self.records[idx].path, self.on_bad_image)
+        if image is None:
+            return None
+        return self.transform(image), [torch.tensor(c, dtype=torch.long) for c in self.pick(idx)], idx  # (3, H, W)
 
 
 class ImageItems(Dataset):
     """One item per image, for decoding and evaluation."""
 
-    def __init__(self, records: Sequence[ImageRecord], transform) -> None:
+    def __init__(self, records: Sequence[ImageRecord], transform, on_bad_image: str | None = None) -> None:
         self.records = list(records)
         self.transform = transform
+        self.on_bad_image = on_bad_image
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_image(self.records[idx].path)), idx
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int] | None:
+        image = read_or_skip(self.records[idx].path, self.on_bad_image)
+        return None if image is None else (self.transform(image), idx)
 
 
 class FeatureItems(Dataset):
@@ -165,10 +191,16 @@ def collate_groups(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> images (batch, 3, H, W), captions (batch * seq_per_img, T), record indices (batch,); the indices
     let a loss such as self-critical training look up each image's full reference set."""
+    batch = [b for b in batch if b is not None] or _all_skipped()  # images skipped (on_bad_image)
     images = torch.stack([b[0] for b in batch])
     captions = torch.nn.utils.rnn.pad_sequence([c for b in batch for c in b[1]], batch_first=True, padding_value=pad_id)
     return images, captions, torch.tensor([b[2] for b in batch])
 
 
-def collate_images(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_images(batch: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = [b for b in batch if b is not None] or _all_skipped()
     return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch])
+
+
+def _all_skipped() -> list:
+    raise BadImageError("every image of a batch was unreadable and skipped: check the image folder")

@@ -134,6 +134,17 @@ def check_image(path: str | os.PathLike) -> None:
         img.load()
 
 
+def check_header(path: str | os.PathLike) -> None:
+    """What a dataset's load checks of every image: there, not empty, and a format PIL reads with a size
+    it accepts, from the header alone (no pixel is decoded: a truncated file is found when it is read,
+    and ``data.on_bad_image`` says what happens then)."""
+    path = Path(path)
+    _check_file(path)
+    with _decoding(path, _head(path)), Image.open(path) as img:
+        if img.width < 1 or img.height < 1:
+            raise BadImageError(f"cannot read image {path}: its header says {img.width}x{img.height} pixels")
+
+
 def build_transform(
     image_size: int,
     resize: int | None = None,

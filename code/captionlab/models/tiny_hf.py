@@ -191,7 +191,8 @@ def write_tiny_models(
         if p is not None and p.exists() and not overwrite:
             raise ExistsError(f"{p} already exists; pass --overwrite to replace it with a tiny stand-in")
     words = build_tokenizer(cfg.data.tokenizer)
-    texts = [words.detokenize(words.tokenize(c)) for r in load_dataset(cfg.data).split("train") for c in r.captions]
+    train = load_dataset(cfg.data, ("train",)).split("train")
+    texts = [words.detokenize(words.tokenize(c)) for r in train for c in r.captions]
     if clip is not None:
         save_tiny_clip(clip, image_size=cfg.data.image_size)
     save_tiny_gpt2(lm, texts, not words.ptb_scoring, hidden, layers, lm_steps=lm_steps, vocab_size=vocab_size)

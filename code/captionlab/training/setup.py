@@ -20,6 +20,7 @@ from ..captioner import Captioner, read_model
 from ..checkpoint import read_checkpoint
 from ..config import ConfigError, RunConfig
 from ..config_rules import init_from_problems
+from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, ImageItems, collate_images
 from ..data.datastore import pad_captions, pooled, pooled_cache
 from ..data.tokenizers import build_tokenizer
@@ -83,9 +84,26 @@ def validate(
         progress,
         desc="validating",
         features=features,
+        on_bad_image=dataset.on_bad_image,
     )
-    caps, refs, how = scoring_inputs(captioner.tokenizer, caps, dataset.references("val"), "ptb-python")
+    refs = {k: v for k, v in dataset.references("val").items() if k in caps}  # less any image skipped
+    caps, refs, how = scoring_inputs(captioner.tokenizer, caps, refs, "ptb-python")
     return score(caps, refs, FAST_METRICS, tokenizer=how, fast_cider=True)
+
+
+TRAINING_SPLITS = ("train", "val")
+
+
+def training_data(cfg: RunConfig, info: D.DistInfo) -> CaptionDataset:
+    """The run's data, the images of train and val checked once, by rank 0 (which also makes the synthetic
+    set if it is not there yet); the other ranks keep the records it kept, checking nothing."""
+    dataset = load_dataset(cfg.data, TRAINING_SPLITS) if info.is_main else None
+    D.barrier(info)
+    kept = D.broadcast_object(None if dataset is None else [str(r.path) for r in dataset.records], info)
+    if dataset is None:
+        dataset, keep = load_dataset(cfg.data, splits=()), set(kept)
+        dataset.records = [r for r in dataset.records if str(r.path) in keep]
+    return dataset
 
 
 def checked_init_config(cfg: RunConfig) -> RunConfig:

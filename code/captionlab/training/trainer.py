@@ -24,7 +24,6 @@ from .. import progress as P
 from ..captioner import Captioner
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import RunConfig, save_config
-from ..data.adapters import load_dataset
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
 from ..data.tokenizers import metric_text
 from ..errors import CaptionlabError, InputError
@@ -54,6 +53,7 @@ from .setup import (
     fill_datastore,
     lr_factor,
     seed_everything,
+    training_data,
     validate,
 )
 
@@ -109,9 +109,7 @@ class Trainer:
         self.run_dir = resolve(cfg.train.output_dir) / cfg.train.run_name
         check_run_dir(self.run_dir, resume, overwrite)
         if dataset is None:
-            dataset = load_dataset(cfg.data) if info.is_main else None  # rank 0 first: it may generate data
-            D.barrier(info)
-            dataset = dataset or load_dataset(cfg.data)
+            dataset = training_data(cfg, info)
         self.dataset = dataset
         if not dataset.splits().get("val"):  # every epoch ends validating on it: say so now, not after one
             raise InputError(
@@ -138,6 +136,7 @@ class Trainer:
             self.cfg.data.max_caption_len,
             self.cfg.train.seq_per_img,
             self.cfg.train.seed,
+            dataset.on_bad_image,
         )
         words = metric_text(self.captioner.tokenizer) or simple_tokenize  # SCST: rewards need every reference
         loss_fn.prepare(self.train_set.records, self.captioner.words, words, self.captioner.bad_endings)

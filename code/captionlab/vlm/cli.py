@@ -92,7 +92,7 @@ def cmd_tiny_vlm(a: argparse.Namespace) -> None:
     from ..data.adapters import load_dataset
     from .tiny import save_tiny_vlm
 
-    texts = [c for r in load_dataset(load_config(a.data).data).split("train") for c in r.captions]
+    texts = [c for r in load_dataset(load_config(a.data).data, ("train",)).split("train") for c in r.captions]
     for kind in a.vlm:
         out = save_tiny_vlm(kind, f"{a.out}/{kind}", texts, lm_steps=a.lm_steps)
         print(f"wrote a tiny random {kind} to {out}")

@@ -103,7 +103,8 @@ def training_pairs(o: FinetuneOptions) -> list[tuple[Path, str]]:
 
     if o.epochs < 1 or o.batch_size < 1 or (o.max_steps is not None and o.max_steps < 1):
         raise InputError("--epochs, --batch-size and --max-steps must be at least 1")
-    pairs = [(r.path, c) for r in load_dataset(load_config(resolve(o.data)).data).split("train") for c in r.captions]
+    train = load_dataset(load_config(resolve(o.data)).data, ("train",)).split("train")
+    pairs = [(r.path, c) for r in train for c in r.captions]
     if not pairs:
         raise InputError(f"{o.data}: the dataset has no training captions")
     return pairs
