@@ -171,12 +171,9 @@ def test_the_shipped_scst_config_matches_the_checkpoint_it_starts_from():
     assert init_from_problems(scst, demo) == []
 
 
-def test_scst_takes_its_gradient_under_the_distribution_it_samples(monkeypatch):
-    from types import SimpleNamespace
-
-    from toy import MarkovCaptioner
-
-    seen = {}
+def spy_on_sampling(monkeypatch) -> dict:
+    """The keyword arguments of the last ``decoding.sample`` call, which still samples."""
+    seen: dict = {}
     real = decoding.sample
 
     def spy(*args, **kwargs):
@@ -184,6 +181,15 @@ def test_scst_takes_its_gradient_under_the_distribution_it_samples(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(decoding, "sample", spy)
+    return seen
+
+
+def test_scst_takes_its_gradient_under_the_distribution_it_samples(monkeypatch):
+    from types import SimpleNamespace
+
+    from toy import MarkovCaptioner
+
+    seen = spy_on_sampling(monkeypatch)
     loss = SelfCriticalLoss(samples=2, baseline="mean", temperature=2.0)
     records = [SimpleNamespace(captions=["3 4 2", "4 4 2"]) for _ in range(4)]
     loss.prepare(records, lambda tokens: [" ".join(map(str, row.tolist())) for row in tokens])
@@ -205,14 +211,7 @@ def test_bad_endings_reach_the_captioner_and_the_scst_samples(trained, monkeypat
     assert barred.bad_endings.tolist() == [barred.vocab.stoi[word]]
     for k in (1, 3):
         assert all(c.split()[-1] != word for c in barred.caption(images, beam_size=k)), k
-    seen = {}
-    real = decoding.sample
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(decoding, "sample", spy)
+    seen = spy_on_sampling(monkeypatch)
     loss = SelfCriticalLoss(samples=2, baseline="greedy")
     loss.prepare(records[:4], barred.words, bad_endings=barred.bad_endings)
     batch = torch.stack([barred.transform(im) for im in images[:4]])
