@@ -3,7 +3,7 @@ up to issue 38's item 14, against the header check of the splits in use that loa
 
 Writes a Karpathy JSON of ``--images`` photograph-sized JPEGs (500x375, Flickr's size; smooth colour
 fields with noise, about 40 KB each) split 80/10/10 into train/val/test, then times each way (one
-warm-up call, then the best of three): the old check of every split (``check_image`` on each record), and
+warm-up call, then the best of ``--repeats``): the old check of every split (``check_image`` on each record), and
 ``load_dataset(cfg, ("train", "val"))`` (training) and ``load_dataset(cfg, ("test",))`` (``evaluate
 --split test``). The files are written once into ``--folder`` and reused by later calls.
 Usage: python benchmarks/dataset_startup.py [--images 20000] [--folder /tmp/startup_images]
@@ -54,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=20000)
     ap.add_argument("--folder", default="/tmp/startup_images")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls of each way after one warm-up call")
     a = ap.parse_args()
     ann = write_images(Path(a.folder), a.images)
     cfg = DataConfig(format="karpathy", path=str(ann), image_root=str(Path(a.folder) / "images"))
@@ -63,12 +64,21 @@ def main() -> None:
             check_image(r.path)
 
     rows = [
-        ("before: every split decoded (check_image)", a.images, best_of(old_way, 3)),
-        ("train: train + val headers", a.images * 9 // 10, best_of(lambda: load_dataset(cfg, ("train", "val")), 3)),
-        ("evaluate --split test: test headers", a.images // 10, best_of(lambda: load_dataset(cfg, ("test",)), 3)),
-        ("no check (reading the JSON only)", 0, best_of(lambda: load_dataset(cfg, ()), 3)),
+        ("before: every split decoded (check_image)", a.images, best_of(old_way, a.repeats)),
+        (
+            "train: train + val headers",
+            a.images * 9 // 10,
+            best_of(lambda: load_dataset(cfg, ("train", "val")), a.repeats),
+        ),
+        (
+            "evaluate --split test: test headers",
+            a.images // 10,
+            best_of(lambda: load_dataset(cfg, ("test",)), a.repeats),
+        ),
+        ("no check (reading the JSON only)", 0, best_of(lambda: load_dataset(cfg, ()), a.repeats)),
     ]
-    print(f"{a.images} JPEGs of 500x375 on {platform.processor() or platform.machine()}, warm file cache, best of 3")
+    machine = platform.processor() or platform.machine()
+    print(f"{a.images} JPEGs of 500x375 on {machine}, warm file cache, best of {a.repeats}")
     print("| load | images checked | seconds |\n|---|---:|---:|")
     for name, n, seconds in rows:
         print(f"| {name} | {n} | {seconds:.2f} |")
