@@ -203,7 +203,7 @@ def test_bad_endings_reach_the_captioner_and_the_scst_samples(trained, monkeypat
     cfg, result = trained
     records = load_dataset(cfg.data).split("train")[:24]
     images = [load_image(r.path) for r in records]
-    plain = load_checkpoint(result.run_dir, "cpu")
+    plain = load_checkpoint(result.run_dir / "best.pt", "cpu")
     last = [c.split()[-1] for c in plain.caption(images, beam_size=1)]
     word = max(set(last), key=last.count)  # the word its captions end on most
     plain.config.decode.bad_endings = [word, "zebra-not-a-word"]
