@@ -129,10 +129,10 @@ def test_chinese_end_to_end_from_the_cli(tmp_path, capsys):
 
 
 def test_self_critical_reward_counts_chinese_tokens():
-    from captionlab.data.tokenizers import metric_text
+    from captionlab.data.tokenizers import scoring_text
     from captionlab.training.scst import Reward
 
     refs = {0: ["一个红色的圆形", "红色圆形在中间"], 1: ["一个蓝色的方块", "蓝色方块在左边"]}
-    reward = Reward("CIDEr", refs, metric_text(build_tokenizer("zh_char")))
+    reward = Reward("CIDEr", refs, scoring_text(build_tokenizer("zh_char")))
     right, wrong = reward(["一个红色的圆形", "一个蓝色的方块"], [0, 0])
     assert right > 0.5 > wrong  # without character tokens each caption would be one unmatched "word"

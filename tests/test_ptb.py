@@ -11,8 +11,8 @@ import shutil
 import pytest
 
 from captionlab.cli import main
+from captionlab.data.ptb import ptb_tokenize, tokenize
 from captionlab.metrics import score
-from captionlab.metrics.ptb import ptb_tokenize, tokenize
 from conftest import SUBSET
 
 java = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java for pycocoevalcap's PTB tokenizer")

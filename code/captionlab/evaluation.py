@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from . import progress as P
 from .captioner import Captioner, load_checkpoint
 from .data.dataset import CaptionDataset, FeatureItems, ImageItems, ImageRecord, collate_images
-from .data.tokenizers import Tokenizer, metric_text
+from .data.tokenizers import Tokenizer, scoring_text
 from .errors import InputError
 from .files import write_json
 from .metrics import ALL_METRICS, score
@@ -63,9 +63,9 @@ def scoring_inputs(
 ) -> tuple[dict[Any, str], dict[Any, list[str]], str]:
     """Chinese (a tokenizer that the PTB tokenizer would mangle) is scored on its own tokens joined
     by spaces, as Chinese captioning benchmarks do; English passes through unchanged."""
-    join = metric_text(tokenizer)
-    if join is None:
+    if tokenizer.ptb_scoring:  # the scorer's PTB tokenizer gives the tokens the model was trained on
         return captions, references, metric_tokenizer
+    join = scoring_text(tokenizer)
     return (
         {k: join(c) for k, c in captions.items()},
         {k: [join(r) for r in v] for k, v in references.items()},

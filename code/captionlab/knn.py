@@ -12,7 +12,7 @@ training run of the same encoder builds and reads, so the lookup costs no second
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +22,26 @@ from .config import RunConfig
 from .data.dataset import CaptionDataset, ImageRecord
 from .data.datastore import Datastore, pooled_cache
 from .data.images import build_transform
+from .data.ptb import ptb_tokenize
+from .data.tokenizers import build_tokenizer, scoring_text
 from .metrics.cider import DocumentFrequency, cider_d
-from .metrics.coco import simple_tokenize
 from .models import build_model
 from .training.feature_cache import build_or_open, cache_key
 
 DEFAULT_K = 30
 
 
-def consensus(candidates: Sequence[str], df: DocumentFrequency) -> int:
+def consensus(candidates: Sequence[str], df: DocumentFrequency, text: Callable[[str], str] = ptb_tokenize) -> int:
     """Index of the candidate whose mean CIDEr-D against the other candidates is highest (ties: first)."""
-    return int(np.argmax(consensus_scores([candidates], df)[0]))
+    return int(np.argmax(consensus_scores([candidates], df, text)[0]))
 
 
-def consensus_scores(groups: Sequence[Sequence[str]], df: DocumentFrequency) -> list[np.ndarray]:
-    """For each group of candidate captions, each one's mean CIDEr-D against the rest of its group."""
-    words = [[simple_tokenize(c) for c in g] for g in groups]
+def consensus_scores(
+    groups: Sequence[Sequence[str]], df: DocumentFrequency, text: Callable[[str], str] = ptb_tokenize
+) -> list[np.ndarray]:
+    """For each group of candidate captions, each one's mean CIDEr-D against the rest of its group;
+    ``text``: caption -> the scorer's tokens (``scoring_text``)."""
+    words = [[text(c) for c in g] for g in groups]
     cands, refs = {}, {}
     for gi, g in enumerate(words):
         for ci, c in enumerate(g):
@@ -54,14 +58,18 @@ def consensus_scores(groups: Sequence[Sequence[str]], df: DocumentFrequency) -> 
 class NearestNeighbourCaptioner:
     """Reference images (their pooled features in a ``Datastore``) and their raw captions."""
 
-    def __init__(self, features: torch.Tensor, captions: Sequence[Sequence[str]], k: int = DEFAULT_K) -> None:
+    def __init__(
+        self,
+        features: torch.Tensor,
+        captions: Sequence[Sequence[str]],
+        k: int = DEFAULT_K,
+        text: Callable[[str], str] = ptb_tokenize,
+    ) -> None:
         self.store = Datastore()
         self.store.fill(features, torch.zeros(len(captions), 0, 0, dtype=torch.long))
         self.captions = [list(c) for c in captions]
-        self.k = k
-        self.df = DocumentFrequency.from_references(
-            {i: [simple_tokenize(c) for c in caps] for i, caps in enumerate(self.captions)}
-        )
+        self.k, self.text = k, text
+        self.df = DocumentFrequency.from_references({i: [text(c) for c in g] for i, g in enumerate(self.captions)})
 
     def caption_features(self, feats: torch.Tensor, chunk: int = 16) -> list[str]:
         """feats (B, D) or (B, regions, C) -> one caption each, chosen from its neighbours' captions."""
@@ -69,7 +77,7 @@ class NearestNeighbourCaptioner:
         for s in range(0, feats.size(0), chunk):  # bounded memory: k * 5 candidates against each other
             rows = self.store.nearest(feats[s : s + chunk], self.k, exclude_same=False)  # (b, k)
             groups = [[c for r in row.tolist() for c in self.captions[r]] for row in rows]
-            out += [g[int(np.argmax(sc))] for g, sc in zip(groups, consensus_scores(groups, self.df))]
+            out += [g[int(np.argmax(sc))] for g, sc in zip(groups, consensus_scores(groups, self.df, self.text))]
         return out
 
 
@@ -97,7 +105,8 @@ def knn_captions(
 ) -> dict[int, str]:
     """image_id -> consensus caption for every image of ``split``, its neighbours from ``reference``."""
     refs = [r for r in dataset.split(reference) if r.captions]
-    knn = NearestNeighbourCaptioner(split_features(cfg, refs, cache_dir, progress), [r.captions for r in refs], k)
+    text = scoring_text(build_tokenizer(cfg.data.tokenizer))
+    knn = NearestNeighbourCaptioner(split_features(cfg, refs, cache_dir, progress), [r.captions for r in refs], k, text)
     records = dataset.split(split)
     caps = knn.caption_features(split_features(cfg, records, cache_dir, progress))
     return {r.image_id: c for r, c in zip(records, caps)}

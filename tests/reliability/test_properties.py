@@ -14,13 +14,17 @@ from captionlab.data.adapters import load_karpathy
 from captionlab.data.tokenizers import build_tokenizer
 from captionlab.data.vocab import SPECIALS, Vocabulary
 from captionlab.models.base import State
+from test_ptb import WORDS
+from test_scoring_tokens import CAPTIONS
 
 WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
 # any word a dataset may hold: letters of any script, digits, punctuation, emoji; no spaces, not a special token
 ANY_WORD = st.text(
     alphabet=st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs")), min_size=1, max_size=8
 ).filter(lambda w: w not in SPECIALS and not any(c.isspace() for c in w))
-ENGLISH_WORD = st.from_regex(r"[a-z0-9]{1,8}(?:'[a-z]{1,3})?", fullmatch=True)  # what en_word keeps
+# tokens a model can write, in any order: the scorer's tokens of caption-like lines (clitics, hyphens, numbers)
+_EN = build_tokenizer("en_word")
+ENGLISH_WORD = st.sampled_from(sorted({t for line in CAPTIONS + WORDS for t in _EN.tokenize(line)}))
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

@@ -1,8 +1,11 @@
 """Caption tokenizers, chosen by name in ``data.tokenizer``.
 
 A tokenizer turns a caption into the units the vocabulary and the metrics count: English words, or
-for Chinese single characters (``zh_char``) or jieba words (``zh_jieba``). Chinese captioning
-benchmarks score space-joined tokens; ``detokenize`` gives the text a reader sees (no spaces).
+for Chinese single characters (``zh_char``) or jieba words (``zh_jieba``). English words are the
+PTB tokenizer's, as pycocoevalcap scores them ("t-shirt" one word, "dog's" -> "dog 's"), so a model
+can write every reference token and training, the SCST reward, validation and ``evaluate`` count the
+same units (``scoring_text``). Chinese captioning benchmarks score space-joined tokens; ``detokenize``
+gives the text a reader sees (no spaces).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..registry import Registry
+from .ptb import ptb_tokenize
 
 
 class Tokenizer(Protocol):
@@ -27,16 +31,39 @@ TOKENIZERS: Registry[type] = Registry("tokenizer")
 
 @TOKENIZERS.register("en_word")
 class EnglishWordTokenizer:
-    """Lower-case words and numbers; punctuation dropped, as the PTB tokenizer does before scoring."""
+    """pycocoevalcap's tokens: the PTB tokenizer's, lower case, its punctuation tokens dropped."""
 
     ptb_scoring = True
-    _word = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+    # split-off clitics written back onto their word for the reader; the PTB tokenizer splits them again
+    _clitics = frozenset(["'s", "'m", "'d", "'re", "'ve", "'ll", "n't"])
+
+    _ampersand = re.compile(r"[a-z]+(?:&[a-z]+)+")
 
     def tokenize(self, text: str) -> list[str]:
-        return self._word.findall(text.lower())
+        tokens = ptb_tokenize(text).split()
+        for _ in range(3):  # rare tokens no written caption gives back ("``''" from touching quotes) are
+            back = ptb_tokenize(self.detokenize(tokens)).split()  # replaced by what the written caption gives
+            if back == tokens:  # (every Flickr8k caption is its own fixed point: tests/test_scoring_tokens.py)
+                break
+            tokens = back
+        return tokens
 
     def detokenize(self, tokens: list[str]) -> str:
-        return " ".join(tokens)
+        """Text the PTB tokenizer splits back into ``tokens``, written for a reader ("a dog's t-shirt")."""
+        out: list[str] = []
+        for t in tokens:
+            if out and (t in self._clitics or self._opens(out[-1], t)):
+                out[-1] += t  # "dog" "'s" -> "dog's", "do" "n't" -> "don't", "'t" "is" -> "'tis", "y'" "all"
+            else:
+                out.append(t.upper() if self._ampersand.fullmatch(t) else t)  # only "Q&A" stays one token
+        return " ".join(out)
+
+    @staticmethod
+    def _opens(before: str, token: str) -> bool:
+        """Whether ``before`` is the first piece of a word the PTB tokenizer split: "'tis", "y'all"."""
+        if before == "'t":
+            return token in ("is", "was")
+        return len(before) == 2 and before[1] == "'" and before[0].isalpha()
 
 
 _HAN = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
@@ -89,10 +116,11 @@ class ChineseJiebaTokenizer:
         return _join_zh(tokens)
 
 
-def metric_text(tokenizer: Tokenizer) -> Callable[[str], str] | None:
-    """How metrics should see a caption written with ``tokenizer``: None for English (the metrics'
-    own tokenisation applies), else its tokens joined by spaces, as Chinese benchmarks score."""
-    return None if tokenizer.ptb_scoring else (lambda text: " ".join(tokenizer.tokenize(text)))
+def scoring_text(tokenizer: Tokenizer) -> Callable[[str], str]:
+    """A caption -> the tokens the scorer counts, space-joined: for English the PTB tokenizer's (what
+    pycocoevalcap's Java tokenizer gives, in-process), for Chinese the tokenizer's own, as Chinese
+    benchmarks score. The SCST reward, the nearest-neighbour consensus and validation read captions so."""
+    return lambda text: " ".join(tokenizer.tokenize(text))
 
 
 def build_tokenizer(name: str) -> Tokenizer:

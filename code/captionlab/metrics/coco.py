@@ -1,7 +1,7 @@
 """Reference caption metrics through pycocoevalcap, with the standard key names.
 
 ``tokenizer="ptb"`` runs the Stanford PTB tokenizer (Java), as the COCO server does: use it for
-numbers you report. ``tokenizer="ptb-python"`` gives the same tokens in-process (metrics/ptb.py), so the
+numbers you report. ``tokenizer="ptb-python"`` gives the same tokens in-process (data/ptb.py), so the
 same BLEU, ROUGE-L and CIDEr-D with no Java: ``score --fast`` and per-epoch validation use it.
 ``tokenizer="simple"`` lower-cases and drops punctuation: for text the PTB tokenizer would mangle
 (space-joined Chinese characters).
@@ -79,7 +79,7 @@ def _tokenize(captions: Mapping[Any, Sequence[str]], tokenizer: str) -> dict[Any
     if tokenizer == "simple":
         return {k: [simple_tokenize(c) for c in v] for k, v in captions.items()}
     if tokenizer == "ptb-python":
-        from .ptb import tokenize
+        from ..data.ptb import tokenize
 
         return tokenize(captions)
     if tokenizer != "ptb":

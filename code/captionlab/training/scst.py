@@ -18,9 +18,9 @@ from torch import nn
 
 from .. import decoding
 from ..data.dataset import ImageRecord
+from ..data.ptb import ptb_tokenize
 from ..errors import InputError
 from ..metrics.cider import DocumentFrequency, cider_d
-from ..metrics.coco import simple_tokenize
 from ..registry import Registry
 from .losses import LOSSES, Objective
 
@@ -51,7 +51,7 @@ class Reward:
     """Scores captions (word strings) against an image's references; CIDEr-D uses the training df."""
 
     def __init__(
-        self, spec: str, train_references: dict[int, list[str]], text: Callable[[str], str] = simple_tokenize
+        self, spec: str, train_references: dict[int, list[str]], text: Callable[[str], str] = ptb_tokenize
     ) -> None:
         """``text``: caption -> space-separated tokens the metrics count (Chinese: its characters or words)."""
         self.weights = parse_reward(spec)
@@ -125,11 +125,11 @@ class SelfCriticalLoss(Objective):
         self,
         records: Sequence[ImageRecord],
         words: Callable[[torch.Tensor], list[str]],
-        text: Callable[[str], str] = simple_tokenize,
+        text: Callable[[str], str] = ptb_tokenize,
         bad_endings: torch.Tensor | None = None,
     ) -> None:
         """``words``: token ids (N, T) -> caption strings, e.g. ``Captioner.words``; ``text``: what the
-        reward counts in a caption (see ``metric_text``); ``bad_endings``: ids <end> may not follow while
+        reward counts in a caption (see ``scoring_text``); ``bad_endings``: ids <end> may not follow while
         sampling and in the greedy baseline (``decode.bad_endings``: the captions decoded later obey it too)."""
         self.words, self.bad_endings = words, bad_endings
         self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)}, text)

@@ -25,10 +25,9 @@ from ..captioner import Captioner
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import RunConfig, save_config
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
-from ..data.tokenizers import metric_text
+from ..data.tokenizers import scoring_text
 from ..errors import CaptionlabError, InputError
 from ..metric_keys import SHOWN
-from ..metrics.coco import simple_tokenize
 from ..optim import optimizer_step
 from ..paths import resolve
 from ..runlog import RunLog, read_log
@@ -138,7 +137,7 @@ class Trainer:
             self.cfg.train.seed,
             dataset.on_bad_image,
         )
-        words = metric_text(self.captioner.tokenizer) or simple_tokenize  # SCST: rewards need every reference
+        words = scoring_text(self.captioner.tokenizer)  # SCST: the reward counts the scorer's tokens
         loss_fn.prepare(self.train_set.records, self.captioner.words, words, self.captioner.bad_endings)
         self._open_run(resume, overwrite)
         self._set_up_devices()

@@ -159,7 +159,7 @@ def _chunk(chunk: str, after: str) -> tuple[str, ...]:
         if c in "'\"" or c in _QUOTE_CHARS:
             i = _quote(chunk, i, out)
             continue
-        if c in ".-" and i + 1 < n and chunk[i + 1].isdigit():  # ".5", "-5" (not joined to what was before)
+        if c in ".-" and i + 1 < n and chunk[i + 1].isdecimal():  # ".5", "-5" (not joined to what was before)
             m = _LOOSE_NUMBER.match(chunk, i)
             out.append(m.group(0))
             i = m.end()
