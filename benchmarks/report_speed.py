@@ -21,8 +21,9 @@ from captionlab.config import load_config
 from captionlab.data import load_dataset
 from captionlab.evaluation import evaluate_split
 from captionlab.models import build_model
-from captionlab.paths import ROOT
 from captionlab.training.setup import build_vocab
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from captionlab.config import RunConfig, load_config
-from captionlab.paths import CONFIGS
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository: tests read its configs and notebooks
+CONFIGS = ROOT / "code" / "configs"
+os.chdir(ROOT)  # relative paths are the working directory's (paths.py); the shipped configs' are the root's
 TINY = CONFIGS / "tiny" / "cnn_gru.yaml"
 # Feature caches of runs that do not name train.cache_dir go here, not into the repository's output/cache
 os.environ.setdefault("CAPTIONLAB_CACHE_DIR", tempfile.mkdtemp(prefix="captionlab-test-cache-"))

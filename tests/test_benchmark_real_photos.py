@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from captionlab.paths import ROOT
-from conftest import share_cache
+from conftest import ROOT, share_cache
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ import torch
 from captionlab.cli import main
 from captionlab.config import load_config
 from captionlab.data import load_dataset
+from conftest import CONFIGS, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,19 @@ def test_console_script_synthesises_a_dataset(tmp_path):
     )
     assert "dataset_synthetic.json" in out.stdout
     assert len(list((tmp_path / "images").glob("*.png"))) == 12
+
+
+def test_relative_paths_are_the_working_directorys_not_the_repositorys(tmp_path, monkeypatch, capsys):
+    """One rule, as for any command-line tool: `synth --out`, a config's data.path and train.output_dir,
+    given relative, land under the working directory (they used to land in the checkout)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", "mydata", "--n", "20", "--size", "32"]) == 0
+    assert (tmp_path / "mydata" / "dataset_synthetic.json").is_file() and not (ROOT / "mydata").exists()
+    config = str(CONFIGS / "tiny" / "cnn_gru.yaml")
+    overrides = ["data.path=mydata", "data.synthetic_n=20", "data.synthetic_size=32", "train.output_dir=runs"]
+    assert main(["train", config, *overrides, "train.epochs=1", "train.run_name=here", "--no-progress"]) == 0
+    assert (tmp_path / "runs" / "here" / "best.pt").is_file() and not (ROOT / "runs").exists()
+    assert f"at {tmp_path / 'mydata'}" in capsys.readouterr().out  # the data it read is the one made here
 
 
 def test_train_cli_runs_a_config_refuses_to_reuse_its_folder_and_overwrites_on_request(tmp_path, capsys):
@@ -244,7 +258,7 @@ def test_demo_leaves_a_demo_named_run_of_another_config(tmp_path, capsys):
     """code/configs/demo/cnn_gru.yaml (ResNet-18, the notebooks' default) trained into demo_cnn_gru, and
     make demo replaced it: a demo_* folder is the demo's only if the demo's config made it."""
     from captionlab.config import save_config
-    from captionlab.paths import CONFIGS
+    from conftest import CONFIGS
 
     assert not load_config(CONFIGS / "demo" / "cnn_gru.yaml").train.run_name.startswith("demo_")
     run = tmp_path / "demo_cnn_gru"

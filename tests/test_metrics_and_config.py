@@ -9,7 +9,7 @@ import pytest
 
 from captionlab.config import RunConfig, load_config
 from captionlab.metrics import score, score_files
-from captionlab.paths import CONFIGS
+from conftest import CONFIGS
 
 # Two images with disjoint vocabularies, so every n-gram has document frequency 1 of 2.
 RESULTS = {1: "a b c d", 2: "w x y z"}

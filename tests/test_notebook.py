@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from captionlab.notebooks import execute, outputs_text, tiny_env
-from captionlab.paths import ROOT
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ from captionlab.metrics.clipscore import clip_scores, load_clip
 from captionlab.metrics.retrieval import recall_at_k
 from captionlab.models import build_model
 from captionlab.models.tiny_hf import save_tiny_clip_model
-from captionlab.paths import CONFIGS
 from captionlab.training.contrastive import ContrastiveLoss
 from captionlab.training.factory import new_model, start_vocab
+from conftest import CONFIGS
 
 
 def test_recall_at_k_by_hand():

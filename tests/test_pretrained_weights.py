@@ -320,7 +320,7 @@ def test_a_directory_of_another_architecture_is_refused_and_unused_weights_are_s
 
 def test_a_tiny_clipcap_config_without_its_stand_ins_says_how_to_make_them(tmp_path, capsys):
     from captionlab.cli import main
-    from captionlab.paths import CONFIGS
+    from conftest import CONFIGS
 
     config = CONFIGS / "tiny" / "clipcap_mlp.yaml"
     clip = tmp_path / "tiny_hf" / "clip"

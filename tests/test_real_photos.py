@@ -11,10 +11,9 @@ from captionlab.config import load_config
 from captionlab.data import load_dataset
 from captionlab.evaluation import constant_caption_scores, most_frequent_caption
 from captionlab.metrics import FAST_METRICS
-from captionlab.paths import CONFIGS
 from captionlab.training.setup import validate
 from captionlab.training.trainer import train
-from conftest import share_cache
+from conftest import CONFIGS, share_cache
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import pytest
 
 from captionlab.cli import main
 from captionlab.errors import InputError
-from captionlab.paths import ROOT
 from captionlab.report import write_report
+from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FAST = ["--metrics", "Bleu,ROUGE_L,CIDEr", "--tokenizer", "ptb-python", "--device", "cpu", "--no-progress"]

@@ -18,9 +18,8 @@ from captionlab.knn import NearestNeighbourCaptioner, consensus
 from captionlab.metrics.cider import DocumentFrequency
 from captionlab.models import CaptionModel, build_model
 from captionlab.models.base import FeatureInput
-from captionlab.paths import CONFIGS
 from captionlab.training.trainer import train
-from conftest import TINY_DECODER
+from conftest import CONFIGS, TINY_DECODER
 
 TINY = CONFIGS / "tiny" / "retrieval_transformer.yaml"
 

@@ -9,9 +9,9 @@ import torch
 from captionlab import decoding, load_checkpoint
 from captionlab.config import load_config
 from captionlab.data import load_dataset, load_image
-from captionlab.paths import CONFIGS
 from captionlab.training.scst import Reward, SelfCriticalLoss, mean_of_others, parse_reward, policy_gradient_loss
 from captionlab.training.trainer import train
+from conftest import CONFIGS
 
 
 def test_raising_a_positive_advantage_sample_lowers_the_loss():

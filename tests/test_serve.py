@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from captionlab import load_checkpoint
 from captionlab.data import load_dataset
 from captionlab.data.images import BadImageError, ImageTooLargeError, decode_image
-from captionlab.paths import ROOT
 from captionlab.serve.app import ServeOptions, load_app
+from conftest import ROOT
 
 
 def png(image: Image.Image) -> bytes:

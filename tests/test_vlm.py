@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from captionlab.cli import main
-from captionlab.paths import ROOT
 from captionlab.vlm.models import VLM, load_vlm
 from captionlab.vlm.rebuild import clean_caption
 from captionlab.vlm.records import read_records
-from conftest import shared_dir, torchrun
+from conftest import ROOT, shared_dir, torchrun
 
 KINDS = ("instructblip", "blip2", "llava")
 PROMPT = "Please describe this image in deepfashion dataset style."

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .paths import CONFIGS, ROOT, resolve
+from .errors import InputError
+from .paths import CONFIGS, resolve
 
 NOTEBOOKS = (
     "01_cnn_gru.ipynb",
@@ -29,13 +30,26 @@ TINY = CONFIGS / "tiny"
 
 
 # -- what a notebook's first cell reads --------------------------------------------------------------
+def at_repository_root() -> Path:
+    """Jupyter starts a notebook in its own folder (``code/``), and the repository's paths (``code/configs``,
+    ``dataset``, ``output``) are typed from its root, as on the command line: move to the first folder,
+    here or above, that holds ``code/configs``, and return it."""
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / CONFIGS).is_dir():
+            os.chdir(folder)
+            return folder
+    raise InputError(f"no {CONFIGS} in {here} or above it: open the notebook inside a captionlab checkout")
+
+
 def overrides(*extra: str, var: str = "CAPTIONLAB_OVERRIDES") -> list[str]:
     """The environment variable ``var``'s key=value pairs (shell-quoted), then ``extra``."""
     return shlex.split(os.environ.get(var, "")) + list(extra)
 
 
 def setting(var: str, default: str | os.PathLike) -> Path:
-    """The file or folder environment variable ``var`` names, else ``default`` (from the repository root)."""
+    """The file or folder environment variable ``var`` names, else ``default`` (relative: to the working
+    directory, the repository root after ``at_repository_root``)."""
     return resolve(os.environ.get(var) or default)
 
 
@@ -53,13 +67,14 @@ def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str
     ``work``. 05 and 06 share ``work/data`` (06 retrains on what 05 rebuilt); ``photos``: a Karpathy
     folder of real photographs for 08 and the real-photo sections of 03 and 04 (else a synthetic stand-in)."""
     data = f"data.path={work / 'data'} data.synthetic_n=60"
-    env = {"CAPTIONLAB_CONFIG": str(TINY / "cnn_gru.yaml"), "CAPTIONLAB_CONFIG_DIR": str(TINY)}
+    tiny = resolve(TINY)
+    env = {"CAPTIONLAB_CONFIG": str(tiny / "cnn_gru.yaml"), "CAPTIONLAB_CONFIG_DIR": str(tiny)}
     extra = {
         "04_transformer_and_clipcap.ipynb": f"model.clip={work / 'hf' / 'clip'} model.lm={work / 'hf' / 'gpt2'}",
         "08_real_photos.ipynb": "model.hidden_dim=128",  # both of its models read it
     }.get(name, "")
     if name == "03_self_critical.ipynb":
-        env["CAPTIONLAB_SCST_CONFIG"] = str(TINY / "scst.yaml")
+        env["CAPTIONLAB_SCST_CONFIG"] = str(tiny / "scst.yaml")
     if name in ("03_self_critical.ipynb", "04_transformer_and_clipcap.ipynb"):  # their real-photo sections
         env["CAPTIONLAB_REAL_PHOTOS"] = str(photos or work / "no_photos")
         lm = f" model.lm={work / 'hf' / 'gpt2'}" if name.startswith("04") else ""  # the tiny GPT-2 section 0 wrote
@@ -81,17 +96,19 @@ def tiny_env(name: str, work: Path, photos: Path | None = None) -> dict[str, str
 
 
 def execute(name: str, env: Mapping[str, str], timeout: int = 600) -> Any:
-    """Run ``code/<name>`` top to bottom in a fresh kernel with ``env`` added to the environment; the
-    executed notebook (nbformat) comes back, outputs included. A failing cell raises CellExecutionError."""
+    """Run ``code/<name>`` (from the repository root) top to bottom in a fresh kernel started in ``code/``,
+    as Jupyter starts it, with ``env`` added to the environment; the executed notebook (nbformat) comes
+    back, outputs included. A failing cell raises CellExecutionError."""
     import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.read(ROOT / "code" / name, as_version=4)
+    folder = resolve("code")
+    nb = nbformat.read(folder / name, as_version=4)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment when it starts
     try:
         NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
         ).execute()
     finally:
         for k, v in saved.items():

@@ -1,19 +1,24 @@
-"""Where the repository keeps data and outputs, so every entry point agrees."""
+"""Where captionlab reads and writes: one rule, as for any command-line tool. A relative path, in a
+config, an option or a notebook setting, is relative to the working directory.
+
+The repository's own folders are named by the paths a user types from its root (``code/configs``,
+``dataset``, ``output``), so its commands run from there; a notebook, which Jupyter starts in
+``code/``, moves to the repository root in its first cell (``notebooks.at_repository_root``). Nothing
+is placed relative to where the package is installed (a non-editable install would write into
+``site-packages``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-# code/captionlab/paths.py -> repository root
-ROOT = Path(os.environ.get("CAPTIONLAB_ROOT", Path(__file__).resolve().parents[2]))
-CONFIGS = ROOT / "code" / "configs"
-DATASETS = ROOT / "dataset"
-OUTPUT = ROOT / "output"
+CONFIGS = Path("code") / "configs"
+DATASETS = Path("dataset")
+OUTPUT = Path("output")
 CHECKPOINTS = OUTPUT / "model_ckpt"
 
 
 def resolve(path: str | os.PathLike) -> Path:
-    """Relative paths in configs are relative to the repository root, not the working directory."""
+    """``path`` as an absolute path: a relative one against the working directory (``~`` expanded)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else ROOT / p
+    return p if p.is_absolute() else Path.cwd() / p

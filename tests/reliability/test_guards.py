@@ -174,8 +174,8 @@ def test_a_non_finite_self_critical_loss_is_skipped_like_cross_entropy(trained, 
     """The SCST path: a NaN reward for one batch makes its policy-gradient loss NaN; the step is skipped and
     counted as with cross-entropy, and the epoch finishes (it raised FloatingPointError before)."""
     from captionlab.config import load_config
-    from captionlab.paths import CONFIGS
     from captionlab.training.scst import Reward
+    from conftest import CONFIGS
 
     cfg, result = trained
     calls = {"n": 0}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from captionlab.paths import CONFIGS, ROOT
+from conftest import CONFIGS, ROOT
 from conftest import torchrun as torchrun_command
 
 pytestmark = pytest.mark.slow

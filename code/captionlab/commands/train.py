@@ -91,7 +91,7 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser], positiv
         "--out",
         default="dataset/synthetic",
         type=resolve,
-        help="output folder (relative paths are relative to the repository root)",
+        help="output folder (relative to the working directory)",
     )
     s.add_argument("--n", type=positive_int, default=5000, help="number of images (10%% val, 10%% test)")
     s.add_argument("--seed", type=int, default=0, help="random seed of the scenes and captions")
