@@ -6,15 +6,9 @@ Flickr8k subset (where present)."""
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
-
 from captionlab.data.tokenizers import build_tokenizer, scoring_text
 from captionlab.training.scst import Reward
-from test_ptb import flickr_captions, java_tokens
-
-java = pytest.mark.skipif(shutil.which("java") is None, reason="needs Java for pycocoevalcap's PTB tokenizer")
+from test_ptb import flickr_captions, java, java_tokens
 
 # hyphens, apostrophes, numbers and punctuation as real caption sets write them (Flickr8k, COCO styles)
 CAPTIONS = [

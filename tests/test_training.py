@@ -27,8 +27,7 @@ def _test_cider(cfg, run_dir, beam: int = 3) -> float:
 def test_seeing_model_beats_the_blind_model(trained, trained_blind):
     (cfg, result), (bcfg, blind) = trained, trained_blind
     seeing, deaf = _test_cider(cfg, result.run_dir), _test_cider(bcfg, blind.run_dir)
-    print(f"test CIDEr-D: seeing {seeing:.3f}, blind {deaf:.3f}")
-    assert seeing > deaf + 0.15, (seeing, deaf)
+    assert seeing > deaf + 0.5, (seeing, deaf)  # measured 2026-12-07: 1.342 against 0.561
 
 
 def test_run_writes_best_last_log_and_config(trained):
