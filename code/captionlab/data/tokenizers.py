@@ -38,6 +38,7 @@ class EnglishWordTokenizer:
     _clitics = frozenset(["'s", "'m", "'d", "'re", "'ve", "'ll", "n't"])
 
     _ampersand = re.compile(r"[a-z]+(?:&[a-z]+)+")
+    _word = re.compile(r"[^\W_]+(?:-[^\W_]+)*")  # letters and digits, hyphen-joined: "dog", "t-shirt"
 
     def tokenize(self, text: str) -> list[str]:
         tokens = ptb_tokenize(text).split()
@@ -52,11 +53,17 @@ class EnglishWordTokenizer:
         """Text the PTB tokenizer splits back into ``tokens``, written for a reader ("a dog's t-shirt")."""
         out: list[str] = []
         for t in tokens:
-            if out and (t in self._clitics or self._opens(out[-1], t)):
+            if out and (self._clitic_of(out[-1], t) or self._opens(out[-1], t)):
                 out[-1] += t  # "dog" "'s" -> "dog's", "do" "n't" -> "don't", "'t" "is" -> "'tis", "y'" "all"
             else:
                 out.append(t.upper() if self._ampersand.fullmatch(t) else t)  # only "Q&A" stays one token
         return " ".join(out)
+
+    def _clitic_of(self, before: str, token: str) -> bool:
+        """Whether ``token`` is a clitic the PTB tokenizer splits off ``before`` again once written onto it."""
+        if token == "n't":
+            return before.isalpha()  # "do" -> "don't"; not after "'s" or "q&a"
+        return token in self._clitics and self._word.fullmatch(before) is not None
 
     @staticmethod
     def _opens(before: str, token: str) -> bool:
