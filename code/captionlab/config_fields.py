@@ -50,6 +50,8 @@ def opt(
 
 
 def build(cls: type, d: Any, prefix: str) -> Any:
+    """The dataclass ``cls`` from the mapping ``d``, every value checked against its field; ``prefix``
+    names the section in messages ("train.")."""
     if not isinstance(d, dict):
         raise ConfigError(
             f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping of keys to values, "
