@@ -13,9 +13,6 @@ import os
 from pathlib import Path
 
 CONFIGS = Path("code") / "configs"
-DATASETS = Path("dataset")
-OUTPUT = Path("output")
-CHECKPOINTS = OUTPUT / "model_ckpt"
 
 
 def resolve(path: str | os.PathLike) -> Path:
