@@ -106,12 +106,13 @@ def finished_run(cfg: RunConfig) -> dict | None:
     if theirs != ours:
         return None
     history = read_log(run / "log.csv")
-    if len(history) != cfg.train.epochs:
+    trained_epochs = [r for r in history if r["epoch"] >= 1]  # epoch 0: a train.init_from run's start
+    if len(trained_epochs) != cfg.train.epochs:
         return None
     return {
         "config": cfg.to_dict(),
         "wall s": sum(r["seconds"] for r in history),  # its epochs with validation, from its log
-        "s/epoch": statistics.median(r["train_seconds"] for r in history),
+        "s/epoch": statistics.median(r["train_seconds"] for r in trained_epochs),
         "best": str(run / "best.pt"),
         "history": history,
     }
@@ -134,7 +135,7 @@ def trained(cfg: RunConfig, a: argparse.Namespace, record: Path) -> tuple[dict, 
     out = {
         "config": cfg.to_dict(),
         "wall s": time.time() - t0,
-        "s/epoch": statistics.median(float(r["train_seconds"]) for r in result.history),
+        "s/epoch": statistics.median(float(r["train_seconds"]) for r in result.history if "train_seconds" in r),
         "best": str(result.run_dir / "best.pt"),
         "history": [{k: float(v) for k, v in r.items() if _number(v)} for r in result.history],
     }

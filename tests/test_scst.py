@@ -104,7 +104,7 @@ def test_a_few_scst_steps_raise_the_mean_sample_reward(trained, tmp_path, synth_
     after = _mean_sample_reward(out.run_dir / "last.pt", records[:64])
     assert after > before + 0.05, (before, after)
     rows = out.history
-    assert {"reward", "baseline", "advantage_std", "sample_nll"} <= set(rows[0])
+    assert rows[0]["epoch"] == 0 and {"reward", "baseline", "advantage_std", "sample_nll"} <= set(rows[1])
     ckpt = torch.load(out.run_dir / "last.pt", weights_only=True)
     assert ckpt["config"]["model"]["name"] == "cnn_gru" and ckpt["config"]["train"]["loss"] == "scst"
 
@@ -134,7 +134,35 @@ def test_self_critical_training_resumes_exactly(trained, tmp_path):
     b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
     assert all(torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-6) for k in a["model"])
-    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]  # the start's row once, not again on resume
+
+
+@pytest.mark.slow
+def test_init_from_scores_its_start_and_keeps_it_while_no_epoch_beats_it(trained, tmp_path):
+    """Epoch 0 of a ``train.init_from`` run is the checkpoint it starts from: logged with its val scores,
+    and best.pt until an epoch beats it. A learning rate that wrecks the model in a step (as SCST on a
+    few hundred photos can, more slowly) must hand back the start, not its least bad epoch."""
+    cfg, result = trained
+    scst = load_config(
+        CONFIGS / "tiny" / "scst.yaml",
+        [
+            f"train.output_dir={tmp_path}",
+            f"data.path={cfg.data.path}",
+            f"train.init_from={result.run_dir / 'best.pt'}",
+            "train.lr=1.0",
+            "train.epochs=1",
+            "train.run_name=wrecked",
+        ],
+    )
+    out = train(scst, progress=False)
+    assert [r["epoch"] for r in out.history] == [0, 1]
+    start, wrecked = out.history
+    assert start["CIDEr"] > 2 * wrecked["CIDEr"] and "train_loss" not in start
+    assert {"train_loss", "reward", "baseline"} <= set(wrecked)  # log.csv widened after the val-only row
+    assert out.best_epoch == 0 and out.best_metrics["CIDEr"] == start["CIDEr"]
+    a = torch.load(result.run_dir / "best.pt", weights_only=True)
+    b = torch.load(out.run_dir / "best.pt", weights_only=True)
+    assert b["epoch"] == 0 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_init_from_checks_the_merged_config_before_any_data(trained, tmp_path):

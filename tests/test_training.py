@@ -129,7 +129,7 @@ def test_a_missing_val_split_is_refused_before_training(tmp_path, tiny_cfg_facto
 
 
 def test_a_failed_validation_keeps_the_epoch_it_follows(tmp_path, tiny_cfg_factory, monkeypatch):
-    import captionlab.training.trainer as trainer
+    import captionlab.training.epoch_end as trainer  # where the epoch-end validation is called
 
     common = ("data.synthetic_n=40", f"data.path={tmp_path / 'data'}", "train.batch_size=8")
     real = trainer.validate

@@ -229,11 +229,11 @@ def _curves(log: Path) -> list[dict[str, Any]]:
     from .runlog import read_log
 
     rows = read_log(log)
-    logged = [k for k in (rows[0] if rows else {}) if all(isinstance(r.get(k), float) for r in rows)]
+    logged = list(dict.fromkeys(k for r in rows for k in r))  # epoch 0 of a train.init_from run: val only
     keys = [k for k in logged if "loss" in k] + [k for k in CURVE_KEYS if k in logged]
     charts = []
     for key in keys[:6]:
-        ys = [float(r[key]) for r in rows]
+        ys = [float(r[key]) for r in rows if key in r]
         lo, hi = min(ys), max(ys)
         span = (hi - lo) or 1.0
         pts = " ".join(

@@ -66,12 +66,14 @@ class RunLog:
 
 
 def _append(path: Path, row: dict[str, Any]) -> None:
+    """Columns are the first row's; a later row with new ones (a ``train.init_from`` run's epoch 0 has
+    val metrics only, its epochs add the training statistics) widens the file first, earlier rows blank."""
     exists = path.is_file() and path.stat().st_size > 0
-    if exists:
-        with path.open(newline="") as f:
-            header = next(csv.reader(f))
-    else:
-        header = list(row)
+    header = _header(path) if exists else list(row)
+    new = [k for k in row if k not in header]
+    if new:
+        _rewrite(path, header + new, lambda r: len(r) == len(header), len(new))
+        header += new
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
         if not exists:
@@ -79,22 +81,35 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         w.writerow(row)
 
 
+def _header(path: Path) -> list[str]:
+    with path.open(newline="") as f:
+        return next(csv.reader(f))
+
+
+def _rewrite(path: Path, header: list[str], keep: Any, pad: int = 0) -> None:
+    """``header``, then the rows ``keep`` accepts (each padded with ``pad`` blanks), written atomically."""
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows([header] + [r + [""] * pad for r in rows if keep(r)])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def _truncate(path: Path, last: int) -> None:
     """Keep the header and the complete rows whose first column (epoch or step) is at most ``last``;
     a row torn by a kill mid-write goes too. Rewritten atomically."""
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    keep = [rows[0]] + [
-        r for r in rows[1:] if len(r) == len(rows[0]) and _number(r[0]) is not None and _number(r[0]) <= last
-    ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        csv.writer(f).writerows(keep)
-    os.replace(tmp, path)
+    header = _header(path)
+
+    def kept(row: list[str]) -> bool:
+        n = _number(row[0]) if len(row) == len(header) else None
+        return n is not None and n <= last
+
+    _rewrite(path, header, kept)
 
 
 def _number(text: str) -> float | None:

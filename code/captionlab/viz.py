@@ -20,13 +20,14 @@ def plot_training_curves(log_csv: str | Path, out: str | Path | None = None, met
     rows = read_log(log_csv)
     if not rows:
         raise InputError(f"{log_csv}: no epochs logged yet")
-    epochs = [int(r["epoch"]) for r in rows]  # 1-based, as printed during training
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o")
+    trained = [r for r in rows if "train_loss" in r]  # a train.init_from run's epoch 0 trained nothing
+    ax1.plot([int(r["epoch"]) for r in trained], [r["train_loss"] for r in trained], marker="o")
     ax1.set(title="training loss", xlabel="epoch", ylabel="loss")
     for m in metrics:
-        if m in rows[0]:
-            ax2.plot(epochs, [r[m] for r in rows], marker="o", label=m)
+        scored = [r for r in rows if m in r]  # epochs 1-based, as printed during training; 0: the start
+        if scored:
+            ax2.plot([int(r["epoch"]) for r in scored], [r[m] for r in scored], marker="o", label=m)
     ax2.set(title="validation", xlabel="epoch")
     ax2.legend()
     for ax in (ax1, ax2):

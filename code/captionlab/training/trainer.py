@@ -4,14 +4,14 @@ per-epoch validation, best/last checkpoints, CSV/TensorBoard logs and fixed seed
 ``Trainer.fit`` is the loop, on one screen, in the manner of nanoGPT's train.py; what it calls is
 named beside it: ``_restore`` (resume), ``_loader`` (an epoch's batches, continued mid-epoch),
 ``_step`` (one optimiser step, or a skipped one on a non-finite loss), ``_end_epoch`` (validation,
-best.pt/last.pt, the log row) and ``_payload`` (the one checkpoint payload). The parts a run is set up
-from (vocabulary, model, optimiser, feature source, validation) are in ``setup.py``."""
+best.pt/last.pt, the log row, in ``epoch_end.py``) and ``_payload`` (the one checkpoint payload, there
+too). The parts a run is set up from (vocabulary, model, optimiser, feature source, validation) are in
+``setup.py``."""
 
 from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,23 +22,22 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from .. import progress as P
 from ..captioner import Captioner
-from ..checkpoint import read_checkpoint, save_checkpoint
+from ..checkpoint import read_checkpoint
 from ..config import RunConfig, save_config
 from ..data.dataset import CaptionDataset, CaptionGroups, collate_groups
 from ..data.tokenizers import scoring_text
 from ..errors import CaptionlabError, InputError
-from ..metric_keys import SHOWN
 from ..optim import optimizer_step
 from ..paths import resolve
 from ..runlog import RunLog, read_log
 from . import distributed as D
 from .ema import WeightAverage
+from .epoch_end import EpochEnd
 from .objectives import build_loss
 from .resume import (
     SkipSampler,
     StopSignals,
     TrainingStopped,
-    capture_rng,
     check_resumable,
     load_training_state,
     restore_rng,
@@ -53,7 +52,6 @@ from .setup import (
     lr_factor,
     seed_everything,
     training_data,
-    validate,
 )
 
 
@@ -64,7 +62,7 @@ class NonFiniteLossError(CaptionlabError, RuntimeError):
 @dataclass
 class TrainResult:
     run_dir: Path
-    best_epoch: int  # 1-based, as printed and logged; 0 when no epoch ran
+    best_epoch: int  # 1-based, as printed and logged; 0: the train.init_from start (no epoch beat it)
     best_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     model: torch.nn.Module | None = None  # the trained model as it is after the last epoch
@@ -86,7 +84,7 @@ def train(
         D.teardown(info)
 
 
-class Trainer:
+class Trainer(EpochEnd):
     """One run: ``__init__`` sets it up (data, model, optimiser, resume point, run folder, logs);
     ``fit`` trains it to ``train.epochs``. Epochs are counted 0-based inside, 1-based in every file."""
 
@@ -146,6 +144,7 @@ class Trainer:
         t, info = self.cfg.train, self.info
         try:
             with StopSignals() as stop:
+                self._validate_start()  # train.init_from: the starting weights are epoch 0
                 for epoch in range(self.done, t.epochs):  # 0-based index; printed, logged and saved as epoch + 1
                     loader, step_model, skip = self._loader(epoch)
                     t0, last, stopping = time.time(), skip + len(loader), False
@@ -352,86 +351,6 @@ class Trainer:
                 f"{self.global_step + 1}); the last good checkpoint is {self.run_dir / 'last.pt'}. "
                 "Lower train.lr, set train.grad_clip, or check the data"
             )
-
-    def _end_epoch(self, epoch: int, sums: dict[str, float], count: int, t0: float) -> None:
-        """Epoch means across ranks; on rank 0 validation, best.pt when it improved, last.pt (which
-        carries the epoch's log row, see ``RunLog.restore_row``), then the log row and the console line."""
-        info, t = self.info, self.cfg.train
-        means = {k: D.mean_across(v / max(1, count), info, self.device) for k, v in sorted(sums.items())}
-        train_loss = means.pop("loss", 0.0)
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": self.global_step,
-            "train_loss": train_loss,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            **means,
-            "train_seconds": round(time.time() - t0, 2),
-        }  # "seconds" adds validation
-        if not info.is_main:
-            return
-        try:
-            with self._averaged():  # the weight average (train.ema_decay) validates and is best.pt
-                metrics = self._validate()
-                improved = metrics[t.select_metric] > self.best["value"]
-                if improved:
-                    self.best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
-                    save_checkpoint(self.run_dir / "best.pt", **self._payload(epoch + 1, metrics))
-        except Exception:  # a validation error never costs the epoch it follows (last.pt: the raw weights)
-            scaler = self.scaler.state_dict()
-            save_checkpoint(
-                self.run_dir / "last.pt", **self._payload(epoch + 1, None, True, scaler=scaler, epoch_row=row)
-            )
-            P.write(f"epoch {epoch + 1} is trained and saved in {self.run_dir / 'last.pt'}; its validation failed:")
-            raise
-        row.update(metrics)
-        row["seconds"] = round(time.time() - t0, 2)
-        save_checkpoint(
-            self.run_dir / "last.pt",
-            **self._payload(epoch + 1, metrics, optimizer=True, scaler=self.scaler.state_dict(), epoch_row=row),
-        )
-        self.log.epoch_row(row)
-        summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in SHOWN)
-        extra_stats = "".join(f"  {k} {v:.3f}" for k, v in means.items())
-        P.write(
-            f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
-            f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)"
-        )
-
-    def _averaged(self) -> Any:
-        return self.ema.applied(self.model) if self.ema is not None else nullcontext()
-
-    def _validate(self) -> dict[str, float]:
-        metrics = self.loss_fn.validate(self.captioner, self.dataset, self.cfg, self.progress)
-        if metrics is None:  # the objective has no metrics of its own: caption val and score it
-            val = self.cache.val_features(self.dataset.split("val"), self.captioner.transform)
-            metrics = validate(self.captioner, self.dataset, self.cfg, self.progress, val)
-        return metrics
-
-    def _save_last_mid_epoch(self, epoch: int, step_in_epoch: int, sums: dict[str, float], count: int) -> None:
-        """last.pt inside an epoch: ``epoch`` epochs complete, ``step_in_epoch`` batches of the next done,
-        with every rank's generators and running sums so that the rest of the epoch is the same."""
-        ranks = D.all_gather_object({"rng": capture_rng(), "sums": sums, "count": count}, self.info)
-        if self.info.is_main:
-            payload = self._payload(
-                epoch, None, optimizer=True, step_in_epoch=step_in_epoch, ranks=ranks, scaler=self.scaler.state_dict()
-            )
-            save_checkpoint(self.run_dir / "last.pt", **payload)
-
-    def _payload(self, epoch: int, metrics: dict[str, float] | None, optimizer: bool = False, **extra: Any) -> dict:
-        """The one checkpoint payload (best.pt, last.pt, mid-epoch last.pt): ``epoch`` epochs complete."""
-        state = {"global_step": self.global_step, "best": self.best, "bad_in_a_row": self.bad_in_a_row}
-        if optimizer and self.ema is not None:  # last.pt: the average goes on with a resume
-            state["ema"] = self.ema.state_dict()
-        return dict(
-            model_state=self.model.state_dict(),
-            config=self.cfg.to_dict(),
-            vocab=self.vocab.to_list(),
-            epoch=epoch,
-            metrics=metrics,
-            optimizer=self.optimizer.state_dict() if optimizer else None,
-            assets=self.assets,
-            extra={**state, **extra},
-        )
 
     def _stopped(self, stop: StopSignals, epoch: int, batch: int, last: int) -> TrainingStopped:
         message = (
