@@ -82,22 +82,19 @@ def _mean_sample_reward(run_dir, records, seed=0):
     return float(loss.reward(loss.words(out.tokens), [i for i in range(len(records)) for _ in range(4)]).mean())
 
 
+def from_trained(trained, out, *extra: str):
+    """tiny/scst.yaml from the session's tiny cross-entropy checkpoint, on its data, writing under ``out``."""
+    cfg, result = trained
+    common = [f"train.output_dir={out}", f"data.path={cfg.data.path}", f"train.init_from={result.run_dir / 'best.pt'}"]
+    return load_config(CONFIGS / "tiny" / "scst.yaml", [*common, *extra])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
 def test_a_few_scst_steps_raise_the_mean_sample_reward(trained, tmp_path, synth_root, baseline):
-    cfg, result = trained
-    scst = load_config(
-        CONFIGS / "tiny" / "scst.yaml",
-        [
-            f"train.output_dir={tmp_path}",
-            f"data.path={cfg.data.path}",
-            f"train.init_from={result.run_dir / 'best.pt'}",
-            f"train.scst_baseline={baseline}",
-            "train.lr=5e-4",
-            "train.epochs=2",
-            f"train.run_name=scst_{baseline}",
-        ],
-    )
+    _, result = trained
+    scst = from_trained(trained, tmp_path, f"train.scst_baseline={baseline}", "train.lr=5e-4", "train.epochs=2",
+                        f"train.run_name=scst_{baseline}")  # fmt: skip
     records = load_dataset(scst.data).split("train")
     before = _mean_sample_reward(result.run_dir / "best.pt", records[:64])
     out = train(scst, progress=False)
@@ -142,18 +139,8 @@ def test_init_from_scores_its_start_and_keeps_it_while_no_epoch_beats_it(trained
     """Epoch 0 of a ``train.init_from`` run is the checkpoint it starts from: logged with its val scores,
     and best.pt until an epoch beats it. A learning rate that wrecks the model in a step (as SCST on a
     few hundred photos can, more slowly) must hand back the start, not its least bad epoch."""
-    cfg, result = trained
-    scst = load_config(
-        CONFIGS / "tiny" / "scst.yaml",
-        [
-            f"train.output_dir={tmp_path}",
-            f"data.path={cfg.data.path}",
-            f"train.init_from={result.run_dir / 'best.pt'}",
-            "train.lr=1.0",
-            "train.epochs=1",
-            "train.run_name=wrecked",
-        ],
-    )
+    _, result = trained
+    scst = from_trained(trained, tmp_path, "train.lr=1.0", "train.epochs=1", "train.run_name=wrecked")
     out = train(scst, progress=False)
     assert [r["epoch"] for r in out.history] == [0, 1]
     start, wrecked = out.history
