@@ -94,6 +94,16 @@ def reused(path: Path, cfg: RunConfig, fresh: bool) -> dict | None:
     return record if same and Path(record["best"]).is_file() else None
 
 
+def trained_epochs(history: list[dict]) -> list[dict]:
+    """log.csv's rows of trained epochs: not epoch 0, a train.init_from run's validated start."""
+    return [r for r in history if float(r["epoch"]) >= 1]
+
+
+def seconds_an_epoch(history: list[dict]) -> float:
+    """The median training seconds of an epoch (validation excluded)."""
+    return statistics.median(float(r["train_seconds"]) for r in trained_epochs(history))
+
+
 def finished_run(cfg: RunConfig) -> dict | None:
     """A run folder this config would write, finished before records were kept (bench.json): reused where
     its config.yaml, read with today's defaults, is this config and log.csv has every epoch."""
@@ -106,13 +116,12 @@ def finished_run(cfg: RunConfig) -> dict | None:
     if theirs != ours:
         return None
     history = read_log(run / "log.csv")
-    trained_epochs = [r for r in history if r["epoch"] >= 1]  # epoch 0: a train.init_from run's start
-    if len(trained_epochs) != cfg.train.epochs:
+    if len(trained_epochs(history)) != cfg.train.epochs:
         return None
     return {
         "config": cfg.to_dict(),
         "wall s": sum(r["seconds"] for r in history),  # its epochs with validation, from its log
-        "s/epoch": statistics.median(r["train_seconds"] for r in trained_epochs),
+        "s/epoch": seconds_an_epoch(history),
         "best": str(run / "best.pt"),
         "history": history,
     }
@@ -135,7 +144,7 @@ def trained(cfg: RunConfig, a: argparse.Namespace, record: Path) -> tuple[dict, 
     out = {
         "config": cfg.to_dict(),
         "wall s": time.time() - t0,
-        "s/epoch": statistics.median(float(r["train_seconds"]) for r in result.history if "train_seconds" in r),
+        "s/epoch": seconds_an_epoch(result.history),
         "best": str(result.run_dir / "best.pt"),
         "history": [{k: float(v) for k, v in r.items() if _number(v)} for r in result.history],
     }

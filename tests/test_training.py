@@ -129,16 +129,16 @@ def test_a_missing_val_split_is_refused_before_training(tmp_path, tiny_cfg_facto
 
 
 def test_a_failed_validation_keeps_the_epoch_it_follows(tmp_path, tiny_cfg_factory, monkeypatch):
-    import captionlab.training.epoch_end as trainer  # where the epoch-end validation is called
+    import captionlab.training.epoch_end as epoch_end  # where the epoch-end validation is called
 
     common = ("data.synthetic_n=40", f"data.path={tmp_path / 'data'}", "train.batch_size=8")
-    real = trainer.validate
-    monkeypatch.setattr(trainer, "validate", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    real = epoch_end.validate
+    monkeypatch.setattr(epoch_end, "validate", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         train(tiny_cfg_factory(tmp_path, *common, "train.epochs=2"), progress=False)
     run = tmp_path / "runs" / "tiny_cnn_gru"
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(trainer, "validate", real)
+    monkeypatch.setattr(epoch_end, "validate", real)
     resumed = train(tiny_cfg_factory(tmp_path, *common, "train.epochs=2"), resume=True, progress=False)
     assert [int(r["epoch"]) for r in resumed.history] == [1, 2] and resumed.best_epoch == 2
 

@@ -66,10 +66,7 @@ class EpochEnd:
         try:
             with self._averaged():  # the weight average (train.ema_decay) validates and is best.pt
                 metrics = self._validate()
-                improved = metrics[t.select_metric] > self.best["value"]
-                if improved:
-                    self.best = {"epoch": epoch + 1, "value": metrics[t.select_metric], "metrics": metrics}
-                    save_checkpoint(self.run_dir / "best.pt", **self._payload(epoch + 1, metrics))
+                improved = self._keep_if_best(epoch + 1, metrics)
         except Exception:  # a validation error never costs the epoch it follows (last.pt: the raw weights)
             scaler = self.scaler.state_dict()
             save_checkpoint(
@@ -84,10 +81,9 @@ class EpochEnd:
             **self._payload(epoch + 1, metrics, optimizer=True, scaler=self.scaler.state_dict(), epoch_row=row),
         )
         self.log.epoch_row(row)
-        summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in SHOWN)
         extra_stats = "".join(f"  {k} {v:.3f}" for k, v in means.items())
         P.write(
-            f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {summary}"
+            f"epoch {epoch + 1}/{t.epochs}  loss {train_loss:.3f}{extra_stats}  val {_shown(metrics)}"
             f"{'  *best*' if improved else ''}  ({row['seconds']:.0f}s)"
         )
 
@@ -101,12 +97,19 @@ class EpochEnd:
             t0 = time.time()
             with self._averaged():  # the average starts as the weights themselves
                 metrics = self._validate()
-            self.best = {"epoch": 0, "value": metrics[self.cfg.train.select_metric], "metrics": metrics}
-            save_checkpoint(self.run_dir / "best.pt", **self._payload(0, metrics))
+            self._keep_if_best(0, metrics)  # nothing to beat yet: the start is best.pt
             self.log.epoch_row({"epoch": 0, "step": 0, **metrics, "seconds": round(time.time() - t0, 2)})
-            summary = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in SHOWN)
-            P.write(f"epoch 0 (the train.init_from weights, before any step)  val {summary}  *best*")
+            P.write(f"epoch 0 (the train.init_from weights, before any step)  val {_shown(metrics)}  *best*")
         D.barrier(self.info)
+
+    def _keep_if_best(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """best.pt (and ``self.best``) become these weights if they beat the best so far on val."""
+        value = metrics[self.cfg.train.select_metric]
+        if not value > self.best["value"]:  # as before: a NaN score never becomes best
+            return False
+        self.best = {"epoch": epoch, "value": value, "metrics": metrics}
+        save_checkpoint(self.run_dir / "best.pt", **self._payload(epoch, metrics))
+        return True
 
     def _averaged(self) -> Any:
         return self.ema.applied(self.model) if self.ema is not None else nullcontext()
@@ -143,3 +146,8 @@ class EpochEnd:
             assets=self.assets,
             extra={**state, **extra},
         )
+
+
+def _shown(metrics: dict[str, float]) -> str:
+    """The val metrics a console line shows: "Bleu_4=0.341 ROUGE_L=0.592 CIDEr=1.176"."""
+    return " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in SHOWN)
