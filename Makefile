@@ -7,7 +7,7 @@ demo: prepare
 	.venv/bin/captionlab demo
 
 test: prepare
-	.venv/bin/python -m pytest -q -rs --durations=15 -n 2  # -rs: every skip says why; -n 2: two workers (pytest-xdist)
+	.venv/bin/python -m pytest -q -rs --durations=15 -n 2 --dist loadgroup  # -rs: every skip says why; -n 2: two workers (pytest-xdist); loadgroup: a test's xdist_group runs on one worker
 
 lint: prepare
 	.venv/bin/ruff check code tests benchmarks

@@ -80,6 +80,7 @@ def test_too_long_for_its_positions_is_a_clear_error():
         decoding.greedy(tiny(), torch.randn(1, 3, 64, 64), max_len=30)
 
 
+@pytest.mark.xdist_group("trained_vit")  # its two tests on one worker: the other never waits for its training
 def test_tiny_vit_transformer_learns_and_looks_at_the_objects(trained_vit):
     cfg, result = trained_vit
     captioner = load_checkpoint(result.run_dir / "best.pt", "cpu")
@@ -137,6 +138,7 @@ def test_sampling_through_the_cache_carries_gradients_for_scst():
     assert model.layers[0].cross_attn.kv.weight.grad.abs().sum() > 0  # and the per-image cross-attention keys
 
 
+@pytest.mark.xdist_group("trained_vit")  # its two tests on one worker: the other never waits for its training
 def test_every_front_door_refuses_a_caption_longer_than_the_model_has_positions(trained_vit, capsys):
     """The tiny vit_transformer has 40 positions: max_len 40 decodes, 41 is refused in one line by
     `caption`, `evaluate` and `serve` (422 naming the limit, /info shows it) instead of a traceback or a 500."""

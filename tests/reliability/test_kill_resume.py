@@ -49,7 +49,10 @@ def command(config: Path, out: Path, run: str, data: Path, *extra: str) -> list[
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT / "code")}
+    """One torch thread a process under pytest-xdist (the other worker has the second core), two alone:
+    the reference and the interrupted run always use the same number, so their weights compare exactly."""
+    threads = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+    return {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(ROOT / "code")}
 
 
 def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
