@@ -176,24 +176,6 @@ def pretrained(tmp_path_factory, synth_root):
     )
 
 
-# Each xdist worker first trains its share of the session's tiny models (each about 30-60 s on one thread), in
-# this order: the first tests of both workers need several of them at once, and a worker that asks for one
-# the other is training waits on its lock doing nothing (32 and 46 s in one run before this).
-SHARES = {
-    "gw0": ("trained_vit", "trained", "trained_attention"),
-    "gw1": ("trained_blind", "trained_clipcap", "pretrained"),
-}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _train_this_workers_share(request) -> None:
-    """The models of ``SHARES[worker]`` that some selected test uses; nothing outside pytest-xdist."""
-    used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
-    for name in SHARES.get(WORKER or "", ()):
-        if name in used:
-            request.getfixturevalue(name)
-
-
 SUBSET = CONFIGS.parents[2] / "shared" / "flickr8k_subset"  # beside the checkout; research use, never copied
 
 
