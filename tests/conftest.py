@@ -19,7 +19,9 @@ TINY = CONFIGS / "tiny" / "cnn_gru.yaml"
 # Feature caches of runs that do not name train.cache_dir go here, not into the repository's output/cache
 os.environ.setdefault("CAPTIONLAB_CACHE_DIR", tempfile.mkdtemp(prefix="captionlab-test-cache-"))
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set under pytest-xdist (`make test` runs `pytest -n 2`)
-torch.set_num_threads(1 if WORKER else min(2, os.cpu_count() or 1))  # one thread per worker: no oversubscription
+THREADS = 1 if WORKER else min(2, os.cpu_count() or 1)  # one torch thread a worker: no oversubscription ...
+torch.set_num_threads(THREADS)
+CHILD_ENV = {"OMP_NUM_THREADS": str(THREADS)}  # ... and as many in the processes a test starts (kernels, CLIs)
 
 
 def shared_dir(tmp_path_factory, name: str, make) -> Path:

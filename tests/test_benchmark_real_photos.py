@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, share_cache
+from conftest import CHILD_ENV, ROOT, share_cache
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +19,7 @@ pytestmark = pytest.mark.slow
 def bench(flickr, out, *args: str) -> str:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "real_photos.py"), "--data", str(flickr), "--out", str(out)]
     cmd += ["--carve", "60", "--seeds", "0", "--samples", "2", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if os.environ.get("PYTEST_XDIST_WORKER") else None
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **CHILD_ENV})
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 
 import nbformat
 import pytest
 
 from captionlab.notebooks import execute, outputs_text, tiny_env
-from conftest import ROOT
+from conftest import CHILD_ENV, ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def run_notebook(name: str, tmp_path, photos=None) -> nbformat.NotebookNode:
     env = tiny_env(name, tmp_path, photos)
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread a kernel, as each worker has (conftest.py)
-        env["OMP_NUM_THREADS"] = "1"
+    env.update(CHILD_ENV)  # a kernel takes as many torch threads as the worker that starts it
     return execute(name, env)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, ROOT
+from conftest import CHILD_ENV, CONFIGS, ROOT
 from conftest import torchrun as torchrun_command
 
 pytestmark = pytest.mark.slow
@@ -49,10 +49,9 @@ def command(config: Path, out: Path, run: str, data: Path, *extra: str) -> list[
 
 
 def env() -> dict[str, str]:
-    """One torch thread a process under pytest-xdist (the other worker has the second core), two alone:
-    the reference and the interrupted run always use the same number, so their weights compare exactly."""
-    threads = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
-    return {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(ROOT / "code")}
+    """The worker's torch threads (one under pytest-xdist: the other worker has the second core); the
+    reference and the interrupted run always use the same number, so their weights compare exactly."""
+    return {**os.environ, **CHILD_ENV, "PYTHONPATH": str(ROOT / "code")}
 
 
 def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
