@@ -86,7 +86,7 @@ def train(
 
 class Trainer(EpochEnd):
     """One run: ``__init__`` sets it up (data, model, optimiser, resume point, run folder, logs);
-        ``fit`` trains it to ``train.epochs``. Epochs are counted 0-based inside, 1-based in every file
+    ``fit`` trains it to ``train.epochs``. Epochs are counted 0-based inside, 1-based in every file
     (log.csv's epoch 0: the weights a ``train.init_from`` run starts from, validated before any step)."""
 
     def __init__(
