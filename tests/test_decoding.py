@@ -307,8 +307,23 @@ def test_bad_endings_bar_end_after_those_words_in_every_decoder():
     out = barred["sample"]
     step = out.tokens[:, 1]  # the word after the opening 4: drawn with <end> barred
     lp = torch.log_softmax(model.table[0, 4], -1)
-    lp[[model.unk_id, model.end_id]] = float("-inf")
+    lp[[model.unk_id, model.end_id, model.pad_id, model.start_id]] = float("-inf")  # no live caption emits these
     q = torch.log_softmax(lp, -1)
     rows = (images.view(-1) == 0) & (out.tokens[:, 0] == 4)
     assert rows.sum() > 10
     assert torch.allclose(out.logprobs[rows, 1], q[step[rows]], atol=1e-5)
+
+
+def test_sequence_logprobs_are_the_engines_for_the_same_captions_with_gradients():
+    """Beam SCST scores the beams it chose by teacher forcing: the log-probabilities must be those the
+    engine draws from (<unk> barred, 0 after <end>), and carry gradients to the weights."""
+    model = _tiny_model("cnn_gru")
+    images = torch.randn(3, 3, 32, 32)
+    out = decoding.sample(model, images, 7, n=2, generator=torch.Generator().manual_seed(0), sampled_logprobs=True)
+    before_end = torch.cumsum(out.tokens == model.end_id, 1) == 0  # (6, T)
+    assert not ((out.tokens == model.pad_id) | (out.tokens == model.start_id))[before_end].any()  # an untrained
+    lp = decoding.sequence_logprobs(model, images, out.tokens)  # model's samples drew both before they were barred
+    assert lp.shape == out.tokens.shape
+    assert torch.allclose(lp, out.logprobs, atol=1e-5)
+    lp.sum().backward()
+    assert model.out.weight.grad is not None and model.out.weight.grad.abs().sum() > 0

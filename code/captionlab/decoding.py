@@ -64,6 +64,12 @@ def _no_bad_end(logprobs: torch.Tensor, last: torch.Tensor, bad: torch.Tensor | 
     return logprobs.masked_fill(end & hit.unsqueeze(1), float("-inf"))
 
 
+def _no_pad_or_start(logprobs: torch.Tensor, model: CaptionModel) -> torch.Tensor:
+    """A live caption never emits <pad> (it would end without <end>) or <start>, as in beam search;
+    a sampled one drew them from an untrained model, and a policy gradient then counted them as words."""
+    return logprobs.index_fill(1, torch.tensor([model.pad_id, model.start_id], device=logprobs.device), float("-inf"))
+
+
 def _sequential(
     model: CaptionModel,
     state: State,
@@ -82,7 +88,7 @@ def _sequential(
     trace: dict[str, list[torch.Tensor]] = {k: [] for k in TRACED}
     for _ in range(max_len):
         logprobs, state = model.step(tokens, state)  # (batch, vocab)
-        logprobs = _no_bad_end(logprobs, tokens, bad_endings)
+        logprobs = _no_bad_end(_no_pad_or_start(logprobs, model), tokens, bad_endings)
         tokens = pick(logprobs).masked_fill(finished, model.pad_id)  # (batch,)
         out_tokens.append(tokens)
         kept = recorded(logprobs) if recorded is not None else logprobs  # (batch, vocab)
@@ -160,6 +166,18 @@ def sample(
 
     start = (state if state is not None else model.init_state(images)).expand(n)
     return _sequential(model, start, max_len, pick, tempered if sampled_logprobs else None, bad_endings)
+
+
+def sequence_logprobs(model: CaptionModel, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced log-probabilities (N, T) of captions ``tokens`` (N, T) as the engine returns them
+    (no <start>, <pad> after <end>; N a multiple of the images) under the distribution the engine draws
+    from at temperature 1 (no <unk>, <pad> or <start>), 0 at <pad>; with gradients, for a policy gradient
+    on captions the engine chose without them (beam SCST)."""
+    start = tokens.new_full((tokens.size(0), 1), model.start_id)
+    scores = model(images, torch.cat([start, tokens], 1)).float()  # (N, T, vocab)
+    barred = tokens.new_tensor([model.unk_id, model.pad_id, model.start_id])  # never chosen by the engine
+    lp = torch.log_softmax(scores.index_fill(2, barred, float("-inf")), -1)
+    return lp.gather(2, tokens.unsqueeze(2)).squeeze(2).masked_fill(tokens == model.pad_id, 0.0)  # (N, T)
 
 
 def check_n_best(n_best: int, beam_size: int) -> None:
