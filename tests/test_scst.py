@@ -3,12 +3,15 @@ steps from a cross-entropy checkpoint raise the reward of the model's own sample
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from captionlab import decoding, load_checkpoint
 from captionlab.config import load_config
 from captionlab.data import load_dataset, load_image
+from captionlab.errors import InputError
 from captionlab.training.scst import Reward, SelfCriticalLoss, mean_of_others, parse_reward, policy_gradient_loss
 from captionlab.training.trainer import train
 from conftest import CONFIGS
@@ -200,8 +203,6 @@ def spy_on_sampling(monkeypatch) -> dict:
 
 
 def test_scst_takes_its_gradient_under_the_distribution_it_samples(monkeypatch):
-    from types import SimpleNamespace
-
     from toy import MarkovCaptioner
 
     seen = spy_on_sampling(monkeypatch)
@@ -232,3 +233,64 @@ def test_bad_endings_reach_the_captioner_and_the_scst_samples(trained, monkeypat
     batch = torch.stack([barred.transform(im) for im in images[:4]])
     loss(barred.model, batch, torch.zeros(4, 3, dtype=torch.long), torch.arange(4))
     assert torch.equal(seen["bad_endings"], barred.bad_endings)
+
+
+def test_beam_candidates_are_the_beams_best_and_take_the_gradient(monkeypatch):
+    """train.scst_candidates=beam: the captions rewarded are beam search's n best (a beam as wide as
+    train.scst_samples), scored with gradients by teacher forcing; nothing is sampled."""
+    model, images = _tiny_captioner(), torch.randn(4, 3, 32, 32)
+    best3 = decoding.beam_search(model, images, 3, 16, keep_greedy=False, n_best=3)
+
+    def words(tokens: torch.Tensor) -> list[str]:
+        seen.append(tokens)
+        return [" ".join(map(str, r.tolist())) for r in tokens]
+
+    seen: list = []
+    records = [SimpleNamespace(captions=words(best3.tokens[3 * i : 3 * i + 1])) for i in range(4)]  # the 1st beam
+    loss = SelfCriticalLoss(samples=3, baseline="mean", candidates="beam", max_len=16)
+    loss.prepare(records, words)
+    monkeypatch.setattr(decoding, "sample", lambda *a, **k: pytest.fail("beam candidates sample nothing"))
+    value, stats = loss(model, images, None, torch.arange(4))
+    assert torch.equal(seen[-1], best3.tokens) and torch.isfinite(value) and stats["advantage_std"] > 0
+    value.backward()
+    assert model.out.weight.grad.abs().sum() > 0
+    with pytest.raises(InputError, match="sample or beam"):
+        SelfCriticalLoss(candidates="nucleus")
+
+
+def _tiny_captioner():
+    from captionlab.config import EncoderConfig, ModelConfig
+    from captionlab.models import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="cnn_gru", encoder=EncoderConfig(name="resnet18", pretrained=False), embed_dim=16,
+                      hidden_dim=24, dropout=0.0)  # fmt: skip
+    return build_model(cfg, vocab_size=12).eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("update, moves", [("output", ["out.bias", "out.weight"]), ("output_bias", ["out.bias"])])
+def test_scst_update_moves_the_output_layer_alone(trained, tmp_path, update, moves):
+    """train.scst_update=output (output_bias): after an epoch of beam SCST the output layer (its bias) has
+    moved and every other weight is the start's, bit for bit (what the reward may change on few photos)."""
+    _, result = trained
+    scst = from_trained(trained, tmp_path, f"train.scst_update={update}", "train.scst_candidates=beam",
+                        "train.scst_baseline=mean", "train.lr=1e-3", f"train.run_name={update}")  # fmt: skip
+    out = train(scst, progress=False)
+    a = torch.load(result.run_dir / "best.pt", weights_only=True)["model"]
+    b = torch.load(out.run_dir / "last.pt", weights_only=True)["model"]
+    assert sorted(k for k in a if not torch.equal(a[k], b[k])) == moves
+
+
+def test_scst_settings_that_would_be_ignored_are_refused():
+    from captionlab.config import ConfigError
+
+    tiny = CONFIGS / "tiny" / "scst.yaml"
+    for config, over, key in (
+        (tiny, ["train.scst_candidates=beam", "train.scst_temperature=0.5"], "train.scst_temperature"),
+        (tiny, ["train.scst_update=output", "train.fine_tune_from_epoch=2"], "train.fine_tune_from_epoch"),
+        (CONFIGS / "tiny" / "cnn_gru.yaml", ["train.scst_update=output"], "train.scst_update"),  # xe
+    ):
+        with pytest.raises(ConfigError, match=key):
+            load_config(config, over)
+    assert load_config(tiny, ["train.scst_candidates=beam", "train.scst_update=output"]).train.scst_update == "output"

@@ -191,12 +191,23 @@ class TrainConfig:
         help="greedy: the greedy caption's reward (Rennie et al.); mean: the other samples'",
     )
     scst_temperature: float = opt(1.0, above=0.0)
+    scst_candidates: str = opt(
+        "sample",
+        choices=("sample", "beam"),
+        help="sample: scst_samples drawn captions; beam: the scst_samples best of a beam that wide (M2's SCST)",
+    )
     scst_reward: str = opt(
         "CIDEr",
         pattern=REWARD_PATTERN,
         help="CIDEr, Bleu_4, METEOR (slow: Java) or a weighted mix such as CIDEr:1,Bleu_4:0.5",
     )
     scst_max_len: int = opt(16, min=1, help="longest sampled caption")
+    scst_update: str = opt(
+        "all",
+        choices=("all", "output", "output_bias"),
+        help="the weights the reward moves: all; the output layer alone (the word scores); or its bias alone "
+        "(one number a word), which a few hundred photos cannot make recite their own references",
+    )
 
 
 @dataclass

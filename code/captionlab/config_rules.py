@@ -16,7 +16,15 @@ from .registry import MODEL_KINDS, registry_get, registry_items, registry_names
 # (data.synthetic_* stay allowed everywhere: a run config for the synthetic set is routinely pointed at
 # rebuilt Karpathy data with data.format=karpathy, as notebook 06 does.)
 DATA_KEYS = dict.fromkeys(("test_fraction", "val_fraction", "split_seed"), ("deepfashion", "tsv"))
-SCST_KEYS = ("scst_samples", "scst_baseline", "scst_temperature", "scst_reward", "scst_max_len")
+SCST_KEYS = (
+    "scst_samples",
+    "scst_baseline",
+    "scst_temperature",
+    "scst_reward",
+    "scst_max_len",
+    "scst_candidates",
+    "scst_update",
+)
 TRAIN_KEYS = {  # key -> (what it needs, whether the config has it)
     **{k: ("train.loss=scst", lambda t: t.loss == "scst") for k in SCST_KEYS},
     "lm_weight": ("train.loss=contrastive", lambda t: t.loss == "contrastive"),
@@ -45,6 +53,10 @@ def problems(cfg: Any, merged: bool = False) -> list[str]:
             "(captionlab pretrain sets both), and only with them: "
             f"here train.loss={t.loss}, train.select_metric={t.select_metric}, model.name={m.name}"
         )
+    if t.loss == "scst" and t.scst_candidates == "beam" and t.scst_temperature != 1.0:
+        out.append("train.scst_temperature shapes sampled candidates: beam ones (train.scst_candidates=beam) ignore it")
+    if t.loss == "scst" and t.scst_update != "all" and t.fine_tune_from_epoch is not None:
+        out.append(f"train.scst_update={t.scst_update} trains the output layer alone: drop train.fine_tune_from_epoch")
     if t.init_from and not merged:
         return out  # the model section comes from that checkpoint: init_from_problems checks the merge
     if t.fine_tune_from_epoch is not None and m.encoder_trainable():

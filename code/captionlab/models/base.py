@@ -186,6 +186,14 @@ class CaptionModel(TrainableModel):
             )
         return state.expand(n)
 
+    def output_layer(self) -> nn.Module:
+        """The layer that turns the decoder's state into word scores (``train.scst_update=output`` trains
+        it alone; where a model ties it to the word embeddings, they move with it). ``out`` by convention."""
+        layer = self._modules.get("out")
+        if layer is None:
+            raise InputError(f"{type(self).__name__} has no output layer named 'out': train.scst_update=output")
+        return layer
+
     # -- teacher forcing ------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: captions (batch, T) starting with <start> -> scores (batch, T-1, vocab)

@@ -194,6 +194,9 @@ class ClipCap(CaptionModel):
             return feats
         return F.normalize(self.tower_proj(feats.mean(1)), dim=-1)  # (B, embed_dim)
 
+    def output_layer(self) -> nn.Module:
+        return self.lm.get_output_embeddings()  # GPT-2's lm_head (tied to its input embeddings)
+
     def _vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return from_lm_logits(logits[..., : self.text.lm_size], self.lm_eos, self.banned)
 

@@ -79,13 +79,13 @@ def describe_run(
         else ""
     )
     t = cfg.train
+    learning = f"{trainable / 1e6:.2f} M" if trainable >= 10_000 else f"{trainable:,}"  # SCST may train 672
     return "\n".join(
         [
             f"run      {run_dir}",
             f"data     {cfg.data.format} at {resolve(cfg.data.path)}: {splits} images",
             f"vocab    {len(vocab)} tokens (tokenizer {cfg.data.tokenizer}, min_freq {cfg.data.min_freq})",
-            f"model    {cfg.model.name} with {encoder_name(cfg)}: {total / 1e6:.2f} M parameters, "
-            f"{trainable / 1e6:.2f} M trainable",
+            f"model    {cfg.model.name} with {encoder_name(cfg)}: {total / 1e6:.2f} M parameters, {learning} trainable",
             f"device   {dev}",
             f"schedule {t.epochs} epochs x {steps_per_epoch} steps of {t.batch_size} images x {t.seq_per_img} captions",
         ]

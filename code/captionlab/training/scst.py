@@ -5,6 +5,9 @@ For each image, K captions are sampled through the shared decoding engine and sc
 advantage of a sample is its reward minus a baseline: the greedy caption's reward (classic SCST) or
 the mean reward of the image's other K-1 samples ("new" SCST, no greedy pass). The loss is the
 policy gradient -(r - b) * log p(w_t), averaged over every sampled token up to and including <end>.
+With ``train.scst_candidates: beam`` the K captions are the K best of a beam K wide instead (M2's SCST),
+and with ``train.scst_update: output`` only the output layer learns (training/setup.py freezes the rest):
+on a few hundred photos, sampled captions and every weight fit the training photos' own references.
 """
 
 from __future__ import annotations
@@ -110,13 +113,16 @@ class SelfCriticalLoss(Objective):
         temperature: float = 1.0,
         reward: str = "CIDEr",
         max_len: int = 16,
+        candidates: str = "sample",
     ) -> None:
         if baseline not in ("greedy", "mean"):
             raise InputError(f"train.scst_baseline must be greedy or mean, got {baseline!r}")
         if baseline == "mean" and samples < 2:
             raise InputError("train.scst_baseline=mean needs train.scst_samples >= 2 (the others' mean)")
         self.samples, self.baseline, self.temperature = samples, baseline, temperature
-        self.reward_spec, self.max_len = reward, max_len
+        if candidates not in ("sample", "beam"):
+            raise InputError(f"train.scst_candidates must be sample or beam, got {candidates!r}")
+        self.reward_spec, self.max_len, self.candidates = reward, max_len, candidates
         self.reward: Reward | None = None
         self.words: Callable[[torch.Tensor], list[str]] | None = None
         self.bad_endings: torch.Tensor | None = None
@@ -134,6 +140,24 @@ class SelfCriticalLoss(Objective):
         self.words, self.bad_endings = words, bad_endings
         self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)}, text)
 
+    def _candidates(self, model: nn.Module, images: torch.Tensor, state: Any) -> decoding.DecodeOutput:
+        """``samples`` captions an image: drawn, with log-probabilities under the distribution drawn from
+        (train.scst_temperature) so the gradient is unbiased; or (``candidates="beam"``, Cornia et al.'s
+        M2) the best of a beam that wide, in the model's current mode, then scored with gradients: the
+        update ranks the captions beam search would return, as they are evaluated."""
+        if self.candidates == "beam":
+            with torch.no_grad():
+                beams = decoding.beam_search(
+                    model, images, self.samples, self.max_len, keep_greedy=False, n_best=self.samples,
+                    bad_endings=self.bad_endings,
+                )  # fmt: skip
+            lp = decoding.sequence_logprobs(model, images, beams.tokens)  # (B*k, T)
+            return decoding.DecodeOutput(beams.tokens, lp, lp.sum(1))
+        return decoding.sample(
+            model, images, self.max_len, self.temperature, n=self.samples, state=state, sampled_logprobs=True,
+            bad_endings=self.bad_endings,
+        )  # fmt: skip
+
     def __call__(
         self, model: nn.Module, images: torch.Tensor, captions: torch.Tensor, idx: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -142,17 +166,7 @@ class SelfCriticalLoss(Objective):
         b, k = images.size(0), self.samples
         ids = idx.tolist()
         state = model.init_state(images)  # the images are encoded once for samples and baseline
-        # log-probabilities under the distribution drawn from (train.scst_temperature), so the gradient is unbiased
-        out = decoding.sample(
-            model,
-            images,
-            self.max_len,
-            self.temperature,
-            n=k,
-            state=state,
-            sampled_logprobs=True,
-            bad_endings=self.bad_endings,
-        )
+        out = self._candidates(model, images, state)  # tokens, logprobs (B*k, T), image-major
         rewards = torch.as_tensor(
             self.reward(self.words(out.tokens), [i for i in ids for _ in range(k)]),
             dtype=torch.float32,
@@ -189,4 +203,6 @@ class SelfCriticalLoss(Objective):
 
 @LOSSES.register("scst")
 def _self_critical(t: Any) -> SelfCriticalLoss:
-    return SelfCriticalLoss(t.scst_samples, t.scst_baseline, t.scst_temperature, t.scst_reward, t.scst_max_len)
+    return SelfCriticalLoss(
+        t.scst_samples, t.scst_baseline, t.scst_temperature, t.scst_reward, t.scst_max_len, t.scst_candidates
+    )

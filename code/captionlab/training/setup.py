@@ -138,6 +138,24 @@ def build_model_and_vocab(cfg: RunConfig, dataset: CaptionDataset) -> tuple[RunC
     return cfg, vocab, new_model(cfg.model, vocab, start)
 
 
+def freeze_for_scst(model: torch.nn.Module, t: Any) -> None:
+    """``train.scst_update=output`` (``output_bias``): every weight but the output layer's (its bias's)
+    stops needing gradients, so none is computed for them and the optimiser never sees them: the reward
+    can re-weigh the words a caption is made of, not re-learn what each training photo shows, which on a
+    few hundred photos it otherwise does (docs/results.md, "SCST on real photographs")."""
+    if t.loss != "scst" or t.scst_update == "all":
+        return
+    layer = model.output_layer()
+    if t.scst_update == "output_bias" and getattr(layer, "bias", None) is None:
+        raise InputError(f"train.scst_update=output_bias: {type(model).__name__}'s output layer has no bias")
+    if model.image_encoder is not None:
+        model.image_encoder.set_trainable(False)  # and in eval mode: its BatchNorm statistics stay the start's
+    keep = {id(p) for p in (layer.parameters() if t.scst_update == "output" else [layer.bias])}
+    for p in model.parameters():
+        if id(p) not in keep:
+            p.requires_grad_(False)
+
+
 def build_optimizer(model: torch.nn.Module, t: Any) -> torch.optim.Optimizer:
     """Adam with two groups: the model at ``train.lr`` and its encoder's trainable parameters at
     ``train.encoder_lr`` (under ``train.fine_tune_from_epoch``: the stages that open later);

@@ -49,6 +49,7 @@ from .setup import (
     build_optimizer,
     checked_init_config,
     fill_datastore,
+    freeze_for_scst,
     lr_factor,
     seed_everything,
     training_data,
@@ -117,6 +118,7 @@ class Trainer(EpochEnd):
         self.cfg, self.vocab, model = build_model_and_vocab(cfg, dataset)
         self.model = model.to(device)
         self.encoder = self.model.image_encoder
+        freeze_for_scst(self.model, self.cfg.train)
         self.optimizer = build_optimizer(self.model, self.cfg.train)
         self.done, self.global_step, self.extra = 0, 0, {}  # epochs complete, optimiser steps, resume state
         self.best: dict[str, Any] = {"epoch": 0, "value": -math.inf, "metrics": {}}
