@@ -64,10 +64,10 @@ def _no_bad_end(logprobs: torch.Tensor, last: torch.Tensor, bad: torch.Tensor | 
     return logprobs.masked_fill(end & hit.unsqueeze(1), float("-inf"))
 
 
-def _no_pad_or_start(logprobs: torch.Tensor, model: CaptionModel) -> torch.Tensor:
-    """A live caption never emits <pad> (it would end without <end>) or <start>, as in beam search;
-    a sampled one drew them from an untrained model, and a policy gradient then counted them as words."""
-    return logprobs.index_fill(1, torch.tensor([model.pad_id, model.start_id], device=logprobs.device), float("-inf"))
+def _no_pad_or_start(logprobs: torch.Tensor, barred: torch.Tensor) -> torch.Tensor:
+    """A live caption never emits <pad> (it would end without <end>) or <start> (``barred``: their ids),
+    as in beam search; an untrained model's samples used to hold them mid-caption."""
+    return logprobs.index_fill(1, barred, float("-inf"))
 
 
 def _sequential(
@@ -84,11 +84,12 @@ def _sequential(
     device = next(iter(state.values())).device
     tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    barred = torch.tensor([model.pad_id, model.start_id], device=device)
     out_tokens, out_lp = [], []
     trace: dict[str, list[torch.Tensor]] = {k: [] for k in TRACED}
     for _ in range(max_len):
         logprobs, state = model.step(tokens, state)  # (batch, vocab)
-        logprobs = _no_bad_end(_no_pad_or_start(logprobs, model), tokens, bad_endings)
+        logprobs = _no_bad_end(_no_pad_or_start(logprobs, barred), tokens, bad_endings)
         tokens = pick(logprobs).masked_fill(finished, model.pad_id)  # (batch,)
         out_tokens.append(tokens)
         kept = recorded(logprobs) if recorded is not None else logprobs  # (batch, vocab)

@@ -6,8 +6,9 @@ advantage of a sample is its reward minus a baseline: the greedy caption's rewar
 the mean reward of the image's other K-1 samples ("new" SCST, no greedy pass). The loss is the
 policy gradient -(r - b) * log p(w_t), averaged over every sampled token up to and including <end>.
 With ``train.scst_candidates: beam`` the K captions are the K best of a beam K wide instead (M2's SCST),
-and with ``train.scst_update: output`` only the output layer learns (training/setup.py freezes the rest):
-on a few hundred photos, sampled captions and every weight fit the training photos' own references.
+and with ``train.scst_update: output`` (``output_bias``) only the output layer (its bias) learns
+(training/setup.py freezes the rest): on a few hundred photos, sampled captions and every weight fit the
+training photos' own references.
 """
 
 from __future__ import annotations
