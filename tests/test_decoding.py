@@ -316,13 +316,14 @@ def test_bad_endings_bar_end_after_those_words_in_every_decoder():
 
 def test_sequence_logprobs_are_the_engines_for_the_same_captions_with_gradients():
     """Beam SCST scores the beams it chose by teacher forcing: the log-probabilities must be those the
-    engine draws from (<unk> barred, 0 after <end>), and carry gradients to the weights."""
+    engine draws from (<unk>, <pad> and <start> barred, 0 after <end>), and carry gradients to the weights.
+    An untrained model's samples used to hold <pad> and <start> mid-caption."""
     model = _tiny_model("cnn_gru")
     images = torch.randn(3, 3, 32, 32)
     out = decoding.sample(model, images, 7, n=2, generator=torch.Generator().manual_seed(0), sampled_logprobs=True)
     before_end = torch.cumsum(out.tokens == model.end_id, 1) == 0  # (6, T)
-    assert not ((out.tokens == model.pad_id) | (out.tokens == model.start_id))[before_end].any()  # an untrained
-    lp = decoding.sequence_logprobs(model, images, out.tokens)  # model's samples drew both before they were barred
+    assert not ((out.tokens == model.pad_id) | (out.tokens == model.start_id))[before_end].any()
+    lp = decoding.sequence_logprobs(model, images, out.tokens)  # (6, T)
     assert lp.shape == out.tokens.shape
     assert torch.allclose(lp, out.logprobs, atol=1e-5)
     lp.sum().backward()

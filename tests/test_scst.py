@@ -240,12 +240,12 @@ def test_beam_candidates_are_the_beams_best_and_take_the_gradient(monkeypatch):
     train.scst_samples), scored with gradients by teacher forcing; nothing is sampled."""
     model, images = _tiny_captioner(), torch.randn(4, 3, 32, 32)
     best3 = decoding.beam_search(model, images, 3, 16, keep_greedy=False, n_best=3)
+    seen: list = []  # every batch of captions turned into words: the rewarded ones last
 
     def words(tokens: torch.Tensor) -> list[str]:
         seen.append(tokens)
         return [" ".join(map(str, r.tolist())) for r in tokens]
 
-    seen: list = []
     records = [SimpleNamespace(captions=words(best3.tokens[3 * i : 3 * i + 1])) for i in range(4)]  # the 1st beam
     loss = SelfCriticalLoss(samples=3, baseline="mean", candidates="beam", max_len=16)
     loss.prepare(records, words)
