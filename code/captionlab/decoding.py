@@ -40,10 +40,17 @@ def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
 TRACED = ("attention", "sentinel")  # per-step State entries the engine returns with each token
 
 
-def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
-    """A live beam never emits <pad> or <start> (a <pad> would end it without <end>, scored as if it had);
-    a finished one can only emit <pad>, at no cost, so its score stays as it was."""
-    logprobs = logprobs.index_fill(1, torch.tensor([pad_id, start_id], device=logprobs.device), float("-inf"))
+def _no_pad_or_start(logprobs: torch.Tensor) -> torch.Tensor:
+    """No live caption emits <pad> (it would end without <end>, a beam scored as if it had) or <start>,
+    in any decoder; an untrained model's samples used to hold them mid-caption. (..., vocab)."""
+    ids = torch.tensor([CaptionModel.pad_id, CaptionModel.start_id], device=logprobs.device)
+    return logprobs.index_fill(-1, ids, float("-inf"))
+
+
+def _mask_finished(logprobs: torch.Tensor, finished: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """A live beam never emits <pad> or <start>; a finished one can only emit <pad>, at no cost, so its
+    score stays as it was."""
+    logprobs = _no_pad_or_start(logprobs)
     if finished.any():
         logprobs = logprobs.masked_fill(finished.unsqueeze(1), float("-inf"))
         logprobs[finished, pad_id] = 0.0
@@ -64,12 +71,6 @@ def _no_bad_end(logprobs: torch.Tensor, last: torch.Tensor, bad: torch.Tensor | 
     return logprobs.masked_fill(end & hit.unsqueeze(1), float("-inf"))
 
 
-def _no_pad_or_start(logprobs: torch.Tensor, barred: torch.Tensor) -> torch.Tensor:
-    """A live caption never emits <pad> (it would end without <end>) or <start> (``barred``: their ids),
-    as in beam search; an untrained model's samples used to hold them mid-caption."""
-    return logprobs.index_fill(1, barred, float("-inf"))
-
-
 def _sequential(
     model: CaptionModel,
     state: State,
@@ -84,12 +85,11 @@ def _sequential(
     device = next(iter(state.values())).device
     tokens = torch.full((batch,), model.start_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    barred = torch.tensor([model.pad_id, model.start_id], device=device)
     out_tokens, out_lp = [], []
     trace: dict[str, list[torch.Tensor]] = {k: [] for k in TRACED}
     for _ in range(max_len):
         logprobs, state = model.step(tokens, state)  # (batch, vocab)
-        logprobs = _no_bad_end(_no_pad_or_start(logprobs, barred), tokens, bad_endings)
+        logprobs = _no_bad_end(_no_pad_or_start(logprobs), tokens, bad_endings)
         tokens = pick(logprobs).masked_fill(finished, model.pad_id)  # (batch,)
         out_tokens.append(tokens)
         kept = recorded(logprobs) if recorded is not None else logprobs  # (batch, vocab)
@@ -109,7 +109,7 @@ def _sequential(
 def _no_unk(logprobs: torch.Tensor) -> torch.Tensor:
     """No decoder chooses <unk> (greedy, beam search, sampling): it matches no reference word
     (ruotianluo's ``suppress_UNK``). The log-probabilities of the words chosen stay the model's own."""
-    return logprobs.index_fill(1, logprobs.new_tensor([CaptionModel.unk_id], dtype=torch.long), float("-inf"))
+    return logprobs.index_fill(-1, logprobs.new_tensor([CaptionModel.unk_id], dtype=torch.long), float("-inf"))
 
 
 def _argmax(logprobs: torch.Tensor) -> torch.Tensor:
@@ -176,8 +176,7 @@ def sequence_logprobs(model: CaptionModel, images: torch.Tensor, tokens: torch.T
     on captions the engine chose without them (beam SCST)."""
     start = tokens.new_full((tokens.size(0), 1), model.start_id)
     scores = model(images, torch.cat([start, tokens], 1)).float()  # (N, T, vocab)
-    barred = tokens.new_tensor([model.unk_id, model.pad_id, model.start_id])  # never chosen by the engine
-    lp = torch.log_softmax(scores.index_fill(2, barred, float("-inf")), -1)
+    lp = torch.log_softmax(_no_unk(_no_pad_or_start(scores)), -1)  # the rules every decoder draws under
     return lp.gather(2, tokens.unsqueeze(2)).squeeze(2).masked_fill(tokens == model.pad_id, 0.0)  # (N, T)
 
 
@@ -230,7 +229,7 @@ def beam_search(
     for t in range(max_len):
         if t > 0:
             logprobs, state = model.step(tokens, state)  # (batch*width, vocab)
-        allowed = _mask_finished(logprobs.float(), finished, model.pad_id, model.start_id)
+        allowed = _mask_finished(logprobs.float(), finished, model.pad_id)
         logprobs = _no_bad_end(_no_unk(allowed), tokens, bad_endings)  # tokens: (batch*width,) each row's last
         vocab = logprobs.size(1)
         rows = logprobs.view(batch, width, vocab)

@@ -141,7 +141,7 @@ class SelfCriticalLoss(Objective):
         self.words, self.bad_endings = words, bad_endings
         self.reward = Reward(self.reward_spec, {i: list(r.captions) for i, r in enumerate(records)}, text)
 
-    def _candidates(self, model: nn.Module, images: torch.Tensor, state: Any) -> decoding.DecodeOutput:
+    def _candidates(self, model: nn.Module, images: torch.Tensor, state: Any | None) -> decoding.DecodeOutput:
         """``samples`` captions an image: drawn, with log-probabilities under the distribution drawn from
         (train.scst_temperature) so the gradient is unbiased; or (``candidates="beam"``, Cornia et al.'s
         M2) the best of a beam that wide, in the model's current mode, then scored with gradients: the
@@ -166,7 +166,8 @@ class SelfCriticalLoss(Objective):
             raise RuntimeError("SelfCriticalLoss.prepare(records, words) must run before training")
         b, k = images.size(0), self.samples
         ids = idx.tolist()
-        state = model.init_state(images)  # the images are encoded once for samples and baseline
+        # sampling encodes the images once for samples and an eval-mode baseline; beam search encodes its own
+        state = model.init_state(images) if self.candidates == "sample" else None
         out = self._candidates(model, images, state)  # tokens, logprobs (B*k, T), image-major
         rewards = torch.as_tensor(
             self.reward(self.words(out.tokens), [i for i in ids for _ in range(k)]),
@@ -177,8 +178,8 @@ class SelfCriticalLoss(Objective):
             was_training = model.training
             model.eval()
             with torch.no_grad():
-                greedy_state = state if not was_training else model.init_state(images)  # eval-mode encoding
-                g = decoding.greedy(model, images, self.max_len, state=greedy_state, bad_endings=self.bad_endings)
+                reuse = None if was_training else state  # None: greedy encodes the images in eval mode itself
+                g = decoding.greedy(model, images, self.max_len, state=reuse, bad_endings=self.bad_endings)
             model.train(was_training)
             base = (
                 torch.as_tensor(self.reward(self.words(g.tokens), ids), dtype=torch.float32, device=images.device)
