@@ -206,3 +206,16 @@ def share_cache(flickr: Path, work: Path) -> None:
     frozen encoder on them reads their features instead of encoding them again, as a user's later run does."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "cache").symlink_to(flickr / "cache", target_is_directory=True)
+
+
+# Under xdist both workers start with a test that needs `trained`: one trained it while the other waited
+# on its lock (23 s idle at the suite's start). Each worker now first makes a different model that some
+# selected test needs, so the two are trained side by side and neither waits.
+FIRST = {"gw0": "trained", "gw1": "trained_attention"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _first_models_side_by_side(request) -> None:
+    name = FIRST.get(WORKER or "")
+    if name and any(name in item.fixturenames for item in request.session.items):
+        request.getfixturevalue(name)

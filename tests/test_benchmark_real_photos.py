@@ -5,37 +5,44 @@ would train it; --finished trains nothing. Needs ../shared/flickr8k_subset
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import CHILD_ENV, ROOT, share_cache
+from conftest import ROOT, share_cache
 
-pytestmark = pytest.mark.slow
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import real_photos  # noqa: E402
 
-
-def bench(flickr, out, *args: str) -> str:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "real_photos.py"), "--data", str(flickr), "--out", str(out)]
-    cmd += ["--carve", "60", "--seeds", "0", "--samples", "2", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **CHILD_ENV})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flickr_small")]  # the other Flickr tests' feature cache
 
 
-def test_a_finished_arm_is_read_back_and_an_unfinished_one_is_left_out(flickr_small, tmp_path):
+@pytest.fixture
+def bench(flickr_small, tmp_path, capsys, monkeypatch):
+    """The command, run in this process (a new one would import torch again, three times a test)."""
+
+    def run(*args: str) -> str:
+        argv = ["real_photos.py", "--data", str(flickr_small), "--out", str(tmp_path), "--carve", "60", "--seeds", "0"]
+        monkeypatch.setattr(sys, "argv", [*argv, "--samples", "2", *args])
+        capsys.readouterr()
+        real_photos.main()
+        return capsys.readouterr().out
+
+    return run
+
+
+def test_a_finished_arm_is_read_back_and_an_unfinished_one_is_left_out(flickr_small, tmp_path, bench):
     share_cache(flickr_small, tmp_path)
-    first = bench(flickr_small, tmp_path, "--arms", "cnn_gru", "--epochs", "1")
+    first = bench("--arms", "cnn_gru", "--epochs", "1")
     record = json.loads((tmp_path / "eval_cnn_gru_seed0" / "bench.json").read_text())
     assert "cnn_gru seed 0: val CIDEr-D by epoch" in first and record["config"]["train"]["epochs"] == 1
     row = next(line for line in first.splitlines() if line.startswith("| cnn_gru |"))
-    again = bench(flickr_small, tmp_path, "--arms", "cnn_gru,show_tell", "--epochs", "1", "--finished")
+    again = bench("--arms", "cnn_gru,show_tell", "--epochs", "1", "--finished")
     assert "cnn_gru_seed0: reusing" in again and "val CIDEr-D by epoch" not in again
     assert row in again and "| show_tell |" not in again  # the same row read back; nothing trained
     log = tmp_path / "runs" / "cnn_gru_seed0" / "log.csv"
     stamp = log.stat().st_mtime_ns
-    changed = bench(flickr_small, tmp_path, "--arms", "cnn_gru", "--epochs", "2", "--finished")
+    changed = bench("--arms", "cnn_gru", "--epochs", "2", "--finished")
     assert "| cnn_gru |" not in changed and "val CIDEr-D by epoch" not in changed  # its config changed: left out
     assert log.stat().st_mtime_ns == stamp  # and not trained again
     assert json.loads((tmp_path / "eval_cnn_gru_seed0" / "bench.json").read_text()) == record

@@ -115,6 +115,7 @@ def test_rebuild_and_retrain_notebooks_execute(tmp_path):
     assert f"original references: {page}" in text and "nb06_original" in page.read_text()
 
 
+@pytest.mark.xdist_group("flickr_small")  # the worker of the other tests on these photos: their feature cache
 def test_real_photos_notebook_executes_on_the_subset_or_a_stand_in(tmp_path, request):
     """On a few hundred Flickr8k photos where ../shared/flickr8k_subset is present, else on the tiny
     synthetic stand-in; and the saved notebook holds no Flickr photograph (captions only)."""
