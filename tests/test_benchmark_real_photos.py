@@ -9,10 +9,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT, share_cache
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import real_photos  # noqa: E402
+import real_photos
+from conftest import share_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flickr_small")]  # the other Flickr tests' feature cache
 

@@ -3,12 +3,7 @@ limit is not one that chose to end on a barred word, and "a" alone does not make
 
 from __future__ import annotations
 
-import sys
-
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from caption_stats import stats  # noqa: E402
+from caption_stats import stats
 
 
 def test_repetitions_cut_endings_and_unended_captions_are_told_apart():

@@ -4,15 +4,11 @@ arms' runs, and a bootstrap interval that holds 0 for noise and excludes it for 
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from paired import differences, interval  # noqa: E402
+from paired import differences, interval
 
 
 def run(folder, scores: dict[int, float]):
